@@ -1,0 +1,54 @@
+"""The one interface the console uses to observe and steer a gateway.
+
+``LocalControl`` drives a gateway embedded in the same process; ``RemoteControl`` drives a
+headless ``forge-tui serve`` through its admin API. Both return the schema models.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from .schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+
+__all__ = ["Control", "ControlError"]
+
+
+class ControlError(Exception):
+    """The gateway could not be reached or refused the call; the message is operator-facing."""
+
+
+@runtime_checkable
+class Control(Protocol):
+    @property
+    def gateway_url(self) -> str:
+        """Base URL of the gateway's real HTTP port (smoke requests go there)."""
+
+    @property
+    def mode(self) -> str:
+        """'embedded' or 'attached'."""
+
+    async def snapshot(self) -> Snapshot: ...
+
+    async def eligible_models(self, role: str) -> list[str]: ...
+
+    async def swap(self, role: str, model: str, *, force: bool = False, actor: str = "operator") -> ChangeResult: ...
+
+    async def rollback(self, role: str, *, actor: str = "operator") -> ChangeResult: ...
+
+    async def rollback_trial(self, *, actor: str = "operator") -> ChangeResult: ...
+
+    async def set_deprecated(
+        self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"
+    ) -> ChangeResult: ...
+
+    async def audit(self, limit: int = 200) -> list[AuditInfo]: ...
+
+    async def preflight(self, role: str, model: str) -> PreflightResult: ...
+
+    async def start_job(self, kind: str, host: str) -> JobInfo: ...
+
+    async def job_log(self, job_id: str, since: int = 0) -> list[str]: ...
+
+    async def cancel_job(self, job_id: str) -> JobInfo: ...
+
+    async def close(self) -> None: ...
