@@ -1,0 +1,106 @@
+"""Control of a headless ``forge-tui serve`` through its admin API (``forge-tui attach``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from .base import ControlError
+from .schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+
+__all__ = ["RemoteControl"]
+
+_audit_list = TypeAdapter(list[AuditInfo])
+
+
+class RemoteControl:
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+        self._url = url.rstrip("/")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(base_url=self._url, headers=headers, timeout=timeout)
+
+    @property
+    def gateway_url(self) -> str:
+        return self._url
+
+    @property
+    def mode(self) -> str:
+        return "attached"
+
+    async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                    change: bool = False) -> Any:
+        try:
+            resp = await self._client.request(method, path, json=json, params=params)
+        except httpx.HTTPError as exc:
+            raise ControlError(f"gateway at {self._url} unreachable: {exc.__class__.__name__}: {exc}") from None
+        if change and resp.status_code == 409:
+            return resp.json()  # a refused change is a result, not a transport failure
+        if resp.status_code >= 400:
+            try:
+                msg = resp.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                msg = resp.text[:300]
+            if resp.status_code in (401, 403):
+                msg = f"admin API refused the token: {msg}"
+            raise ControlError(f"{method} {path}: HTTP {resp.status_code}: {msg}")
+        return resp.json()
+
+    def _change(self, data: Any) -> ChangeResult:
+        if isinstance(data, dict) and "ok" in data:
+            return ChangeResult.model_validate(data)
+        try:
+            return ChangeResult(ok=False, message=str(data["error"]["message"]))
+        except (KeyError, TypeError):
+            raise ControlError(f"unexpected admin API answer: {str(data)[:200]}") from None
+
+    async def snapshot(self) -> Snapshot:
+        data = await self._call("GET", "/admin/snapshot")
+        try:
+            return Snapshot.model_validate(data)
+        except ValidationError as exc:
+            raise ControlError(f"gateway sent an unexpected snapshot: {exc.errors()[0]['msg']}") from None
+
+    async def eligible_models(self, role: str) -> list[str]:
+        return list(await self._call("GET", f"/admin/roles/{quote(role, safe='')}/eligible"))
+
+    async def swap(self, role: str, model: str, *, force: bool = False, actor: str = "operator") -> ChangeResult:
+        data = await self._call("POST", f"/admin/roles/{quote(role, safe='')}/swap",
+                                json={"model": model, "force": force, "actor": actor}, change=True)
+        return self._change(data)
+
+    async def rollback(self, role: str, *, actor: str = "operator") -> ChangeResult:
+        data = await self._call("POST", f"/admin/roles/{quote(role, safe='')}/rollback", json={"actor": actor}, change=True)
+        return self._change(data)
+
+    async def rollback_trial(self, *, actor: str = "operator") -> ChangeResult:
+        return self._change(await self._call("POST", "/admin/trial/rollback", json={"actor": actor}, change=True))
+
+    async def set_deprecated(
+        self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"
+    ) -> ChangeResult:
+        data = await self._call("POST", f"/admin/models/{quote(model, safe='')}/deprecation",
+                                json={"deprecated": deprecated, "sunset": sunset, "actor": actor}, change=True)
+        return self._change(data)
+
+    async def audit(self, limit: int = 200) -> list[AuditInfo]:
+        return _audit_list.validate_python(await self._call("GET", "/admin/audit", params={"limit": limit}))
+
+    async def preflight(self, role: str, model: str) -> PreflightResult:
+        return PreflightResult.model_validate(
+            await self._call("GET", "/admin/preflight", params={"role": role, "model": model}))
+
+    async def start_job(self, kind: str, host: str) -> JobInfo:
+        return JobInfo.model_validate(await self._call("POST", "/admin/jobs", json={"kind": kind, "host": host}))
+
+    async def job_log(self, job_id: str, since: int = 0) -> list[str]:
+        data = await self._call("GET", f"/admin/jobs/{quote(job_id, safe='')}/log", params={"since": since})
+        return list(data.get("lines", []))
+
+    async def cancel_job(self, job_id: str) -> JobInfo:
+        return JobInfo.model_validate(await self._call("POST", f"/admin/jobs/{quote(job_id, safe='')}/cancel"))
+
+    async def close(self) -> None:
+        await self._client.aclose()

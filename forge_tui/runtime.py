@@ -1,0 +1,90 @@
+"""Assemble a running forge: catalog + state overlay + telemetry + hosts service + gateway.
+
+One place builds the object graph, so ``serve``, the embedded console, the demo, the tests
+and the benchmark all run the same product (telemetry, thinking policy, routing, audit on).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .config import Catalog, load_catalog
+from .gateway.app import Gateway
+from .state import RoutingState, default_state_dir
+from .telemetry import Telemetry
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        catalog: Catalog | None = None,
+        state_dir: str | Path | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        admin_token: str | None = None,
+        api_keys: Sequence[str] = (),
+        with_hosts: bool = True,
+        history: bool | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.catalog = catalog or load_catalog(self.config_path)
+        g = self.catalog.gateway
+        self.state_dir = Path(state_dir or g.state_dir or default_state_dir(self.config_path)).expanduser()
+        self.host = host or g.host
+        self.port = g.port if port is None else port
+        self.admin_token = admin_token or g.admin_token or (os.environ.get(g.admin_token_env) if g.admin_token_env else None)
+        self.api_keys = tuple(api_keys) or g.api_keys
+        self.state = RoutingState(self.catalog, self.state_dir)
+        use_history = g.history if history is None else history
+        self.telemetry = Telemetry(self.state_dir / "history.sqlite3" if use_history else None)
+        self.hosts = None
+        if with_hosts:
+            from .hosts import HostsService
+
+            self.hosts = HostsService(self.catalog, state_dir=self.state_dir, gateway_url=lambda: self.url)
+        self.gateway = Gateway(
+            self.catalog,
+            self.state,
+            telemetry=self.telemetry,
+            config_path=str(self.config_path),
+            admin_token=self.admin_token,
+            api_keys=self.api_keys,
+            hosts=self.hosts,
+        )
+        self._started = False
+
+    @property
+    def url(self) -> str | None:
+        return self.gateway.url if self._started else None
+
+    async def start(self) -> None:
+        await self.telemetry.start()
+        try:
+            await self.gateway.start(self.host, self.port)
+        except BaseException:
+            await self.telemetry.close()
+            raise
+        self._started = True
+        if self.hosts is not None:
+            await self.hosts.start()
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        if self.hosts is not None:
+            await self.hosts.close()
+        if self._started:
+            await self.gateway.stop(drain_timeout)
+            self._started = False
+        await self.telemetry.close()
+
+    async def __aenter__(self) -> "Runtime":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

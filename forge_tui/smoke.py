@@ -1,0 +1,235 @@
+"""Smoke requests: one small, role-appropriate request per role, sent through the gateway's real port.
+
+Same route agents use (HTTP to the gateway, never an in-process shortcut), checked for shape:
+status, no ``<think>`` leak, valid JSON when JSON was asked, a non-empty vector for embeddings.
+Used by the console (``t``/``T``), by ``forge-tui smoke`` and by the rebuild job's final step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import math
+import struct
+import time
+import wave
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import httpx
+
+__all__ = ["SmokeResult", "smoke_role", "smoke_roles", "smoke_kind", "tiny_png", "tiny_wav"]
+
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 24}},
+    "required": ["city"],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SmokeResult:
+    role: str
+    kind: str  # chat, json, embed, vision, audio, transcribe
+    ok: bool
+    status: int
+    latency_ms: float
+    route: str  # the x-forge-route header: which model/host/backend answered
+    snippet: str
+    reason: str  # why it failed ("" when ok)
+
+    def line(self) -> str:
+        mark = "PASS" if self.ok else "FAIL"
+        why = f"  {self.reason}" if self.reason else ""
+        return f"{mark} {self.role:<15} {self.kind:<10} {self.status:>3} {self.latency_ms:8.0f} ms  {self.route}{why}"
+
+
+def smoke_kind(role: str, requires: Iterable[str]) -> str:
+    req = set(requires)
+    if "embed" in req:
+        return "embed"
+    if "audio" in req:
+        return "transcribe" if role == "transcribe" else "audio"
+    if "vision" in req:
+        return "vision"
+    if role in ("default-chat", "priority-chat"):
+        return "chat"
+    return "json"
+
+
+def tiny_png(width: int = 32, height: int = 32) -> bytes:
+    """A small valid PNG (a two-colour split), built with zlib so no imaging library is needed."""
+    rows = b"".join(
+        b"\x00" + b"".join(b"\xd0\x40\x20" if x < width // 2 else b"\x20\x60\xd0" for x in range(width))
+        for _ in range(height)
+    )
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def tiny_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    """A short mono 16-bit WAV (a 440 Hz tone)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        n = int(seconds * rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(n)))
+    return buf.getvalue()
+
+
+def _snip(text: str, n: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    except ValueError:
+        pass
+    return _snip(resp.text or resp.reason_phrase, 200)
+
+
+async def _request(client: httpx.AsyncClient, role: str, kind: str) -> tuple[httpx.Response, str | None]:
+    """Send the request for ``kind``; return the response and the content to check (or None)."""
+    if kind == "embed":
+        return await client.post("/v1/embeddings", json={"model": role, "input": "forge smoke test"}), None
+    if kind in ("audio", "transcribe"):
+        files = {"file": ("smoke.wav", tiny_wav(), "audio/wav")}
+        if kind == "transcribe":
+            return await client.post("/v1/audio/transcriptions", data={"model": role}, files=files), None
+        data = {"model": role, "prompt": "What do you hear? Answer in five words."}
+        return await client.post("/v1/audio_qa", data=data, files=files), None
+    if kind == "vision":
+        url = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
+        content: Any = [
+            {"type": "text", "text": "Name the two colours in this image."},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+        body: dict[str, Any] = {"model": role, "messages": [{"role": "user", "content": content}], "max_tokens": 24}
+    elif kind == "json":
+        body = {
+            "model": role,
+            "messages": [{"role": "user", "content": 'Extract the city as JSON {"city": ...}: "I flew to Lisbon."'}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": JSON_SCHEMA}},
+        }
+    else:
+        body = {
+            "model": role,
+            "messages": [{"role": "user", "content": "Reply with one short sentence: is the gateway up?"}],
+            "max_tokens": 16,
+            "temperature": 0,
+        }
+    return await client.post("/v1/chat/completions", json=body), "chat"
+
+
+def _check(kind: str, resp: httpx.Response) -> tuple[bool, str, str]:
+    """Return (ok, snippet, reason)."""
+    if resp.status_code != 200:
+        return False, "", f"HTTP {resp.status_code}: {_error_message(resp)}"
+    try:
+        body = resp.json()
+    except ValueError:
+        return False, _snip(resp.text), "response is not JSON"
+    if kind == "embed":
+        try:
+            vec = body["data"][0]["embedding"]
+        except (KeyError, IndexError, TypeError):
+            return False, _snip(json.dumps(body)), "no data[0].embedding in the response"
+        if not isinstance(vec, list) or not vec:
+            return False, "", "empty embedding vector"
+        if not all(isinstance(v, (int, float)) for v in vec[:16]):
+            return False, "", "embedding holds non-numbers"
+        return True, f"{len(vec)}-dim vector", ""
+    if kind in ("audio", "transcribe"):
+        text = body.get("text") if isinstance(body, dict) else None
+        if text is None and isinstance(body, dict):
+            try:
+                text = body["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError):
+                text = None
+        if not isinstance(text, str):
+            return False, _snip(json.dumps(body)), "no text in the response"
+        return True, _snip(text), ""
+    try:
+        msg = body["choices"][0]["message"]
+        content = msg.get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False, _snip(json.dumps(body)), "no choices[0].message in the response"
+    if "<think>" in content or "</think>" in content:
+        return False, _snip(content), "reasoning block leaked into content"
+    if kind == "json":
+        try:
+            parsed = json.loads(content)
+        except ValueError:
+            return False, _snip(content), "asked for JSON, got something else"
+        if not isinstance(parsed, dict):
+            return False, _snip(content), "asked for a JSON object"
+        return True, _snip(content), ""
+    if not content.strip():
+        return False, "", "empty answer"
+    return True, _snip(content), ""
+
+
+async def smoke_role(
+    base_url: str,
+    role: str,
+    requires: Iterable[str],
+    *,
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    client: httpx.AsyncClient | None = None,
+) -> SmokeResult:
+    kind = smoke_kind(role, requires)
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    own = client is None
+    client = client or httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
+    t0 = time.perf_counter()
+    try:
+        resp, _ = await _request(client, role, kind)
+    except httpx.TimeoutException:
+        return SmokeResult(role, kind, False, 0, (time.perf_counter() - t0) * 1000, "", "", f"timed out after {timeout:.0f}s")
+    except httpx.HTTPError as exc:
+        return SmokeResult(role, kind, False, 0, (time.perf_counter() - t0) * 1000, "", "",
+                           f"gateway unreachable: {exc.__class__.__name__}: {exc}")
+    finally:
+        if own:
+            await client.aclose()
+    latency = (time.perf_counter() - t0) * 1000
+    ok, snippet, reason = _check(kind, resp)
+    return SmokeResult(role, kind, ok, resp.status_code, latency, resp.headers.get("x-forge-route", ""), snippet, reason)
+
+
+async def smoke_roles(
+    base_url: str,
+    roles: Iterable[Any],
+    *,
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    concurrency: int = 2,
+) -> list[SmokeResult]:
+    """Smoke several roles (objects with ``name`` and ``requires``), a few at a time, in order."""
+    sem = asyncio.Semaphore(max(1, concurrency))
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers) as client:
+
+        async def one(r: Any) -> SmokeResult:
+            async with sem:
+                return await smoke_role(base_url, r.name, [str(getattr(c, "value", c)) for c in r.requires],
+                                        timeout=timeout, client=client)
+
+        return list(await asyncio.gather(*(one(r) for r in roles)))
