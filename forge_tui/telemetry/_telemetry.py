@@ -1,0 +1,266 @@
+"""The gateway's telemetry: one ``record`` per request feeds live windows, Prometheus and history.
+
+``record`` runs on the request path: a lock, a few dict and deque operations, an append to the
+history backlog. Percentiles, series and the exposition text are built only when someone reads
+(``info`` for the console, ``prometheus`` for ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time as _time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..control.schema import ErrorInfo, RequestInfo, RoleStats, SeriesPoint, TelemetryInfo
+from ._history import History
+from ._metrics import PromMetrics, render
+from ._windows import OVERFLOW, RollingWindows, weighted_percentile
+from .records import ErrorClass, RequestRecord
+
+__all__ = ["Telemetry"]
+
+Listener = Callable[[RequestRecord], None]
+
+
+@dataclass(slots=True)
+class _RoleCopy:
+    """One role in one bucket, copied under the lock so the maths runs outside it."""
+
+    index: int
+    count: int
+    errors: int
+    lat: list[tuple[float, float]]  # (value, weight)
+    ttft: list[tuple[float, float]]
+
+
+def _weighted(samples: object, seen: int) -> list[tuple[float, float]]:
+    values = list(samples)  # type: ignore[call-overload]
+    if not values:
+        return []
+    w = seen / len(values)  # > 1 once the reservoir is full: each sample stands for several requests
+    return [(v, w) for v in values]
+
+
+def _request_info(r: RequestRecord) -> RequestInfo:
+    return RequestInfo(
+        time=r.time, request_id=r.request_id, endpoint=r.endpoint, role=r.role, model=r.model, host=r.host,
+        backend=r.backend, stream=r.stream, status=r.status, error_class=r.error_class.value,
+        latency_ms=r.latency_ms, ttft_ms=r.ttft_ms, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
+        fallback=r.fallback, thinking_injected=r.thinking_injected, thinking_leaked=r.thinking_leaked,
+    )
+
+
+def _error_info(r: RequestRecord) -> ErrorInfo:
+    return ErrorInfo(
+        time=r.time, request_id=r.request_id, error_class=r.error_class.value, status=r.status, role=r.role,
+        model=r.model, host=r.host, backend=r.backend, message=r.error or "",
+    )
+
+
+class Telemetry:
+    """Live windows, Prometheus counters and SQLite history for every request the gateway answers.
+
+    ``total`` and ``thinking_leaks`` in ``info()`` count since start (like ``/metrics``); every
+    other figure in ``info()`` covers the last ``window_s`` seconds before ``now``.
+    Without a ``history_path`` nothing is persisted and ``history()`` reads as empty.
+    """
+
+    def __init__(
+        self,
+        history_path: Path | None,
+        *,
+        window_s: float = 600.0,
+        bucket_s: float = 10.0,
+        recent: int = 300,
+        last_errors: int = 50,
+        samples_per_bucket: int = 256,
+        max_series: int = 2000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.5,
+        max_pending: int = 20_000,
+    ):
+        self.history_path = Path(history_path) if history_path is not None else None
+        self._lock = threading.Lock()
+        self._windows = RollingWindows(window_s, bucket_s, samples=samples_per_bucket)
+        self._metrics = PromMetrics(max_series=max_series)
+        self._recent: deque[RequestRecord] = deque(maxlen=recent)
+        self._last_errors: deque[RequestRecord] = deque(maxlen=last_errors)
+        self._history = (
+            History(self.history_path, batch_size=batch_size, flush_interval_s=flush_interval_s, max_pending=max_pending)
+            if self.history_path is not None
+            else None
+        )
+        self._listeners: tuple[Listener, ...] = ()
+        self.total = 0
+        self.thinking_leaks = 0
+        self.listener_errors = 0
+
+    # -- request path -------------------------------------------------------------------------
+
+    def record(self, rec: RequestRecord) -> None:
+        """Account one finished request. O(1); never touches the disk; listeners run inline."""
+        with self._lock:
+            self._ingest(rec)
+            if self._history is not None:
+                self._history.put(rec)
+        for cb in self._listeners:
+            try:
+                cb(rec)
+            except Exception:  # a broken listener (console) must never fail a request
+                self.listener_errors += 1
+
+    def _ingest(self, rec: RequestRecord) -> None:
+        self.total += 1
+        if rec.thinking_leaked:
+            self.thinking_leaks += 1
+        self._windows.add(rec)
+        self._metrics.add(rec)
+        self._recent.append(rec)
+        if rec.error_class is not ErrorClass.OK:
+            self._last_errors.append(rec)
+
+    def ingest(self, rec: RequestRecord) -> None:
+        """Account a past record in windows and counters only (replay): no history, no listeners."""
+        with self._lock:
+            self._ingest(rec)
+
+    def subscribe(self, cb: Listener) -> Callable[[], None]:
+        """Call ``cb`` with every new record (on the recording thread; keep it cheap). Returns unsubscribe."""
+        with self._lock:
+            self._listeners = self._listeners + (cb,)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = tuple(x for x in self._listeners if x is not cb)
+
+        return unsubscribe
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def info(self, inflight: int = 0, now: float | None = None) -> TelemetryInfo:
+        """The console's view: per-role windows with percentiles and series, errors, recent requests."""
+        now = _time.time() if now is None else now
+        w = self._windows
+        with self._lock:
+            now_idx, buckets = w.live_buckets(now)
+            copies: dict[str, list[_RoleCopy]] = {}
+            by_class: dict[str, int] = {}
+            by_target: dict[str, int] = {}
+            for b in buckets:
+                for role, rb in b.roles.items():
+                    copies.setdefault(role, []).append(
+                        _RoleCopy(b.index, rb.count, rb.errors, _weighted(rb.lat, rb.lat_seen),
+                                  _weighted(rb.ttft, rb.ttft_seen))
+                    )
+                for k, n in b.errors_by_class.items():
+                    by_class[k] = by_class.get(k, 0) + n
+                for k, n in b.errors_by_target.items():
+                    by_target[k] = by_target.get(k, 0) + n
+            recent = list(self._recent)
+            errors = list(self._last_errors)
+            total, leaks, first = self.total, self.thinking_leaks, w.first_time
+
+        if len(by_target) > w.max_keys:  # many names over the window: keep the worst, fold the rest
+            ranked = sorted(by_target.items(), key=lambda kv: (-kv[1], kv[0]))
+            by_target = dict(ranked[: w.max_keys - 1])
+            by_target[OVERFLOW] = by_target.get(OVERFLOW, 0) + sum(n for _, n in ranked[w.max_keys - 1 :])
+        first_idx = now_idx - w.nbuckets + 1
+        window_start = first_idx * w.bucket_s
+        span = now - max(window_start, first if first is not None else now)
+        span = max(span, 1.0)  # right after the first request, do not report a rate of thousands
+        roles: list[RoleStats] = []
+        window_count = 0
+        for role in sorted(copies):
+            cs = copies[role]
+            by_idx = {c.index: c for c in cs}
+            count = sum(c.count for c in cs)
+            window_count += count
+            lat = [p for c in cs for p in c.lat]
+            ttft = [p for c in cs for p in c.ttft]
+            series = []
+            for idx in range(first_idx, now_idx + 1):
+                c = by_idx.get(idx)
+                if c is None:
+                    series.append(SeriesPoint(t=idx * w.bucket_s, count=0))
+                else:
+                    series.append(SeriesPoint(
+                        t=idx * w.bucket_s, count=c.count,
+                        p50_ms=weighted_percentile(list(c.lat), 0.50), p95_ms=weighted_percentile(list(c.lat), 0.95),
+                    ))
+            roles.append(RoleStats(
+                role=role, count=count, errors=sum(c.errors for c in cs),
+                p50_ms=weighted_percentile(list(lat), 0.50), p95_ms=weighted_percentile(lat, 0.95),
+                ttft_p50_ms=weighted_percentile(ttft, 0.50), rps=count / span, series=series,
+            ))
+        return TelemetryInfo(
+            window_s=w.nbuckets * w.bucket_s, total=total, rps=window_count / span, inflight=inflight, roles=roles,
+            errors_by_class=by_class, errors_by_target=by_target,
+            last_errors=[_error_info(r) for r in reversed(errors)],
+            recent=[_request_info(r) for r in reversed(recent)], thinking_leaks=leaks,
+        )
+
+    def prometheus(self) -> str:
+        """``/metrics`` body, Prometheus text exposition format 0.0.4."""
+        with self._lock:
+            series = self._metrics.snapshot()
+        h = self._history
+        extra: list[tuple[str, str, str, float]] = [
+            ("forge_history_dropped_total", "counter",
+             "Request records not persisted to SQLite (backlog full, history closed, or a failed write).",
+             h.dropped if h else 0),
+            ("forge_history_written_total", "counter", "Request records written to the SQLite history.",
+             h.written if h else 0),
+            ("forge_history_write_errors_total", "counter", "Failed SQLite history batch writes.",
+             h.write_errors if h else 0),
+            ("forge_history_pending", "gauge", "Request records waiting for the history writer.",
+             h.pending if h else 0),
+        ]
+        return render(series, extra)
+
+    def memory_stats(self) -> dict[str, int]:
+        """Sizes of every structure that could grow; all are capped (the benchmark and tests read these)."""
+        with self._lock:
+            return {
+                "buckets": self._windows.bucket_count(),
+                "samples": self._windows.sample_count(),
+                "series": self._metrics.series_count(),
+                "recent": len(self._recent),
+                "last_errors": len(self._last_errors),
+                "history_pending": self._history.pending if self._history else 0,
+            }
+
+    # -- history ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the history (WAL) and start its writer thread. Raises HistoryError naming the path."""
+        if self._history is not None:
+            await asyncio.to_thread(self._history.open)
+
+    async def flush(self) -> None:
+        """Wait until every record so far is in SQLite (tests, and before reading history back)."""
+        if self._history is not None:
+            await asyncio.to_thread(self._history.flush)
+
+    async def close(self) -> None:
+        """Write everything pending and close the history. Idempotent."""
+        if self._history is not None:
+            await asyncio.to_thread(self._history.close)
+
+    def history(
+        self, *, since: float | None = None, until: float | None = None, role: str | None = None,
+        limit: int = 1000, newest_first: bool = False,
+    ) -> list[RequestRecord]:
+        """Records persisted so far with ``since <= time < until``, oldest first unless ``newest_first``."""
+        if self._history is None:
+            return []
+        rows = self._history.read(since=since, until=until, role=role, limit=limit, newest_first=newest_first)
+        return [r for _, r in rows]
+
+    @property
+    def history_error(self) -> str | None:
+        """The last failed history write, for the console's warnings (None when all is well)."""
+        return self._history.last_error if self._history else None

@@ -1,0 +1,210 @@
+"""Telemetry history on a real SQLite file: batching off the request path, restart survival,
+bounded backlog, clear errors for unusable files, and replay of a past window."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from forge_tui.telemetry import ErrorClass, HistoryError, RequestRecord, Telemetry
+from forge_tui.telemetry._history import COLUMNS
+from forge_tui.telemetry.replay import replay
+
+from .test_telemetry import parse_prometheus, rec, value
+
+SLOW = 3600.0  # a flush interval no test waits for: writes happen on batch size, flush or close
+
+
+def rows_on_disk(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_every_record_field_has_a_column() -> None:
+    assert [c for c, _ in COLUMNS] == [f.name for f in dataclasses.fields(RequestRecord)]
+
+
+async def test_records_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "history.sqlite3"
+    tel = Telemetry(path)
+    await tel.start()
+    first = [
+        rec(100.5, request_id="a", latency_ms=12.5, ttft_ms=3.25, tokens_in=4, tokens_out=9, tokens_per_s=40.0,
+            stream=True, thinking_injected=True, extra={"client": "agent-7"}),
+        rec(101.0, request_id="b", role="vision", model="qwen2.5-vl", status=502, image=True,
+            error_class=ErrorClass.UPSTREAM_ERROR, error="unknown model architecture: 'gemma4'"),
+        rec(102.0, request_id="c", role=None, model=None, host=None, backend=None, status=404,
+            error_class=ErrorClass.NOT_FOUND, fallback=True, thinking_leaked=True),
+    ]
+    for r in first:
+        tel.record(r)
+    await tel.close()
+    await tel.close()  # idempotent
+
+    again = Telemetry(path)
+    await again.start()
+    assert again.history() == first
+    again.record(rec(103.0, request_id="d"))
+    await again.close()
+    third = Telemetry(path)
+    assert [r.request_id for r in third.history()] == ["a", "b", "c", "d"]  # readable without start()
+    assert [r.request_id for r in third.history(role="vision")] == ["b"]
+    assert [r.request_id for r in third.history(since=101.0, until=103.0)] == ["b", "c"]
+    assert [r.request_id for r in third.history(limit=2, newest_first=True)] == ["d", "c"]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"requests_time", "requests_role_time"} <= indexes
+    finally:
+        conn.close()
+
+
+async def test_writes_are_batched_off_the_request_path(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW, batch_size=10_000)
+    await tel.start()
+    for i in range(50):
+        tel.record(rec(i, request_id=f"r{i}"))
+    assert rows_on_disk(path) == 0  # nothing written synchronously
+    assert tel.history() == []
+    assert tel.memory_stats()["history_pending"] == 50
+    await tel.flush()
+    assert rows_on_disk(path) == 50
+    for i in range(50, 70):
+        tel.record(rec(i, request_id=f"r{i}"))
+    await tel.close()
+    assert rows_on_disk(path) == 70
+    _, samples = parse_prometheus(tel.prometheus())
+    assert value(samples, "forge_history_written_total") == 70
+    assert value(samples, "forge_history_pending") == 0
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW, batch_size=25)
+    await tel.start()
+    try:
+        for i in range(25):
+            tel.record(rec(i))
+        for _ in range(200):  # bounded: at most ~10 s
+            if rows_on_disk(path) == 25:
+                break
+            await asyncio.sleep(0.05)
+        assert rows_on_disk(path) == 25
+    finally:
+        await tel.close()
+
+
+async def test_backlog_is_bounded_and_drops_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW, batch_size=10_000, max_pending=100)
+    await tel.start()
+    for i in range(150):
+        tel.record(rec(i))
+    assert tel.memory_stats()["history_pending"] == 100
+    _, samples = parse_prometheus(tel.prometheus())
+    assert value(samples, "forge_history_dropped_total") == 50
+    assert tel.info(now=200).total == 150  # live windows still saw every request
+    await tel.close()
+    assert rows_on_disk(path) == 100
+
+
+async def test_failed_writes_are_counted_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW)
+    await tel.start()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE requests")  # someone broke the file under a running gateway
+    conn.commit()
+    conn.close()
+    tel.record(rec(1))
+    await tel.flush()
+    assert "no such table: requests" in (tel.history_error or "")
+    assert str(path) in (tel.history_error or "")
+    _, samples = parse_prometheus(tel.prometheus())
+    assert value(samples, "forge_history_dropped_total") == 1
+    assert value(samples, "forge_history_write_errors_total") == 1
+    await tel.close()
+
+
+async def test_without_a_path_nothing_is_persisted() -> None:
+    tel = Telemetry(None)
+    await tel.start()
+    tel.record(rec(1))
+    await tel.flush()
+    await tel.close()
+    assert tel.history() == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "corrupt", "parent-is-file", "foreign", "newer-schema"])
+async def test_unusable_history_file_fails_at_start_with_the_path(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "history.sqlite3"
+    expected = {
+        "directory": "not a regular file",
+        "corrupt": "not a database",
+        "parent-is-file": "cannot create its directory",
+        "foreign": "not a forge-tui history",
+        "newer-schema": "schema version [2]",
+    }[kind]
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "corrupt":
+        path.write_bytes(b"this is not sqlite at all\n" * 400)
+    elif kind == "parent-is-file":
+        (tmp_path / "blocker").write_text("x")
+        path = tmp_path / "blocker" / "history.sqlite3"
+    elif kind == "foreign":
+        c = sqlite3.connect(path)
+        c.execute("CREATE TABLE photos (id INTEGER)")
+        c.commit()
+        c.close()
+    else:
+        c = sqlite3.connect(path)
+        c.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        c.execute("INSERT INTO schema_version VALUES (2)")
+        c.commit()
+        c.close()
+    tel = Telemetry(path)
+    with pytest.raises(HistoryError) as err:
+        await tel.start()
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+    await tel.close()  # closing a telemetry that never started is fine
+
+
+async def test_replay_rebuilds_a_past_window(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW, batch_size=50)
+    await tel.start()
+    day = 86_400.0
+    for i in range(120):  # a trial day: one request every 10 min, two roles
+        t = 10 * day + i * 600
+        err = ErrorClass.UPSTREAM_ERROR if i % 12 == 0 else ErrorClass.OK
+        tel.record(rec(t, role="vision" if i % 3 == 0 else "default-chat", latency_ms=float(i + 1),
+                       error_class=err, error="boom" if err is not ErrorClass.OK else None))
+    tel.record(rec(12 * day, request_id="later"))  # outside the range
+    await tel.close()
+
+    past = replay(path, 10 * day, 11 * day, buckets=24, chunk=7)
+    info = past.info(now=11 * day)
+    assert info.total == 120
+    stats = {r.role: r for r in info.roles}
+    assert stats["vision"].count == 40 and stats["default-chat"].count == 80
+    assert stats["vision"].errors == 10  # i % 12 == 0 are all multiples of 3
+    assert info.errors_by_class == {"upstream_error": 10}
+    assert stats["vision"].p50_ms == 58.0  # latencies 1, 4, ..., 118: the 20th is 58
+    assert sum(p.count for p in stats["default-chat"].series) == 80
+    assert info.recent[0].time == 10 * day + 119 * 600
+    only_vision = replay(path, 10 * day, 11 * day, role="vision")
+    assert only_vision.info(now=11 * day).total == 40
+    with pytest.raises(ValueError):
+        replay(path, 5.0, 5.0)
