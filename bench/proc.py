@@ -1,0 +1,75 @@
+"""Process plumbing shared by the benchmark's programs: CPU pinning, /proc readings, serve-until-stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Awaitable, Callable
+
+__all__ = ["pin_to_cpu", "pin_pid", "cpu_seconds", "rss_mb", "serve_until_stopped", "CLK_TCK"]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def pin_to_cpu(cpu: int | None) -> None:
+    """Pin the calling process to one CPU (no-op for None or a CPU this process may not use)."""
+    if cpu is not None and cpu in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {cpu})
+
+
+def pin_pid(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` (threads started before the call included)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except (ProcessLookupError, OSError):
+            pass  # the thread ended meanwhile
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far, all threads, from /proc/<pid>/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command name may contain spaces
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return (utime + stime) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB, from /proc/<pid>/statm."""
+    resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return resident * PAGE / (1024 * 1024)
+
+
+def serve_until_stopped(start: Callable[[], Awaitable[asyncio.Server]]) -> int:
+    """Start a server, print ``LISTENING host port``, and run until SIGTERM/SIGINT or stdin EOF.
+
+    Stopping at stdin EOF means a crashed parent never leaves this process behind.
+    """
+
+    async def run() -> None:
+        server = await start()
+        host, port = server.sockets[0].getsockname()[:2]
+        print(f"LISTENING {host} {port}", flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if not sys.stdin.isatty():
+            reader = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+            async def watch_stdin() -> None:
+                while await reader.read(4096):
+                    pass
+                stop.set()
+
+            loop.create_task(watch_stdin())
+        await stop.wait()
+        server.close()
+
+    asyncio.run(run())
+    return 0
