@@ -221,9 +221,10 @@ class History:
             n = min(len(pending), self.batch_size)
             batch = [pending.popleft() for _ in range(n)]
             try:
-                rows = [_row(r) for r in batch]
                 conn.execute("BEGIN")
-                conn.executemany(_INSERT, rows)
+                # rows built one at a time between inserts (each of which releases the GIL): the
+                # event loop never waits behind a long pure-Python stretch of this thread
+                conn.executemany(_INSERT, map(_row, batch))
                 conn.execute("COMMIT")
                 self.written += n
             except (sqlite3.Error, TypeError, ValueError) as e:  # disk full, odd extra, ...: count, keep serving

@@ -25,7 +25,7 @@ _OTHER = ("(other)", "(other)", "(other)", "(other)")
 
 @dataclass(slots=True)
 class _Series:
-    by_class: dict[str, int] = field(default_factory=dict)
+    by_class: dict[ErrorClass, int] = field(default_factory=dict)
     dur_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
     dur_sum: float = 0.0
     ttft_counts: list[int] = field(default_factory=lambda: [0] * (len(TTFT_BUCKETS_S) + 1))
@@ -61,13 +61,14 @@ class PromMetrics:
 
     def __init__(self, max_series: int = 2000):
         self.max_series = max_series
-        self._series: dict[tuple[str, str, str, str], _Series] = {}
+        self._series: dict[tuple[str | None, str | None, str | None, str | None], _Series] = {}
 
     def series_count(self) -> int:
         return len(self._series)
 
     def add(self, rec: RequestRecord) -> None:
-        key = (rec.role or "", rec.model or "", rec.host or "", rec.backend or "")
+        # Hot path: one dict lookup finds every counter of the route.
+        key = (rec.role, rec.model, rec.host, rec.backend)
         s = self._series.get(key)
         if s is None:
             if len(self._series) >= self.max_series:
@@ -75,15 +76,17 @@ class PromMetrics:
                 s = self._series.get(key)
             if s is None:
                 s = self._series[key] = _Series()
-        ec = rec.error_class.value if isinstance(rec.error_class, ErrorClass) else str(rec.error_class)
-        s.by_class[ec] = s.by_class.get(ec, 0) + 1
-        d = rec.latency_ms / 1000.0
+        ec = rec.error_class
+        by_class = s.by_class
+        by_class[ec] = by_class.get(ec, 0) + 1
+        d = rec.latency_ms * 0.001
         s.dur_counts[bisect_left(DURATION_BUCKETS_S, d)] += 1
         s.dur_sum += d
-        if rec.ttft_ms is not None:
-            t = rec.ttft_ms / 1000.0
-            s.ttft_counts[bisect_left(TTFT_BUCKETS_S, t)] += 1
-            s.ttft_sum += t
+        ttft = rec.ttft_ms
+        if ttft is not None:
+            ttft *= 0.001
+            s.ttft_counts[bisect_left(TTFT_BUCKETS_S, ttft)] += 1
+            s.ttft_sum += ttft
         if rec.tokens_in:
             s.tokens_in += rec.tokens_in
         if rec.tokens_out:
@@ -96,17 +99,31 @@ class PromMetrics:
             s.fallbacks += 1
 
     def snapshot(self) -> list[tuple[tuple[str, str, str, str], _Series]]:
-        """Deep-enough copy to render outside the owner's lock."""
-        return [
-            (
-                k,
-                _Series(
-                    dict(s.by_class), list(s.dur_counts), s.dur_sum, list(s.ttft_counts), s.ttft_sum,
-                    s.tokens_in, s.tokens_out, s.thinking_injected, s.thinking_leaks, s.fallbacks,
-                ),
-            )
-            for k, s in self._series.items()
-        ]
+        """Copy to render outside the owner's lock; a missing label becomes "" (merged if it collides)."""
+        out: dict[tuple[str, str, str, str], _Series] = {}
+        for k, s in self._series.items():
+            key = (k[0] or "", k[1] or "", k[2] or "", k[3] or "")
+            agg = out.get(key)
+            if agg is None:
+                agg = out[key] = _Series()
+            for ec, n in s.by_class.items():
+                name = str(getattr(ec, "value", ec))
+                agg.by_class[name] = agg.by_class.get(name, 0) + n  # type: ignore[index]
+            _merge(agg, s)
+        return list(out.items())
+
+
+def _merge(agg: _Series, s: _Series) -> None:
+    """Add everything but ``by_class`` of ``s`` into ``agg``."""
+    agg.dur_counts = [a + b for a, b in zip(agg.dur_counts, s.dur_counts)]
+    agg.dur_sum += s.dur_sum
+    agg.ttft_counts = [a + b for a, b in zip(agg.ttft_counts, s.ttft_counts)]
+    agg.ttft_sum += s.ttft_sum
+    agg.tokens_in += s.tokens_in
+    agg.tokens_out += s.tokens_out
+    agg.thinking_injected += s.thinking_injected
+    agg.thinking_leaks += s.thinking_leaks
+    agg.fallbacks += s.fallbacks
 
 
 def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[tuple[str, str, str, float]]) -> str:
@@ -129,15 +146,7 @@ def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[
         agg = rmh.get((role, model, host))
         if agg is None:
             agg = rmh[(role, model, host)] = _Series()
-        agg.dur_counts = [a + b for a, b in zip(agg.dur_counts, s.dur_counts)]
-        agg.dur_sum += s.dur_sum
-        agg.ttft_counts = [a + b for a, b in zip(agg.ttft_counts, s.ttft_counts)]
-        agg.ttft_sum += s.ttft_sum
-        agg.tokens_in += s.tokens_in
-        agg.tokens_out += s.tokens_out
-        agg.thinking_injected += s.thinking_injected
-        agg.thinking_leaks += s.thinking_leaks
-        agg.fallbacks += s.fallbacks
+        _merge(agg, s)
     names = ("role", "model", "host")
 
     def histogram(name: str, help_: str, bounds: tuple[float, ...], pick: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from array import array
 import time as _time
 from collections import deque
 from collections.abc import Callable
@@ -18,31 +19,38 @@ from pathlib import Path
 from ..control.schema import ErrorInfo, RequestInfo, RoleStats, SeriesPoint, TelemetryInfo
 from ._history import History
 from ._metrics import PromMetrics, render
-from ._windows import OVERFLOW, RollingWindows, weighted_percentile
+from ._percentiles import merged_percentiles, rank_percentile
+from ._windows import OVERFLOW, RollingWindows
 from .records import ErrorClass, RequestRecord
 
 __all__ = ["Telemetry"]
+
+_OK = ErrorClass.OK
 
 Listener = Callable[[RequestRecord], None]
 
 
 @dataclass(slots=True)
 class _RoleCopy:
-    """One role in one bucket, copied under the lock so the maths runs outside it."""
+    """One role in one bucket, read under the lock so the maths runs outside it."""
 
     index: int
     count: int
     errors: int
-    lat: list[tuple[float, float]]  # (value, weight)
-    ttft: list[tuple[float, float]]
+    lat_seen: int
+    ttft_seen: int
+    lat: array | None  # raw samples, or None when the sorted cache is still current
+    ttft: array | None
 
 
-def _weighted(samples: object, seen: int) -> list[tuple[float, float]]:
-    values = list(samples)  # type: ignore[call-overload]
-    if not values:
-        return []
-    w = seen / len(values)  # > 1 once the reservoir is full: each sample stands for several requests
-    return [(v, w) for v in values]
+@dataclass(slots=True)
+class _Sorted:
+    """Sorted samples of one (bucket, role), kept until that bucket sees another request."""
+
+    lat_seen: int
+    ttft_seen: int
+    lat: list[float]
+    ttft: list[float]
 
 
 def _request_info(r: RequestRecord) -> RequestInfo:
@@ -95,6 +103,7 @@ class Telemetry:
             else None
         )
         self._listeners: tuple[Listener, ...] = ()
+        self._sorted: dict[tuple[int, str], _Sorted] = {}  # info()'s cache; replaced whole, never mutated
         self.total = 0
         self.thinking_leaks = 0
         self.listener_errors = 0
@@ -103,10 +112,14 @@ class Telemetry:
 
     def record(self, rec: RequestRecord) -> None:
         """Account one finished request. O(1); never touches the disk; listeners run inline."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # cheaper than ``with`` on this path
+        try:
             self._ingest(rec)
             if self._history is not None:
                 self._history.put(rec)
+        finally:
+            lock.release()
         for cb in self._listeners:
             try:
                 cb(rec)
@@ -120,7 +133,7 @@ class Telemetry:
         self._windows.add(rec)
         self._metrics.add(rec)
         self._recent.append(rec)
-        if rec.error_class is not ErrorClass.OK:
+        if rec.error_class is not _OK:
             self._last_errors.append(rec)
 
     def ingest(self, rec: RequestRecord) -> None:
@@ -145,6 +158,7 @@ class Telemetry:
         """The console's view: per-role windows with percentiles and series, errors, recent requests."""
         now = _time.time() if now is None else now
         w = self._windows
+        cache = self._sorted
         with self._lock:
             now_idx, buckets = w.live_buckets(now)
             copies: dict[str, list[_RoleCopy]] = {}
@@ -152,17 +166,20 @@ class Telemetry:
             by_target: dict[str, int] = {}
             for b in buckets:
                 for role, rb in b.roles.items():
-                    copies.setdefault(role, []).append(
-                        _RoleCopy(b.index, rb.count, rb.errors, _weighted(rb.lat, rb.lat_seen),
-                                  _weighted(rb.ttft, rb.ttft_seen))
-                    )
-                for k, n in b.errors_by_class.items():
-                    by_class[k] = by_class.get(k, 0) + n
+                    hit = cache.get((b.index, role))
+                    fresh = hit is not None and hit.lat_seen == rb.lat_seen and hit.ttft_seen == rb.ttft_seen
+                    copies.setdefault(role, []).append(_RoleCopy(
+                        b.index, rb.count, rb.errors, rb.lat_seen, rb.ttft_seen,
+                        None if fresh else rb.lat[:], None if fresh else rb.ttft[:],  # array slices: memcpy
+                    ))
+                for ec, n in b.errors_by_class.items():
+                    name = str(getattr(ec, "value", ec))
+                    by_class[name] = by_class.get(name, 0) + n
                 for k, n in b.errors_by_target.items():
                     by_target[k] = by_target.get(k, 0) + n
             recent = list(self._recent)
             errors = list(self._last_errors)
-            total, leaks, first = self.total, self.thinking_leaks, w.first_time
+            total, leaks, first = self.total, self.thinking_leaks, min(w.first_time, now)
 
         if len(by_target) > w.max_keys:  # many names over the window: keep the worst, fold the rest
             ranked = sorted(by_target.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -170,32 +187,42 @@ class Telemetry:
             by_target[OVERFLOW] = by_target.get(OVERFLOW, 0) + sum(n for _, n in ranked[w.max_keys - 1 :])
         first_idx = now_idx - w.nbuckets + 1
         window_start = first_idx * w.bucket_s
-        span = now - max(window_start, first if first is not None else now)
+        span = now - max(window_start, first)
         span = max(span, 1.0)  # right after the first request, do not report a rate of thousands
+        live: dict[tuple[int, str], _Sorted] = {}
         roles: list[RoleStats] = []
         window_count = 0
         for role in sorted(copies):
             cs = copies[role]
-            by_idx = {c.index: c for c in cs}
             count = sum(c.count for c in cs)
             window_count += count
-            lat = [p for c in cs for p in c.lat]
-            ttft = [p for c in cs for p in c.ttft]
+            by_idx: dict[int, tuple[_RoleCopy, _Sorted]] = {}
+            for c in cs:
+                key = (c.index, role)
+                srt = cache.get(key) if c.lat is None else None
+                if srt is None:
+                    srt = _Sorted(c.lat_seen, c.ttft_seen, sorted(c.lat or ()), sorted(c.ttft or ()))
+                live[key] = srt
+                by_idx[c.index] = (c, srt)
             series = []
             for idx in range(first_idx, now_idx + 1):
-                c = by_idx.get(idx)
-                if c is None:
+                hit = by_idx.get(idx)
+                if hit is None:
                     series.append(SeriesPoint(t=idx * w.bucket_s, count=0))
                 else:
-                    series.append(SeriesPoint(
-                        t=idx * w.bucket_s, count=c.count,
-                        p50_ms=weighted_percentile(list(c.lat), 0.50), p95_ms=weighted_percentile(list(c.lat), 0.95),
-                    ))
+                    lat = hit[1].lat
+                    series.append(SeriesPoint(t=idx * w.bucket_s, count=hit[0].count,
+                                              p50_ms=rank_percentile(lat, 0.50), p95_ms=rank_percentile(lat, 0.95)))
+            # a full reservoir stands for more requests than it holds: weigh each sample accordingly
+            lat_parts = [(s.lat, c.lat_seen / len(s.lat)) for c, s in by_idx.values() if s.lat]
+            ttft_parts = [(s.ttft, c.ttft_seen / len(s.ttft)) for c, s in by_idx.values() if s.ttft]
+            p50, p95 = merged_percentiles(lat_parts, (0.50, 0.95))
+            [ttft_p50] = merged_percentiles(ttft_parts, (0.50,))
             roles.append(RoleStats(
-                role=role, count=count, errors=sum(c.errors for c in cs),
-                p50_ms=weighted_percentile(list(lat), 0.50), p95_ms=weighted_percentile(lat, 0.95),
-                ttft_p50_ms=weighted_percentile(ttft, 0.50), rps=count / span, series=series,
+                role=role, count=count, errors=sum(c.errors for c in cs), p50_ms=p50, p95_ms=p95,
+                ttft_p50_ms=ttft_p50, rps=count / span, series=series,
             ))
+        self._sorted = live  # only buckets still in the window stay cached
         return TelemetryInfo(
             window_s=w.nbuckets * w.bucket_s, total=total, rps=window_count / span, inflight=inflight, roles=roles,
             errors_by_class=by_class, errors_by_target=by_target,

@@ -3,7 +3,7 @@
 Memory is fixed whatever the request rate: at most ``window_s / bucket_s + 1`` buckets, at most
 ``max_keys`` roles and error targets per bucket, and at most ``samples`` latencies per role per
 bucket (reservoir sampling beyond that, with a weight so busy buckets still count for what they
-saw). Percentiles are computed on demand by the reader, never when a request is recorded.
+saw). Percentiles are computed on demand by the reader (``_percentiles``), never when a request is recorded.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from .records import ErrorClass, RequestRecord
 
-__all__ = ["UNROUTED", "OVERFLOW", "RoleBucket", "Bucket", "RollingWindows", "weighted_percentile"]
+__all__ = ["UNROUTED", "OVERFLOW", "RoleBucket", "Bucket", "RollingWindows"]
 
+_OK = ErrorClass.OK
 UNROUTED = "(unrouted)"  # requests that never resolved to a role (404, malformed body, ...)
 OVERFLOW = "(other)"  # beyond max_keys distinct names in one bucket: memory stays bounded
 
@@ -34,35 +35,9 @@ class RoleBucket:
 class Bucket:
     index: int  # floor(time / bucket_s)
     roles: dict[str, RoleBucket] = field(default_factory=dict)
-    errors_by_class: dict[str, int] = field(default_factory=dict)
+    errors_by_class: dict[ErrorClass, int] = field(default_factory=dict)
     errors_by_target: dict[str, int] = field(default_factory=dict)
     leaks: int = 0
-
-
-def _sample(samples: array, seen: int, value: float, cap: int, rnd: random.Random) -> None:
-    """Algorithm R: after ``seen`` values, every one of them is in ``samples`` with equal chance."""
-    if seen <= cap:
-        samples.append(value)
-    else:
-        j = int(rnd.random() * seen)
-        if j < cap:
-            samples[j] = value
-
-
-def weighted_percentile(pairs: list[tuple[float, float]], q: float) -> float | None:
-    """Nearest-rank percentile of (value, weight) pairs: the smallest value whose cumulative
-    weight reaches ``q`` of the total. With unit weights, p50 of 1..100 is 50 and p95 is 95."""
-    if not pairs:
-        return None
-    pairs.sort()
-    total = sum(w for _, w in pairs)
-    target = q * total
-    acc = 0.0
-    for value, weight in pairs:
-        acc += weight
-        if acc >= target - 1e-9 * total:
-            return value
-    return pairs[-1][0]
 
 
 class RollingWindows:
@@ -79,17 +54,15 @@ class RollingWindows:
         self.nbuckets = int(round(window_s / bucket_s))
         self.samples = samples
         self.max_keys = max_keys
-        self._rnd = random.Random(seed)
+        self._random = random.Random(seed).random
         self._buckets: dict[int, Bucket] = {}
-        self._head = -1  # newest bucket index seen
+        self._head = -(2**62)  # newest bucket index seen
         self._cur: Bucket | None = None
-        self.first_time: float | None = None
+        self._cur_lo = self._cur_hi = float("inf")  # time range of _cur: the common case skips the division
+        self.first_time = float("inf")
 
     def _bucket_for(self, t: float) -> Bucket | None:
         idx = int(t // self.bucket_s)
-        cur = self._cur
-        if cur is not None and cur.index == idx:
-            return cur
         if idx > self._head:
             self._head = idx
             oldest = idx - self.nbuckets  # buckets at or below this index left the window
@@ -102,39 +75,60 @@ class RollingWindows:
             b = self._buckets[idx] = Bucket(idx)
         if idx == self._head:
             self._cur = b
+            self._cur_lo = idx * self.bucket_s
+            self._cur_hi = self._cur_lo + self.bucket_s
         return b
 
     def add(self, rec: RequestRecord) -> None:
-        if self.first_time is None or rec.time < self.first_time:
-            self.first_time = rec.time
-        b = self._bucket_for(rec.time)
-        if b is None:
-            return
+        # Hot path (every request): written flat, enum members and methods bound once.
+        t = rec.time
+        if t < self.first_time:
+            self.first_time = t
+        if self._cur_lo <= t < self._cur_hi:
+            b = self._cur
+        else:
+            b = self._bucket_for(t)
+            if b is None:
+                return
         role = rec.role or UNROUTED
-        rb = b.roles.get(role)
+        roles = b.roles
+        rb = roles.get(role)
         if rb is None:
-            if len(b.roles) >= self.max_keys:
+            if len(roles) >= self.max_keys:
                 role = OVERFLOW
-                rb = b.roles.get(role)
+                rb = roles.get(role)
             if rb is None:
-                rb = b.roles[role] = RoleBucket()
+                rb = roles[role] = RoleBucket()
         rb.count += 1
-        rb.lat_seen += 1
-        _sample(rb.lat, rb.lat_seen, rec.latency_ms, self.samples, self._rnd)
-        if rec.ttft_ms is not None:
-            rb.ttft_seen += 1
-            _sample(rb.ttft, rb.ttft_seen, rec.ttft_ms, self.samples, self._rnd)
+        cap = self.samples
+        n = rb.lat_seen = rb.lat_seen + 1
+        if n <= cap:
+            rb.lat.append(rec.latency_ms)
+        else:  # Algorithm R: every value seen so far is in the reservoir with equal chance
+            j = int(self._random() * n)
+            if j < cap:
+                rb.lat[j] = rec.latency_ms
+        ttft = rec.ttft_ms
+        if ttft is not None:
+            n = rb.ttft_seen = rb.ttft_seen + 1
+            if n <= cap:
+                rb.ttft.append(ttft)
+            else:
+                j = int(self._random() * n)
+                if j < cap:
+                    rb.ttft[j] = ttft
         if rec.thinking_leaked:
             b.leaks += 1
         ec = rec.error_class
-        if ec is not ErrorClass.OK:
+        if ec is not _OK:
             rb.errors += 1
-            key = ec.value
-            b.errors_by_class[key] = b.errors_by_class.get(key, 0) + 1
+            by_class = b.errors_by_class
+            by_class[ec] = by_class.get(ec, 0) + 1
             target = f"{role}/{rec.model or '-'}"
-            if target not in b.errors_by_target and len(b.errors_by_target) >= self.max_keys:
+            by_target = b.errors_by_target
+            if target not in by_target and len(by_target) >= self.max_keys:
                 target = OVERFLOW
-            b.errors_by_target[target] = b.errors_by_target.get(target, 0) + 1
+            by_target[target] = by_target.get(target, 0) + 1
 
     def live_buckets(self, now: float) -> tuple[int, list[Bucket]]:
         """(index of the bucket holding ``now``, buckets inside the window ending there, oldest first)."""
