@@ -1,0 +1,43 @@
+"""``python -m bench [--quick] [--json PATH]``: what the gateway and the console cost, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from .run import MODES, TARGETS, BenchError, run_benchmark, table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller phases (under 3 minutes on 2 cores)")
+    ap.add_argument("--tiny", action="store_true", help="a few hundred requests per target: checks the machinery")
+    ap.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help=f"comma-separated subset of {','.join(TARGETS)} (direct is always measured)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the system under test to its own CPU")
+    args = ap.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    assert mode in MODES
+    try:
+        summary = asyncio.run(run_benchmark(mode, targets, pin=not args.no_pin,
+                                            log=lambda m: print(m, file=sys.stderr, flush=True)))
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    print(table(summary))
+    print(f"\n(wall time {float(summary['wall_s']):.0f} s, mode {mode})")  # type: ignore[arg-type]
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

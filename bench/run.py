@@ -1,0 +1,646 @@
+"""The benchmark run: four targets side by side, in one run, on loopback.
+
+1. ``direct``: the load generator talks to the fast upstream itself (the baseline);
+2. ``floor``: through the bare asyncio forwarding proxy (``bench.floor``), the practical floor;
+3. ``gateway``: through ``forge-tui serve`` (telemetry, SQLite history, thinking policy, routing,
+   state dir and audit all on), in its own process;
+4. ``console``: through ``forge-tui --config`` (the Textual console with the gateway embedded in
+   the same process and event loop, refreshing its panes) in a pseudo-terminal, while the
+   benchmark presses a key every 250 ms and times the answer.
+
+Placement on the CPUs: with two or more CPUs the system under test is pinned alone on CPU 0;
+the upstream, the load generator and this orchestrator share CPU 1. The direct target measures
+exactly the CPU-1 side, so its throughput is the ceiling of what the generator can drive; the
+floor and the gateway must stay well below it for their figures to be theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import platform
+import pty
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import termios
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .catalog import ROLE, write_catalog
+from .console_host import ACK_ENV, PROBE_BYTES
+from .load import LoadSpec, percentile
+from .proc import cpu_seconds, pin_pid, pin_to_cpu, rss_mb
+
+__all__ = ["Sizes", "MODES", "REQUIRED_KEYS", "TARGETS", "run_benchmark"]
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("direct", "floor", "gateway", "console")
+REQUIRED_KEYS = (
+    "added_p50_ms_c1",
+    "added_p99_ms_c8",
+    "rps_c32_gateway",
+    "rps_c32_direct",
+    "rps_c32_floor",
+    "console_cost_pct",
+    "ttfc_added_p50_ms_c8",
+    "rss_mb_after_100k",
+    "rss_growth_mb_second_half",
+    "startup_s",
+)
+STREAM_EVENTS = 8  # SSE events the upstream sends per stream (the last one also carries [DONE])
+CHUNK_GAP_MS = 2.0
+STARTUP_CAP_S = 30.0
+KEY_PERIOD_S = 0.25
+KEY_TIMEOUT_S = 5.0
+PTY_SIZE = (48, 160)  # rows, columns
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Request counts per phase; every phase also has a time cap."""
+
+    warmup: int
+    c1: int
+    c8: int
+    c32: int
+    stream: int
+    mem: int  # the memory run (sampled RSS), 100k where it fits
+    mem_gateway: int  # the headless gateway's memory run (the budget's 100k)
+    phase_cap_s: float
+    mem_cap_s: float
+    mem_gateway_cap_s: float
+
+
+MODES: dict[str, Sizes] = {
+    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 100_000, 40.0, 240.0, 240.0),
+    "quick": Sizes(1000, 1500, 4000, 6000, 400, 20_000, 100_000, 10.0, 20.0, 75.0),
+    "tiny": Sizes(100, 100, 200, 300, 40, 600, 600, 10.0, 15.0, 15.0),  # the smoke test's machinery check
+}
+
+
+class BenchError(Exception):
+    """Something the benchmark needs did not start or answer; the message says what."""
+
+
+# ------------------------------------------------------------------ processes
+@dataclass
+class Server:
+    """A system under test: its process, where it listens, how long it took to answer first."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    port: int
+    startup_s: float = 0.0
+    pty_master: int | None = None
+    ack_read: int | None = None
+    log_path: Path | None = None
+    pty_bytes: int = 0
+    pty_tail: bytearray = field(default_factory=bytearray)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def diagnostics(self) -> str:
+        out = ""
+        if self.log_path is not None and self.log_path.exists():
+            out += self.log_path.read_text(errors="replace")[-3000:]
+        if self.pty_tail:
+            out += bytes(self.pty_tail).decode(errors="replace")[-3000:]
+        return out
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.pty_master is not None:
+            loop.remove_reader(self.pty_master)
+        if self.ack_read is not None:
+            loop.remove_reader(self.ack_read)
+        if self.proc.returncode is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        for fd in (self.pty_master, self.ack_read):
+            if fd is not None:
+                os.close(fd)
+        self.pty_master = self.ack_read = None
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env.setdefault("FORGE_ADMIN_TOKEN", "bench-admin-token")  # the admin API is on, as an operator runs it
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _chat_body(stream: bool) -> str:
+    body: dict[str, object] = {"model": ROLE, "messages": [{"role": "user", "content": "Say hello in five words."}],
+                               "max_tokens": 32}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body)
+
+
+async def _first_answer(port: int, t0: float, proc: asyncio.subprocess.Process) -> float:
+    """Seconds from ``t0`` until a chat completion is answered with 200 (polled every 5 ms)."""
+    body = _chat_body(False).encode()
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    while time.perf_counter() - t0 < STARTUP_CAP_S:
+        if proc.returncode is not None:
+            raise BenchError(f"process exited with {proc.returncode} before answering")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            try:
+                writer.write(req)
+                line = await asyncio.wait_for(reader.readline(), 5.0)
+                await asyncio.wait_for(reader.read(), 5.0)
+            finally:
+                writer.close()
+            if line.split(b" ")[1:2] == [b"200"]:
+                return time.perf_counter() - t0
+        except (OSError, asyncio.TimeoutError, IndexError):
+            pass
+        await asyncio.sleep(0.005)
+    raise BenchError(f"no 200 answer on port {port} within {STARTUP_CAP_S:.0f} s")
+
+
+async def _read_listening(proc: asyncio.subprocess.Process) -> int:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_CAP_S)
+    if not line.startswith(b"LISTENING "):
+        raise BenchError(f"expected a LISTENING line, got {line[:200]!r}")
+    return int(line.split()[2])
+
+
+async def start_bench_process(name: str, module: str, args: list[str], cpu: int | None) -> Server:
+    """Start the upstream or the floor proxy (they print LISTENING) and time the first answer."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, *(["--cpu", str(cpu)] if cpu is not None else []),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=str(REPO), env=_child_env())
+    port = await _read_listening(proc)
+    return Server(name, proc, port, await _first_answer(port, t0, proc))
+
+
+def _forge_argv(config: Path, port: int, serve: bool) -> list[str]:
+    cmd = ["serve"] if serve else []
+    return [*cmd, "--config", str(config), "--port", str(port)]
+
+
+async def start_gateway(config: Path, port: int, cpu: int | None, workdir: Path) -> Server:
+    """``forge-tui serve`` in its own process (the installed command when on PATH)."""
+    exe = shutil.which("forge-tui")
+    argv = [exe] if exe else [sys.executable, "-m", "forge_tui"]
+    log = workdir / "gateway.log"
+    t0 = time.perf_counter()
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, *_forge_argv(config, port, serve=True), stdin=asyncio.subprocess.DEVNULL, stdout=out,
+            stderr=asyncio.subprocess.STDOUT, cwd=str(workdir), env=_child_env())
+    if cpu is not None:
+        pin_pid(proc.pid, {cpu})
+    srv = Server("gateway", proc, port, log_path=log)
+    try:
+        srv.startup_s = await _first_answer(port, t0, proc)
+    except BenchError as exc:
+        await srv.stop()
+        raise BenchError(f"forge-tui serve: {exc}\n{srv.diagnostics()}") from None
+    return srv
+
+
+async def start_console(config: Path, port: int, cpu: int | None, workdir: Path) -> Server:
+    """The console with its embedded gateway, in a pseudo-terminal with a real terminal driver."""
+    master, slave = pty.openpty()
+    rows, cols = PTY_SIZE
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    ack_r, ack_w = os.pipe()
+    env = _child_env()
+    env.update({"TERM": "xterm-256color", "COLORTERM": "truecolor", ACK_ENV: str(ack_w),
+                "LINES": str(rows), "COLUMNS": str(cols)})
+    env.pop("TEXTUAL", None)
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.console_host", *_forge_argv(config, port, serve=False),
+        stdin=slave, stdout=slave, stderr=slave, pass_fds=(ack_w,), start_new_session=True,
+        cwd=str(workdir), env=env)
+    os.close(slave)
+    os.close(ack_w)
+    if cpu is not None:
+        pin_pid(proc.pid, {cpu})
+    os.set_blocking(master, False)
+    srv = Server("console", proc, port, pty_master=master, ack_read=ack_r)
+
+    def drain() -> None:
+        # The terminal's side of the pty: read (and count) everything the console draws.
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(master)
+            return
+        srv.pty_bytes += len(data)
+        srv.pty_tail += data
+        del srv.pty_tail[:-8192]
+
+    asyncio.get_running_loop().add_reader(master, drain)
+    try:
+        srv.startup_s = await _first_answer(port, t0, proc)
+    except BenchError as exc:
+        await srv.stop()
+        raise BenchError(f"console: {exc}\n{srv.diagnostics()}") from None
+    return srv
+
+
+# ------------------------------------------------------------------ load phases
+async def run_phase(spec: LoadSpec, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, object]:
+    """One phase in a fresh load-generator process; returns its LoadResult as a dict."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.load", json.dumps(asdict(spec)), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=str(REPO), env=_child_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    result: dict[str, object] | None = None
+    deadline = time.perf_counter() + spec.time_cap_s + 30.0
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise BenchError(f"load generator did not finish within its cap ({spec.time_cap_s} s + 30 s)")
+            line = await asyncio.wait_for(proc.stdout.readline(), left)
+            if not line:
+                break
+            if line.startswith(b"CKPT ") and on_checkpoint is not None:
+                on_checkpoint(int(line.split()[1]))
+            elif line.startswith(b"RESULT "):
+                result = json.loads(line[7:])
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if result is None:
+        err = (await proc.stderr.read()).decode(errors="replace")[-2000:]
+        raise BenchError(f"load generator failed (exit {proc.returncode}): {err}")
+    return result
+
+
+@dataclass
+class TargetResult:
+    name: str
+    startup_s: float
+    phases: dict[str, dict[str, object]] = field(default_factory=dict)
+    cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
+    rss_mb_warm: float = 0.0
+    rss_mb_mid: float = 0.0
+    rss_mb_end: float = 0.0
+    rss_samples: list[tuple[int, float]] = field(default_factory=list)
+    mem_requests: int = 0
+    key_latency_ms: list[float] = field(default_factory=list)
+    key_misses: int = 0
+    pty_bytes: int = 0
+
+
+class KeyProber:
+    """Presses F12 in the console's terminal every 250 ms and times the acknowledgement."""
+
+    def __init__(self, srv: Server) -> None:
+        assert srv.pty_master is not None and srv.ack_read is not None
+        self.srv = srv
+        self.latencies: list[float] = []
+        self.misses = 0
+        self._acks: asyncio.Queue[float] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self.srv.ack_read
+        assert fd is not None
+
+        def on_ack() -> None:
+            data = os.read(fd, 64)
+            now = time.perf_counter()
+            for _ in data:
+                self._acks.put_nowait(now)
+
+        loop.add_reader(fd, on_ack)
+        self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        master = self.srv.pty_master
+        assert master is not None
+        while True:
+            while not self._acks.empty():
+                self._acks.get_nowait()  # a late ack of a missed press
+            t0 = time.perf_counter()
+            os.write(master, PROBE_BYTES)
+            try:
+                t1 = await asyncio.wait_for(self._acks.get(), KEY_TIMEOUT_S)
+                self.latencies.append((t1 - t0) * 1000.0)
+            except asyncio.TimeoutError:
+                self.misses += 1
+            await asyncio.sleep(KEY_PERIOD_S)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.srv.ack_read is not None:
+            asyncio.get_running_loop().remove_reader(self.srv.ack_read)
+
+
+async def measure(srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int | None,
+                  log: Callable[[str], None]) -> TargetResult:
+    """Every phase against one target; the server's CPU and memory read from /proc."""
+    res = TargetResult(srv.name, srv.startup_s)
+    cap = sizes.phase_cap_s
+
+    def spec(concurrency: int, requests: int, stream: bool = False, time_cap: float = cap,
+             checkpoint_every: int = 0) -> LoadSpec:
+        return LoadSpec(host="127.0.0.1", port=srv.port, body=_chat_body(stream), stream=stream,
+                        concurrency=concurrency, requests=requests, time_cap_s=time_cap,
+                        checkpoint_every=checkpoint_every, cpu=load_cpu)
+
+    async def phase(name: str, s: LoadSpec, on_ckpt: Callable[[int], None] | None = None) -> dict[str, object]:
+        if sut_cpu is not None:
+            pin_pid(srv.pid, {sut_cpu})  # threads started since the last phase too
+        cpu0 = cpu_seconds(srv.pid)
+        r = await run_phase(s, on_ckpt)
+        n = int(r["requests"])  # type: ignore[arg-type]
+        res.cpu_ms_per_req[name] = 1000.0 * (cpu_seconds(srv.pid) - cpu0) / n if n else 0.0
+        res.phases[name] = r
+        log(f"  {srv.name:8s} {name:7s} {n:7d} req {float(r['rps']):9.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
+            f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
+            + (f"  ttfc p50 {float(r['ttfc_p50_ms']):.3f} ms" if s.stream else ""))
+        if int(r["errors"]):  # type: ignore[arg-type]
+            log(f"  {srv.name}: {r['errors']} errors in {name}: statuses {r['statuses']}")
+        return r
+
+    await phase("warmup", spec(8, sizes.warmup))
+    await phase("warmup1", spec(1, max(50, sizes.warmup // 5)))
+    res.rss_mb_warm = rss_mb(srv.pid)
+    prober = KeyProber(srv) if srv.pty_master is not None else None
+    if prober is not None:
+        prober.start()
+    try:
+        await phase("c1", spec(1, sizes.c1))
+        await phase("c8", spec(8, sizes.c8))
+        await phase("c32", spec(32, sizes.c32))
+        await phase("stream8", spec(8, sizes.stream, stream=True))
+        n_mem = sizes.mem_gateway if srv.name == "gateway" else sizes.mem
+        mem_cap = sizes.mem_gateway_cap_s if srv.name == "gateway" else sizes.mem_cap_s
+        every = max(1, n_mem // 20)
+
+        def sample(done: int) -> None:
+            res.rss_samples.append((done, rss_mb(srv.pid)))
+
+        r = await phase("mem", spec(32, n_mem, time_cap=mem_cap, checkpoint_every=every), sample)
+    finally:
+        if prober is not None:
+            await prober.stop()
+            res.key_latency_ms, res.key_misses = prober.latencies, prober.misses
+    res.mem_requests = int(r["requests"])  # type: ignore[arg-type]
+    res.rss_mb_end = rss_mb(srv.pid)
+    half = res.mem_requests / 2
+    mids = [rss for done, rss in res.rss_samples if done <= half]
+    res.rss_mb_mid = mids[-1] if mids else res.rss_mb_warm
+    res.pty_bytes = srv.pty_bytes
+    return res
+
+
+# ------------------------------------------------------------------ summary
+def _f(phases: dict[str, dict[str, object]], phase: str, key: str) -> float:
+    return float(phases[phase][key])  # type: ignore[arg-type]
+
+
+def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict[str, object]:
+    """The flat figures of the issue (each a number), the per-target detail and the budget verdicts."""
+    out: dict[str, object] = {
+        "mode": mode,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "pinned": pinned,
+                    "processor": _cpu_model()},
+    }
+    d = results["direct"].phases
+    for name, t in results.items():
+        p = t.phases
+        out[f"rps_c32_{name}"] = _f(p, "c32", "rps")
+        out[f"rps_c8_{name}"] = _f(p, "c8", "rps")
+        out[f"rps_c1_{name}"] = _f(p, "c1", "rps")
+        out[f"p50_ms_c1_{name}"] = _f(p, "c1", "p50_ms")
+        out[f"p99_ms_c8_{name}"] = _f(p, "c8", "p99_ms")
+        out[f"cpu_ms_per_req_{name}"] = t.cpu_ms_per_req.get("mem", 0.0)
+        out[f"rss_mb_warm_{name}"] = t.rss_mb_warm
+        out[f"rss_mb_end_{name}"] = t.rss_mb_end
+        out[f"mem_requests_{name}"] = t.mem_requests
+        out[f"startup_s_{name}"] = t.startup_s
+        if name != "direct":
+            out[f"added_p50_ms_c1_{name}"] = _f(p, "c1", "p50_ms") - _f(d, "c1", "p50_ms")
+            out[f"added_p99_ms_c8_{name}"] = _f(p, "c8", "p99_ms") - _f(d, "c8", "p99_ms")
+            out[f"ttfc_added_p50_ms_c8_{name}"] = _f(p, "stream8", "ttfc_p50_ms") - _f(d, "stream8", "ttfc_p50_ms")
+            ev, dev = p["stream8"]["event_p50_ms"], d["stream8"]["event_p50_ms"]
+            assert isinstance(ev, list) and isinstance(dev, list)
+            later = [float(a) - float(b) for a, b in zip(ev[1:], dev[1:])]
+            out[f"chunk_added_p50_ms_{name}"] = sum(later) / len(later) if later else 0.0
+            db = _f(d, "stream8", "bursts_per_stream")
+            out[f"stream_batched_pct_{name}"] = (
+                max(0.0, 100.0 * (1.0 - _f(p, "stream8", "bursts_per_stream") / db)) if db else 0.0)
+    g = results.get("gateway")
+    c = results.get("console")
+    if g is not None:
+        out["added_p50_ms_c1"] = out["added_p50_ms_c1_gateway"]
+        out["added_p99_ms_c8"] = out["added_p99_ms_c8_gateway"]
+        out["ttfc_added_p50_ms_c8"] = out["ttfc_added_p50_ms_c8_gateway"]
+        out["rss_mb_after_100k"] = g.rss_mb_end
+        out["rss_growth_mb_second_half"] = g.rss_mb_end - g.rss_mb_mid
+        out["startup_s"] = g.startup_s
+    if g is not None and c is not None:
+        rg, rc = _f(g.phases, "c32", "rps"), _f(c.phases, "c32", "rps")
+        out["console_cost_pct"] = 100.0 * (1.0 - rc / rg) if rg else 0.0
+        mg, mc = _f(g.phases, "mem", "rps"), _f(c.phases, "mem", "rps")
+        out["console_cost_pct_mem_run"] = 100.0 * (1.0 - mc / mg) if mg else 0.0
+        keys = sorted(c.key_latency_ms)
+        out["console_key_p50_ms"] = percentile(keys, 50)
+        out["console_key_p99_ms"] = percentile(keys, 99)
+        out["console_key_presses"] = len(keys) + c.key_misses
+        out["console_key_misses"] = c.key_misses
+        out["console_pty_kb_per_s"] = c.pty_bytes / 1024 / max(1e-9, sum(
+            float(ph["elapsed_s"]) for ph in c.phases.values()))  # type: ignore[arg-type]
+    if "floor" in results:
+        out["loadgen_headroom_x"] = out["rps_c32_direct"] / max(1e-9, float(out["rps_c32_floor"]))  # type: ignore[operator]
+    out["budget"] = budget(out)
+    out["targets"] = {name: asdict(t) for name, t in results.items()}
+    return out
+
+
+def budget(s: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The issue's budget, item by item: value, limit, verdict (absent figures are not judged)."""
+    def get(k: str) -> float | None:
+        v = s.get(k)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    items: dict[str, dict[str, object]] = {}
+
+    def check(name: str, value: float | None, limit: float, ok: bool | None, note: str = "") -> None:
+        if value is not None and ok is not None:
+            items[name] = {"value": round(value, 3), "limit": limit, "ok": ok, **({"note": note} if note else {})}
+
+    v = get("added_p50_ms_c1")
+    check("added_p50_ms_c1 <= 0.5", v, 0.5, None if v is None else v <= 0.5)
+    v = get("added_p99_ms_c8")
+    check("added_p99_ms_c8 <= 5", v, 5.0, None if v is None else v <= 5.0)
+    g, f = get("rps_c32_gateway"), get("rps_c32_floor")
+    if g is not None and f:
+        check("rps_c32_gateway >= 0.5 x floor", g / f, 0.5, g / f >= 0.5, f"{g:.0f} vs {f:.0f} req/s")
+    v = get("console_cost_pct")
+    misses = get("console_key_misses")
+    check("console_cost_pct <= 10", v, 10.0, None if v is None else v <= 10.0)
+    if misses is not None:
+        check("console answers every key under load", misses, 0.0, misses == 0,
+              f"key p99 {get('console_key_p99_ms') or 0:.1f} ms")
+    v = get("ttfc_added_p50_ms_c8")
+    check("ttfc_added_p50_ms_c8 <= 1", v, 1.0, None if v is None else v <= 1.0)
+    v = get("stream_batched_pct_gateway")
+    check("chunks not batched (gateway, % fewer reads than direct) <= 10", v, 10.0, None if v is None else v <= 10.0)
+    n = get("mem_requests_gateway")
+    v = get("rss_mb_after_100k")
+    note = "" if n is not None and n >= 100_000 else f"memory run was {n or 0:.0f} requests, not 100k"
+    check("rss_mb_after_100k <= 150", v, 150.0, None if v is None else v <= 150.0, note)
+    v = get("rss_growth_mb_second_half")
+    check("rss_growth_mb_second_half <= 3 (no growth)", v, 3.0, None if v is None else v <= 3.0, note)
+    v = get("startup_s")
+    check("startup_s <= 1.5", v, 1.5, None if v is None else v <= 1.5)
+    return items
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def table(s: dict[str, object]) -> str:
+    """The human summary printed at the end of a run."""
+    targets = s["targets"]
+    assert isinstance(targets, dict)
+    rows = [("", *targets.keys())]
+
+    def row(label: str, fn: Callable[[dict[str, object]], str]) -> None:
+        rows.append((label, *(fn(t) for t in targets.values())))
+
+    def ph(phase: str, key: str, fmt: str = "{:.3f}") -> Callable[[dict[str, object]], str]:
+        return lambda t: fmt.format(float(t["phases"][phase][key]))  # type: ignore[index]
+
+    row("startup to first answer (s)", lambda t: f"{float(t['startup_s']):.3f}")
+    for c in ("c1", "c8", "c32"):
+        row(f"{c}: req/s", ph(c, "rps", "{:.0f}"))
+        row(f"{c}: p50 / p95 / p99 (ms)", lambda t, c=c: " / ".join(
+            f"{float(t['phases'][c][k]):.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")))  # type: ignore[index]
+    row("stream c8: TTFC p50 / p99 (ms)", lambda t: " / ".join(
+        f"{float(t['phases']['stream8'][k]):.2f}" for k in ("ttfc_p50_ms", "ttfc_p99_ms")))  # type: ignore[index]
+    row("stream c8: last event p50 (ms)", lambda t: f"{float(t['phases']['stream8']['event_p50_ms'][-1]):.2f}"
+        if t["phases"]["stream8"]["event_p50_ms"] else "-")  # type: ignore[index]
+    row("stream c8: reads with events/stream", ph("stream8", "bursts_per_stream", "{:.2f}"))
+    row("CPU per request (ms, c32 run)", lambda t: f"{float(t['cpu_ms_per_req']['c32']):.3f}")  # type: ignore[index]
+    row("CPU per request (ms, memory run)", lambda t: f"{float(t['cpu_ms_per_req']['mem']):.3f}")  # type: ignore[index]
+    row("RSS after warm-up (MB)", lambda t: f"{float(t['rss_mb_warm']):.1f}")
+    row("memory run requests", lambda t: f"{int(t['mem_requests'])}")
+    row("RSS at half / end (MB)", lambda t: f"{float(t['rss_mb_mid']):.1f} / {float(t['rss_mb_end']):.1f}")
+    row("memory run req/s", ph("mem", "rps", "{:.0f}"))
+    row("errors (all phases)", lambda t: str(sum(int(p["errors"]) for p in t["phases"].values())))  # type: ignore[union-attr]
+    row("load generator CPU at c32 (%)", ph("c32", "loadgen_cpu_pct", "{:.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("")
+    for k in REQUIRED_KEYS + ("console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
+                              "stream_batched_pct_gateway", "loadgen_headroom_x"):
+        if k in s:
+            lines.append(f"{k:32s} {float(s[k]):10.3f}")  # type: ignore[arg-type]
+    lines.append("")
+    b = s["budget"]
+    assert isinstance(b, dict)
+    for name, item in b.items():
+        lines.append(f"[{'PASS' if item['ok'] else 'FAIL'}] {name}: {item['value']}"
+                     + (f"  ({item['note']})" if item.get("note") else ""))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the run
+def _cpus() -> tuple[int | None, int | None]:
+    """(CPU for the system under test, CPU for upstream + load generator + orchestrator)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return allowed[0], allowed[1]
+
+
+async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS, pin: bool = True,
+                        log: Callable[[str], None] = print) -> dict[str, object]:
+    sizes = MODES[mode]
+    sut_cpu, side_cpu = _cpus() if pin else (None, None)
+    pin_to_cpu(side_cpu)
+    if "direct" not in targets:
+        targets = ("direct", *targets)  # every "added" figure is relative to it
+    results: dict[str, TargetResult] = {}
+    t_run = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
+        work = Path(tmp)
+        upstream = await start_bench_process(
+            "direct", "bench.upstream", ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)],
+            side_cpu)
+        log(f"upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid}); SUT CPU {sut_cpu}, "
+            f"load/upstream CPU {side_cpu}; mode {mode}")
+        try:
+            for name in targets:
+                t0 = time.perf_counter()
+                if name == "direct":
+                    results[name] = await measure(upstream, sizes, side_cpu, None, log)
+                    continue
+                srv: Server
+                if name == "floor":
+                    srv = await start_bench_process("floor", "bench.floor",
+                                                    ["--upstream", f"127.0.0.1:{upstream.port}"], sut_cpu)
+                else:
+                    port = _free_port()
+                    cfg = write_catalog(work / f"{name}.yaml", f"http://127.0.0.1:{upstream.port}",
+                                        work / f"state-{name}", port)
+                    starter = start_gateway if name == "gateway" else start_console
+                    srv = await starter(cfg, port, sut_cpu, work)
+                log(f"{name}: first answer after {srv.startup_s:.3f} s (pid {srv.pid})")
+                try:
+                    results[name] = await measure(srv, sizes, side_cpu, sut_cpu, log)
+                finally:
+                    await srv.stop()
+                log(f"{name}: done in {time.perf_counter() - t0:.1f} s")
+        finally:
+            await upstream.stop()
+    summary = summarize(results, mode, sut_cpu is not None)
+    summary["wall_s"] = time.perf_counter() - t_run
+    return summary
