@@ -316,3 +316,39 @@ def test_reader_thread_while_recording() -> None:
         th.join(30)
     assert failures == []
     assert tel.info(now=50).total == 30_000
+
+
+def test_merged_percentiles_weigh_full_reservoirs() -> None:
+    from forge_tui.telemetry._percentiles import merged_percentiles, rank_percentile
+
+    assert rank_percentile([], 0.5) is None
+    assert rank_percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert rank_percentile([7.0], 0.95) == 7.0
+    # a quiet part (weight 1 each) and a reservoir standing for 3 requests per sample
+    parts = [([1.0, 2.0, 3.0], 1.0), ([10.0], 3.0)]
+    assert merged_percentiles(parts, (0.5, 0.95)) == [3.0, 10.0]
+    assert merged_percentiles([([1.0, 2.0, 3.0], 1.0), ([10.0], 1.0)], (0.5, 0.75, 0.76)) == [2.0, 3.0, 10.0]
+    assert merged_percentiles([([], 2.0)], (0.5,)) == [None]
+
+
+def test_info_sees_requests_recorded_after_a_previous_read() -> None:
+    """info() caches sorted samples per bucket; a new request in a cached bucket must show."""
+    tel = Telemetry(None, window_s=60, bucket_s=10)
+    for ms in (1.0, 2.0, 3.0):
+        tel.record(rec(100, latency_ms=ms))
+    tel.record(rec(115, latency_ms=4.0))
+    assert tel.info(now=119).roles[0].p95_ms == 4.0
+    tel.record(rec(101, latency_ms=50.0, ttft_ms=5.0))  # late, into the older (cached) bucket
+    tel.record(rec(116, latency_ms=60.0))
+    role = tel.info(now=119).roles[0]
+    assert (role.count, role.p50_ms, role.p95_ms, role.ttft_p50_ms) == (6, 3.0, 60.0, 5.0)
+    assert [p.p95_ms for p in role.series if p.count] == [50.0, 60.0]
+
+
+def test_telemetry_never_imports_textual() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, forge_tui.telemetry, forge_tui.telemetry.replay; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

@@ -208,3 +208,17 @@ async def test_replay_rebuilds_a_past_window(tmp_path: Path) -> None:
     assert only_vision.info(now=11 * day).total == 40
     with pytest.raises(ValueError):
         replay(path, 5.0, 5.0)
+
+
+async def test_records_after_close_are_counted_as_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW)
+    tel.record(rec(1))  # before start: not persisted, but counted
+    await tel.start()
+    tel.record(rec(2))
+    await tel.close()
+    tel.record(rec(3))  # a straggler finishing during shutdown
+    _, samples = parse_prometheus(tel.prometheus())
+    assert value(samples, "forge_history_dropped_total") == 2
+    assert value(samples, "forge_history_written_total") == 1
+    assert [r.time for r in tel.history()] == [2]

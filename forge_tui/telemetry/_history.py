@@ -150,9 +150,15 @@ class History:
         self.enqueued = 0  # written by the request path only
         self.processed = 0  # written by the writer thread only: records written or lost to an error
         self.written = 0
-        self.dropped = 0  # backlog full, closed, or lost in a failed write
+        # dropped records, counted apart by the thread that drops them (no shared +=)
+        self.dropped_unqueued = 0  # request path: backlog full, or history not open
+        self.dropped_unwritten = 0  # writer: a failed batch, or put in the instant close began
         self.write_errors = 0
         self.last_error: str | None = None
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_unqueued + self.dropped_unwritten
 
     @property
     def pending(self) -> int:
@@ -172,7 +178,7 @@ class History:
         """Hot path: O(1), never touches the disk."""
         pending = self._pending
         if not self._open or len(pending) >= self.max_pending:
-            self.dropped += 1
+            self.dropped_unqueued += 1
             return
         pending.append(rec)
         self.enqueued += 1
@@ -193,11 +199,11 @@ class History:
         thread = self._thread
         if thread is None:
             return
+        self._open = False  # from here on ``put`` counts records as dropped
         self._stopping = True
         self._wake.set()
         thread.join(timeout)
         self._thread = None
-        self._open = False
         with self._progress:
             self._progress.notify_all()
 
@@ -213,6 +219,9 @@ class History:
                     return
         finally:
             self._open = False
+            lost = len(self._pending)  # put in the instant close began, after the last drain
+            self._pending.clear()
+            self.dropped_unwritten += lost
             conn.close()
 
     def _drain(self, conn: sqlite3.Connection) -> None:
@@ -231,7 +240,7 @@ class History:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self.write_errors += 1
-                self.dropped += n
+                self.dropped_unwritten += n
                 self.last_error = f"telemetry history {self.path}: {e}"
             with self._progress:
                 self.processed += n

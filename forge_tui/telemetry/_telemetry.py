@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from array import array
 import time as _time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,9 +1,9 @@
 """Rolling in-memory windows: per-role time buckets with bounded latency samples.
 
-Memory is fixed whatever the request rate: at most ``window_s / bucket_s + 1`` buckets, at most
-``max_keys`` roles and error targets per bucket, and at most ``samples`` latencies per role per
-bucket (reservoir sampling beyond that, with a weight so busy buckets still count for what they
-saw). Percentiles are computed on demand by the reader (``_percentiles``), never when a request is recorded.
+Memory is fixed whatever the request rate: at most ``window_s / bucket_s`` buckets, at most
+``max_keys`` roles and error targets per bucket, and at most ``samples`` latencies (and TTFTs) per
+role per bucket (reservoir sampling beyond that; the reader weighs a full reservoir by what it
+stands for). Percentiles are computed by the reader (``_percentiles``), never per request.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ class Bucket:
     roles: dict[str, RoleBucket] = field(default_factory=dict)
     errors_by_class: dict[ErrorClass, int] = field(default_factory=dict)
     errors_by_target: dict[str, int] = field(default_factory=dict)
-    leaks: int = 0
 
 
 class RollingWindows:
@@ -117,8 +116,6 @@ class RollingWindows:
                 j = int(self._random() * n)
                 if j < cap:
                     rb.ttft[j] = ttft
-        if rec.thinking_leaked:
-            b.leaks += 1
         ec = rec.error_class
         if ec is not _OK:
             rb.errors += 1

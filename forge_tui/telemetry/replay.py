@@ -42,7 +42,7 @@ def replay(
         rows = source.read(since=since, until=until, role=role, after_id=last_id, limit=min(chunk, max_records - loaded))
         if not rows:
             break
-        for row_id, rec in rows:
+        for _, rec in rows:
             tel.ingest(rec)
         last_id = rows[-1][0]
         loaded += len(rows)
