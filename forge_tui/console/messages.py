@@ -1,0 +1,71 @@
+"""Typed messages between the console's parts.
+
+The app polls the gateway and posts ``SnapshotReady`` to the screen on top; screens turn the
+operator's keys into ``*Requested`` messages that bubble up to the app, which owns the control
+and the workers. No widget reaches into another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from ..control.schema import Snapshot
+
+__all__ = [
+    "SnapshotReady",
+    "SwapRequested",
+    "RollbackRequested",
+    "RollbackTrialRequested",
+    "DeprecationRequested",
+    "SmokeRequested",
+    "JobRequested",
+    "JobLogRequested",
+]
+
+
+@dataclass
+class SnapshotReady(Message, bubble=False):
+    """A fresh snapshot for the screen on top; a burst collapses into the newest one."""
+
+    snapshot: Snapshot
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SnapshotReady)
+
+
+@dataclass
+class SwapRequested(Message):
+    role: str
+
+
+@dataclass
+class RollbackRequested(Message):
+    role: str
+
+
+@dataclass
+class RollbackTrialRequested(Message):
+    pass
+
+
+@dataclass
+class DeprecationRequested(Message):
+    model: str
+
+
+@dataclass
+class SmokeRequested(Message):
+    roles: list[str] | None  # None: every role
+
+
+@dataclass
+class JobRequested(Message):
+    kind: str  # rebuild, verify
+    host: str
+
+
+@dataclass
+class JobLogRequested(Message):
+    host: str | None
