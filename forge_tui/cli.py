@@ -37,6 +37,7 @@ def _fail(msg: str, code: int = 2) -> int:
 async def _serve(args: argparse.Namespace, config: str, banner: str | None = None) -> int:
     from .gateway.app import GatewayBindError
     from .runtime import Runtime
+    from .telemetry import HistoryError
 
     rt = Runtime(config, state_dir=args.state_dir, host=args.host, port=args.port,
                  admin_token=args.admin_token, api_keys=tuple(args.api_key or ()), with_hosts=not args.no_hosts)
@@ -44,7 +45,7 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
         print(f"forge-tui: warning: listening on {rt.host} without caller API keys (--api-key)", file=sys.stderr)
     try:
         await rt.start()
-    except GatewayBindError as exc:
+    except (GatewayBindError, HistoryError) as exc:
         await rt.stop()
         return _fail(str(exc))
     for w in rt.state.warnings:
@@ -69,12 +70,13 @@ async def _console(args: argparse.Namespace, config: str) -> int:
     from .control.local import LocalControl
     from .gateway.app import GatewayBindError
     from .runtime import Runtime
+    from .telemetry import HistoryError
 
     rt = Runtime(config, state_dir=args.state_dir, host=args.host, port=args.port,
                  admin_token=args.admin_token, api_keys=tuple(args.api_key or ()), with_hosts=not args.no_hosts)
     try:
         await rt.start()
-    except GatewayBindError as exc:
+    except (GatewayBindError, HistoryError) as exc:
         await rt.stop()
         return _fail(str(exc))
     try:
