@@ -1,0 +1,213 @@
+"""The admin API (``forge-tui attach`` drives a headless gateway through it).
+
+Protected by the admin token (``Authorization: Bearer <token>`` or ``x-forge-admin-token``);
+with no token configured it answers loopback peers only. Changes go through
+``forge_tui.operations``, the same code the embedded console calls.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from .. import operations
+from ..control.schema import ChangeResult, DeprecateRequest, SwapRequest
+from ..state import ChangeRefused
+from .errors import CallerError, Conflict, GatewayError, NotFound, Unauthorized, Unavailable
+
+if TYPE_CHECKING:
+    from .app import Gateway
+    from .protocols import HostsLike
+
+__all__ = ["AdminApi"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+class AdminApi:
+    def __init__(self, gw: "Gateway", token: str | None) -> None:
+        self.gw = gw
+        self._tokens = (f"Bearer {token}".encode(), token.encode()) if token else None
+
+    def routes(self) -> list[web.RouteDef]:
+        w = self._wrap
+        return [
+            web.get("/admin/snapshot", w(self.snapshot)),
+            web.get("/admin/audit", w(self.audit)),
+            web.get("/admin/roles/{role}/eligible", w(self.eligible)),
+            web.post("/admin/roles/{role}/swap", w(self.swap)),
+            web.post("/admin/roles/{role}/rollback", w(self.rollback)),
+            web.post("/admin/trial/rollback", w(self.rollback_trial)),
+            web.post("/admin/models/{model}/deprecation", w(self.deprecation)),
+            web.get("/admin/preflight", w(self.preflight)),
+            web.post("/admin/jobs", w(self.start_job)),
+            web.get("/admin/jobs", w(self.jobs)),
+            web.get("/admin/jobs/{job}/log", w(self.job_log)),
+            web.post("/admin/jobs/{job}/cancel", w(self.cancel_job)),
+        ]
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._tokens is None:
+            try:
+                loopback = ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise Unauthorized(
+                    "the admin API has no token configured and only answers loopback callers; "
+                    "set gateway.admin_token_env (FORGE_ADMIN_TOKEN) to use it remotely",
+                    code="admin_loopback_only", status=403,
+                )
+            return
+        bearer, raw = self._tokens
+        got_bearer = request.headers.get("Authorization", "").encode()
+        got_header = request.headers.get("x-forge-admin-token", "").encode()
+        if not (hmac.compare_digest(got_bearer, bearer) or hmac.compare_digest(got_header, raw)):
+            raise Unauthorized("missing or wrong admin token (Authorization: Bearer <token> or x-forge-admin-token)",
+                               code="invalid_admin_token")
+
+    def _wrap(self, impl: Handler) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                self._authorize(request)
+                return await impl(request)
+            except GatewayError as exc:
+                return web.Response(status=exc.status, body=exc.body_bytes(), content_type="application/json",
+                                    headers=exc.headers)
+            except ChangeRefused as exc:
+                c = Conflict(str(exc))
+                return web.Response(status=c.status, body=c.body_bytes(), content_type="application/json")
+
+        return handler
+
+    async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
+        raw = await request.read()
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise CallerError(f"request body is not valid JSON: {exc}") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            where = ".".join(str(p) for p in e["loc"]) or "(body)"
+            raise CallerError(f"invalid {model.__name__}: {where}: {e['msg']}", param=where) from None
+
+    def _hosts(self) -> "HostsLike":
+        if self.gw.hosts is None:
+            raise Unavailable("the hosts service is not running in this gateway (preflight and jobs need it)")
+        return self.gw.hosts
+
+    @staticmethod
+    def _change(result: ChangeResult) -> web.Response:
+        if not result.ok:
+            c = Conflict(result.message)
+            return web.Response(status=c.status, body=c.body_bytes(), content_type="application/json")
+        return _json(_dump(result))
+
+    @staticmethod
+    def _int(request: web.Request, name: str, default: int) -> int:
+        v = request.query.get(name)
+        if v is None or v == "":
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            raise CallerError(f"query parameter {name!r} must be an integer, got {v!r}", param=name) from None
+        if n < 0:
+            raise CallerError(f"query parameter {name!r} must be >= 0", param=name)
+        return n
+
+    # ------------------------------------------------------------------ state
+    async def snapshot(self, request: web.Request) -> web.Response:
+        return _json(_dump(self.gw.snapshot()))
+
+    async def audit(self, request: web.Request) -> web.Response:
+        limit = self._int(request, "limit", 200)
+        infos = operations.audit_infos(self.gw.state.audit_log(limit))
+        return _json([_dump(a) for a in infos])
+
+    async def eligible(self, request: web.Request) -> web.Response:
+        role = request.match_info["role"]
+        if self.gw.state.role(role) is None:
+            raise NotFound(f"unknown role {role!r} (roles: {', '.join(sorted(self.gw.state.roles()))})",
+                           code="role_not_found", param="role")
+        return _json([m.id for m in self.gw.state.eligible_models(role)])
+
+    # ------------------------------------------------------------------ changes
+    async def swap(self, request: web.Request) -> web.Response:
+        req: SwapRequest = await self._body(request, SwapRequest)
+        result = await operations.swap(self.gw.state, self.gw.hosts, request.match_info["role"], req.model,
+                                       force=req.force, actor=req.actor)
+        return self._change(result)
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        req: _Actor = await self._body(request, _Actor)
+        return self._change(operations.rollback(self.gw.state, request.match_info["role"], actor=req.actor))
+
+    async def rollback_trial(self, request: web.Request) -> web.Response:
+        req: _Actor = await self._body(request, _Actor)
+        return self._change(operations.rollback_trial(self.gw.state, actor=req.actor))
+
+    async def deprecation(self, request: web.Request) -> web.Response:
+        req: DeprecateRequest = await self._body(request, DeprecateRequest)
+        return self._change(operations.set_deprecated(self.gw.state, request.match_info["model"], req.deprecated,
+                                                      sunset=req.sunset, actor=req.actor))
+
+    # ------------------------------------------------------------------ hosts
+    async def preflight(self, request: web.Request) -> web.Response:
+        role, model = request.query.get("role"), request.query.get("model")
+        if not role or not model:
+            raise CallerError("preflight needs both ?role= and ?model=", param="role" if not role else "model")
+        result = await self._hosts().preflight(role, model, self.gw.state)
+        return _json(_dump(result))
+
+    async def start_job(self, request: web.Request) -> web.Response:
+        req: _JobRequest = await self._body(request, _JobRequest)
+        try:
+            job = self._hosts().start_job(req.kind, req.host)
+        except ValueError as exc:
+            raise CallerError(str(exc)) from None
+        return _json(_dump(job))
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        return _json([_dump(j) for j in self._hosts().jobs()])
+
+    async def job_log(self, request: web.Request) -> web.Response:
+        since = self._int(request, "since", 0)
+        job = request.match_info["job"]
+        try:
+            lines = self._hosts().job_log(job, since)
+        except (KeyError, ValueError):
+            raise NotFound(f"unknown job {job!r}", code="job_not_found") from None
+        return _json({"lines": lines, "next": since + len(lines)})
+
+    async def cancel_job(self, request: web.Request) -> web.Response:
+        job = request.match_info["job"]
+        try:
+            info = await self._hosts().cancel_job(job)
+        except (KeyError, ValueError):
+            raise NotFound(f"unknown job {job!r}", code="job_not_found") from None
+        return _json(_dump(info))
+
+
+class _Actor(BaseModel):
+    actor: str = "operator"
+
+
+class _JobRequest(BaseModel):
+    kind: str
+    host: str

@@ -1,0 +1,459 @@
+"""The OpenAI-compatible surface: chat, completions, embeddings, models, audio.
+
+Hot path: read body (capped), parse with the stdlib, a few type checks, a dict lookup for the
+route, one upstream request, relay. One ``RequestRecord`` per request, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from ..telemetry.records import ErrorClass, RequestRecord
+from .audio import FormPart, b64_audio_duration, check_audio
+from .errors import (
+    CallerError,
+    GatewayError,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from .routing import Route
+from .stream import SseRelay, error_event
+from .thinking import strip_message
+from .upstream import FormPayload, JsonPayload, Opened, Payload
+from .validate import check_chat, check_completions, check_embeddings, parse_json_object, scan_parts
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+__all__ = ["OpenAIApi", "Ctx"]
+
+log = logging.getLogger("forge_tui.gateway")
+
+_UPSTREAM_READ_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
+_JSON_FORMATS = frozenset({"json_object", "json_schema"})
+
+
+class Ctx:
+    """Per-request state: the record being filled and the headers every answer carries."""
+
+    __slots__ = ("rec", "t0", "headers")
+
+    def __init__(self, rec: RequestRecord, t0: float) -> None:
+        self.rec = rec
+        self.t0 = t0
+        self.headers: dict[str, str] = {"x-forge-request-id": rec.request_id}
+
+    def routed(self, route: Route) -> None:
+        self.rec.role = route.role
+        self.rec.model = route.model
+        self.headers["x-forge-route"] = route.route_header
+        for k, v in route.headers:
+            self.headers[k] = v
+
+    def served(self, opened: Opened) -> None:
+        c = opened.cand
+        rec = self.rec
+        rec.model, rec.host, rec.backend = c.model, c.host, c.backend
+        rec.fallback = opened.fallback
+        if c.fallback_of:
+            rec.extra["fallback_of"] = c.fallback_of
+        h = self.headers
+        h["x-forge-route"] = c.route_header
+        h.pop("Deprecation", None)
+        h.pop("Sunset", None)
+        for k, v in c.headers:
+            h[k] = v
+
+
+def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
+    if isinstance(usage, dict):
+        pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(pt, int):
+            rec.tokens_in = pt
+        if isinstance(ct, int):
+            rec.tokens_out = ct
+    if isinstance(timings, dict):
+        if rec.tokens_in is None and isinstance(timings.get("prompt_n"), int):
+            rec.tokens_in = timings["prompt_n"]
+        if rec.tokens_out is None and isinstance(timings.get("predicted_n"), int):
+            rec.tokens_out = timings["predicted_n"]
+        pps = timings.get("predicted_per_second")
+        if isinstance(pps, (int, float)) and pps > 0:
+            rec.tokens_per_s = float(pps)
+
+
+def _content_is_json(text: str) -> bool:
+    if not text.strip():
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+class OpenAIApi:
+    def __init__(self, gw: "Gateway") -> None:
+        self.gw = gw
+        s = gw.catalog.gateway
+        self.max_body = int(s.max_body_mb * 1024 * 1024)
+        self.audio_max_s = s.audio_max_seconds
+        self._keys = tuple(f"Bearer {k}".encode() for k in gw.api_keys)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self._wrap("/v1/chat/completions", self.chat)),
+            web.post("/v1/completions", self._wrap("/v1/completions", self.completions)),
+            web.post("/v1/embeddings", self._wrap("/v1/embeddings", self.embeddings)),
+            web.post("/v1/audio/transcriptions", self._wrap("/v1/audio/transcriptions", self.transcriptions)),
+            web.post("/v1/audio_qa", self._wrap("/v1/audio_qa", self.audio_qa)),
+            web.get("/v1/models", self.models),
+        ]
+
+    # ------------------------------------------------------------------ plumbing
+    def _check_key(self, request: web.Request) -> None:
+        if not self._keys:
+            return
+        got = request.headers.get("Authorization", "").encode()
+        if not any(hmac.compare_digest(got, k) for k in self._keys):
+            raise Unauthorized(
+                "Incorrect or missing API key: send 'Authorization: Bearer <key>' with a key this gateway accepts."
+            )
+
+    def _wrap(self, endpoint: str, impl: Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]):
+        gw = self.gw
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            rid = request.headers.get("x-request-id") or os.urandom(8).hex()
+            rec = RequestRecord(time=time.time(), request_id=rid[:64], endpoint=endpoint)
+            ctx = Ctx(rec, time.perf_counter())
+            gw._enter()
+            try:
+                self._check_key(request)
+                resp = await impl(request, ctx)
+                if not rec.status:
+                    rec.status = resp.status
+                return resp
+            except GatewayError as exc:
+                return self._error(ctx, exc)
+            except asyncio.CancelledError:
+                rec.status = 499
+                rec.error_class = ErrorClass.CALLER_ERROR
+                rec.error = "client disconnected before the answer was complete"
+                raise
+            except Exception as exc:  # a bug in forge: say so, in the caller's format
+                log.exception("gateway error on %s (request %s)", endpoint, rid)
+                return self._error(ctx, GatewayError(f"gateway error: {exc.__class__.__name__}: {exc}"))
+            finally:
+                rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000.0
+                if rec.tokens_out and rec.tokens_per_s is None:
+                    gen_ms = rec.latency_ms - (rec.ttft_ms or 0.0)
+                    if gen_ms > 0:
+                        rec.tokens_per_s = rec.tokens_out / (gen_ms / 1000.0)
+                gw._leave()
+                try:
+                    gw.telemetry.record(rec)
+                except Exception:  # telemetry must never take a request down
+                    log.exception("telemetry.record failed")
+
+        return handler
+
+    def _error(self, ctx: Ctx, exc: GatewayError) -> web.Response:
+        rec = ctx.rec
+        rec.status = exc.status
+        rec.error_class = exc.error_class
+        rec.error = exc.upstream or exc.message
+        headers = dict(ctx.headers)
+        headers.update(exc.headers)
+        return web.Response(status=exc.status, body=exc.body_bytes(), headers=headers, content_type="application/json")
+
+    async def _read(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise self._too_large(request.content_length)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise self._too_large(None) from None
+
+    def _too_large(self, size: int | None) -> PayloadTooLarge:
+        got = f" ({size / 1048576:.1f} MB)" if size else ""
+        return PayloadTooLarge(f"request body{got} exceeds this gateway's limit of {self.max_body / 1048576:g} MB")
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        return parse_json_object(await self._read(request))
+
+    # ------------------------------------------------------------------ endpoints
+    async def models(self, request: web.Request) -> web.Response:
+        rid = os.urandom(8).hex()
+        try:
+            self._check_key(request)
+        except GatewayError as exc:
+            return web.Response(status=exc.status, body=exc.body_bytes(), content_type="application/json",
+                                headers={"x-forge-request-id": rid})
+        return web.Response(body=self.gw.table().models_json, content_type="application/json",
+                            headers={"x-forge-request-id": rid})
+
+    async def chat(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        body = await self._json(request)
+        check_chat(body)
+        route = self.gw.table().resolve(body.get("model"), "chat", body)
+        ctx.routed(route)
+        image, audio = scan_parts(body)
+        ctx.rec.image = image
+        for ia in audio:
+            fmt = ia.get("format")
+            if fmt in (None, "wav"):
+                b64_audio_duration(ia.get("data"), self.audio_max_s, what="input_audio")
+        stream = body.get("stream") is True
+        ctx.rec.stream = stream
+        payload = JsonPayload(body, chat=True, thinking_header=request.headers.get("x-forge-thinking"))
+        opened = await self.gw.upstream.open(route, "/v1/chat/completions", payload, image=image)
+        ctx.served(opened)
+        decision = payload.decision(opened.cand)
+        ctx.rec.thinking_injected = decision.injected_off
+        if decision.source != "none":
+            ctx.rec.extra["thinking"] = f"{decision.source}:{'off' if decision.off else 'on'}"
+        rf = body.get("response_format")
+        want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
+        if stream:
+            return await self._relay_stream(request, ctx, opened, strip=decision.off, want_json=want_json)
+        return await self._relay_json(ctx, opened, chat=True, strip=decision.off, want_json=want_json)
+
+    async def completions(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        body = await self._json(request)
+        check_completions(body)
+        return await self._plain_json(request, ctx, body, "completions", "/v1/completions")
+
+    async def embeddings(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        body = await self._json(request)
+        check_embeddings(body)
+        return await self._plain_json(request, ctx, body, "embeddings", "/v1/embeddings")
+
+    async def _plain_json(self, request: web.Request, ctx: Ctx, body: dict[str, Any], kind: str,
+                          path: str) -> web.StreamResponse:
+        route = self.gw.table().resolve(body.get("model"), kind, body)
+        ctx.routed(route)
+        stream = body.get("stream") is True
+        ctx.rec.stream = stream
+        opened = await self.gw.upstream.open(route, path, JsonPayload(body, chat=False, thinking_header=None))
+        ctx.served(opened)
+        if stream:
+            return await self._relay_stream(request, ctx, opened, strip=False, want_json=False)
+        return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+
+    async def _form(self, request: web.Request) -> list[FormPart]:
+        ctype = request.content_type
+        if not ctype.startswith("multipart/"):
+            raise CallerError(f"expected a multipart/form-data body, got {ctype or 'no content type'}")
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise self._too_large(request.content_length)
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            raise self._too_large(None) from None
+        except ValueError as exc:
+            raise CallerError(f"unreadable multipart body: {exc}") from None
+        parts: list[FormPart] = []
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                parts.append(FormPart(name, value.file.read(), value.filename, value.content_type))
+            else:
+                parts.append(FormPart(name, str(value).encode()))
+        return parts
+
+    async def transcriptions(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        parts = await self._form(request)
+        if not any(p.name == "file" and p.filename is not None for p in parts):
+            raise CallerError("Missing required parameter: 'file' (the audio file part).", param="file")
+        model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
+        return await self._forward_form(ctx, parts, model, "transcriptions", "/v1/audio/transcriptions")
+
+    async def audio_qa(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        if request.content_type.startswith("multipart/"):
+            parts = await self._form(request)
+            audio = next((p for p in parts if p.name in ("file", "audio")), None)
+            if audio is None:
+                audio = next((p for p in parts if (p.content_type or "").startswith("audio/")), None)
+            if audio is None:
+                raise CallerError("Missing the audio part: send the WAV as a 'file' (or 'audio') form field.",
+                                  param="file")
+            check_audio(audio.data, self.audio_max_s, what="audio")
+            model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
+            return await self._forward_form(ctx, parts, model, "audio_qa", "/v1/audio_qa")
+        body = await self._json(request)
+        audio_field = body.get("audio", body.get("input_audio"))
+        if audio_field is None:
+            raise CallerError("Missing required parameter: 'audio' (base64 WAV, or {\"data\": ..., \"format\": \"wav\"}).",
+                              param="audio")
+        data = audio_field.get("data") if isinstance(audio_field, dict) else audio_field
+        b64_audio_duration(data, self.audio_max_s, what="audio")
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise CallerError("Invalid type for 'model': expected a string.", param="model")
+        route = self.gw.table().resolve(model, "audio_qa", body)
+        ctx.routed(route)
+        opened = await self.gw.upstream.open(route, "/v1/audio_qa", JsonPayload(body, chat=False, thinking_header=None))
+        ctx.served(opened)
+        return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+
+    async def _forward_form(self, ctx: Ctx, parts: list[FormPart], model: str | None, kind: str,
+                            path: str) -> web.StreamResponse:
+        route = self.gw.table().resolve(model, kind, None)
+        ctx.routed(route)
+        payload: Payload = FormPayload(parts)
+        opened = await self.gw.upstream.open(route, path, payload)
+        ctx.served(opened)
+        return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+
+    # ------------------------------------------------------------------ relays
+    async def _relay_json(self, ctx: Ctx, opened: Opened, *, chat: bool, strip: bool,
+                          want_json: bool) -> web.Response:
+        resp = opened.resp
+        rec = ctx.rec
+        try:
+            data = await resp.read()
+        except aiohttp.SocketTimeoutError:
+            opened.close(abort=True)
+            raise UpstreamTimeout(f"backend {opened.backend.name!r} stopped answering mid-response") from None
+        except _UPSTREAM_READ_ERRORS as exc:
+            opened.close(abort=True)
+            raise UpstreamError(f"backend {opened.backend.name!r} on {opened.backend.host} died while answering "
+                                f"({exc.__class__.__name__}: {exc})", upstream=str(exc)) from None
+        except BaseException:
+            opened.close(abort=True)
+            raise
+        opened.close()
+        ctype = resp.headers.get("Content-Type", "application/json")
+        if "json" in ctype:
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                _usage_into(rec, obj.get("usage"), obj.get("timings"))
+                if chat:
+                    data = self._check_chat_output(rec, obj, data, strip, want_json)
+        rec.status = resp.status
+        return web.Response(status=resp.status, body=data, headers={**ctx.headers, "Content-Type": ctype})
+
+    def _check_chat_output(self, rec: RequestRecord, obj: dict[str, Any], data: bytes, strip: bool,
+                           want_json: bool) -> bytes:
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            return data
+        leaked = False
+        for ch in choices:
+            msg = ch.get("message") if isinstance(ch, dict) else None
+            if not isinstance(msg, dict):
+                continue
+            if strip and strip_message(msg):
+                leaked = True
+            if want_json and not msg.get("tool_calls"):
+                content = msg.get("content")
+                if not isinstance(content, str) or not _content_is_json(content):
+                    rec.error_class = ErrorClass.MODEL_OUTPUT
+                    rec.error = "asked for JSON, the model answered " + (
+                        "nothing" if not content else f"non-JSON: {str(content)[:120]!r}")
+        if leaked:
+            rec.thinking_leaked = True
+            rec.error_class = ErrorClass.MODEL_OUTPUT
+            rec.error = rec.error or "thinking leaked into content (moved to reasoning_content)"
+            return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        return data
+
+    async def _relay_stream(self, request: web.Request, ctx: Ctx, opened: Opened, *, strip: bool,
+                            want_json: bool) -> web.StreamResponse:
+        resp = opened.resp
+        if "text/event-stream" not in resp.headers.get("Content-Type", ""):
+            return await self._relay_json(ctx, opened, chat=True, strip=strip, want_json=want_json)
+        rec = ctx.rec
+        out = web.StreamResponse(status=200, headers={
+            **ctx.headers,
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        })
+        relay = SseRelay(strip=strip, capture=want_json)
+        clean = False
+        try:
+            await out.prepare(request)
+            failure: GatewayError | None = None
+            content = resp.content
+            while not relay.done:
+                try:
+                    chunk = await content.readany()
+                except aiohttp.SocketTimeoutError:
+                    failure = UpstreamTimeout(f"backend {opened.backend.name!r} went silent mid-stream "
+                                              f"(nothing for {opened.backend.cfg.request_timeout_s:g}s)")
+                    break
+                except _UPSTREAM_READ_ERRORS as exc:
+                    failure = UpstreamError(
+                        f"backend {opened.backend.name!r} on {opened.backend.host} died mid-stream "
+                        f"({exc.__class__.__name__}: {exc})", upstream=str(exc))
+                    break
+                if not chunk:
+                    if not relay.done:
+                        failure = UpstreamError(f"backend {opened.backend.name!r} on {opened.backend.host} "
+                                                f"ended the stream without [DONE]")
+                    break
+                piece = relay.feed(chunk)
+                if piece:
+                    try:
+                        await out.write(piece)
+                    except _CLIENT_GONE:
+                        rec.status = 499
+                        rec.error_class = ErrorClass.CALLER_ERROR
+                        rec.error = "client disconnected mid-stream"
+                        return out
+            if relay.first_token_at is not None:
+                rec.ttft_ms = (relay.first_token_at - ctx.t0) * 1000.0
+            _usage_into(rec, relay.usage, relay.timings)
+            if rec.tokens_out is None and relay.events:
+                rec.tokens_out = relay.events
+                rec.extra["tokens_out_from"] = "chunk count"
+            if relay.leaked:
+                rec.thinking_leaked = True
+                rec.error_class = ErrorClass.MODEL_OUTPUT
+                rec.error = "thinking leaked into content (moved to reasoning_content)"
+            if failure is not None or relay.upstream_error:
+                if failure is None:
+                    failure = UpstreamError(f"backend {opened.backend.name!r} reported mid-stream: {relay.upstream_error}",
+                                            upstream=relay.upstream_error)
+                    tail = b""  # the backend's own error event already went out
+                else:
+                    tail = relay.flush() + error_event(failure.message, failure.type, failure.code)
+                rec.status = failure.status
+                rec.error_class = failure.error_class
+                rec.error = failure.upstream or failure.message
+                try:
+                    if tail:
+                        await out.write(tail)
+                    await out.write_eof()
+                except _CLIENT_GONE:
+                    pass
+                return out
+            if want_json and relay.content is not None and not _content_is_json("".join(relay.content)):
+                rec.error_class = ErrorClass.MODEL_OUTPUT
+                rec.error = "asked for JSON, the model streamed something else"
+            rec.status = 200
+            clean = True
+            try:
+                await out.write_eof()
+            except _CLIENT_GONE:
+                pass
+            return out
+        finally:
+            opened.close(abort=not clean)
+

@@ -1,0 +1,238 @@
+"""The gateway: an aiohttp application embeddable in a running event loop.
+
+    gw = Gateway(catalog, state, telemetry=tel, admin_token=..., api_keys=(), hosts=None)
+    await gw.start("127.0.0.1", 0)    # GatewayBindError (never sys.exit) when the port is taken
+    gw.url, gw.port, gw.inflight, gw.snapshot()
+    await gw.stop(drain_timeout=10)   # stop accepting, let in-flight requests finish, close the client
+
+No signal handlers are installed and nothing is logged per request; ``AppRunner`` + ``TCPSite``
+keep the console's loop in charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import time
+from typing import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from ..config.models import Catalog
+from ..control.schema import Snapshot
+from ..state import AuditEntry, RoutingState
+from .admin import AdminApi
+from .api import OpenAIApi
+from .backends import READY, BackendRuntime, Breaker, HealthProber, Limiter
+from .errors import GatewayBindError
+from .protocols import HostsLike, TelemetryLike
+from .routing import RouteTable
+from .snapshot import build_snapshot
+from .upstream import Upstream
+
+__all__ = ["Gateway", "GatewayBindError"]
+
+log = logging.getLogger("forge_tui.gateway")
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Gateway:
+    def __init__(
+        self,
+        catalog: Catalog,
+        state: RoutingState,
+        *,
+        telemetry: TelemetryLike,
+        config_path: str | None = None,
+        admin_token: str | None = None,
+        api_keys: Sequence[str] = (),
+        hosts: HostsLike | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.state = state
+        self.telemetry = telemetry
+        self.config_path = config_path
+        self.hosts = hosts
+        self.api_keys = tuple(api_keys)
+        s = catalog.gateway
+        self.settings = s
+        self.started_at = time.time()
+        self.backends: dict[str, BackendRuntime] = {
+            name: BackendRuntime(
+                name=name,
+                cfg=b,
+                breaker=Breaker(s.breaker_failures, s.breaker_reset_s),
+                limiter=Limiter(name, b.max_concurrency, b.max_image_concurrency, b.queue_limit, b.queue_timeout_s),
+            )
+            for name, b in catalog.backends.items()
+        }
+        self._placements: dict[str, dict[str, str]] = {}
+        for mid, m in catalog.models.items():
+            for p in m.placements:
+                self._placements.setdefault(p.backend, {})[p.name or mid] = mid
+        self._table = self._build_table()
+        self._unsubscribe = state.subscribe(self._on_state_change)
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._prober: HealthProber | None = None
+        self._upstream: Upstream | None = None
+        self.url = ""
+        self.port = 0
+        self.app = self._build_app(admin_token)
+
+    # ------------------------------------------------------------------ wiring
+    def _build_app(self, admin_token: str | None) -> web.Application:
+        app = web.Application(client_max_size=int(self.settings.max_body_mb * 1024 * 1024))
+        self.openai = OpenAIApi(self)
+        self.admin = AdminApi(self, admin_token)
+        app.add_routes(self.openai.routes())
+        app.add_routes(self.admin.routes())
+        app.add_routes([web.get("/health", self._health), web.get("/metrics", self._metrics)])
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        # The client lives exactly as long as the app, whichever runner serves it.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, raise_for_status=False,
+                                              skip_auto_headers=("User-Agent",))
+        self._upstream = Upstream(self.backends, self._session)
+        self._prober = HealthProber(self.backends, self._session, self.settings.health_interval_s)
+        await self._prober.probe_all()  # know who is up before the first request arrives
+        self._prober.start()
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        if self._prober is not None:
+            await self._prober.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def upstream(self) -> Upstream:
+        if self._upstream is None:
+            raise RuntimeError("gateway not started")
+        return self._upstream
+
+    @property
+    def prober(self) -> HealthProber | None:
+        return self._prober
+
+    def _build_table(self) -> RouteTable:
+        return RouteTable(self.state, config_path=self.config_path, started_at=self.started_at)
+
+    def _on_state_change(self, entry: AuditEntry) -> None:
+        self._table = self._build_table()
+
+    def table(self) -> RouteTable:
+        t = self._table
+        if not t.current(self.state):  # a change that bypassed the listener still routes anew
+            t = self._table = self._build_table()
+        return t
+
+    def placements_on(self, backend: str) -> dict[str, str]:
+        """Upstream model name -> model id for the placements on ``backend``."""
+        return self._placements.get(backend, {})
+
+    def warnings(self) -> list[str]:
+        out = []
+        for b in self.backends.values():
+            if b.breaker.state() == "open":
+                out.append(f"backend {b.name}: circuit open after {b.breaker.consecutive} connect failures")
+        return out
+
+    # ------------------------------------------------------------------ in-flight accounting
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _enter(self) -> None:
+        self._inflight += 1
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if self._runner is not None:
+            raise RuntimeError("gateway already started")
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None, handler_cancellation=True,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                msg = (f"port {port} on {host} is already in use (another forge-tui or another program); "
+                       f"stop it or pick another port with --port")
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                msg = f"cannot listen on {host}:{port}: this machine has no such address"
+            elif exc.errno == errno.EACCES:
+                msg = f"not allowed to listen on {host}:{port} (ports below 1024 need privileges)"
+            else:
+                msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            raise GatewayBindError(exc.errno or 0, msg) from None
+        self._runner = runner
+        addr = runner.addresses[0]
+        self.port = int(addr[1])
+        shown = host if host not in ("", "0.0.0.0", "::") else ("127.0.0.1" if host != "::" else "::1")
+        self.url = f"http://[{shown}]:{self.port}" if ":" in shown else f"http://{shown}:{self.port}"
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for site in list(runner.sites):
+            await site.stop()  # no new connections
+        if self._inflight > 0:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, drain_timeout))
+            except TimeoutError:
+                log.warning("gateway stop: %d request(s) still in flight after %.0fs; cancelling them",
+                            self._inflight, drain_timeout)
+            finally:
+                self._idle = None
+        await runner.cleanup()
+        self._unsubscribe()
+
+    # ------------------------------------------------------------------ views
+    def snapshot(self) -> Snapshot:
+        return build_snapshot(self)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        backends = {n: b.status_label() for n, b in self.backends.items()}
+        status = "ok" if any(h == READY for h in backends.values()) or not backends else "degraded"
+        body = {"status": status, "inflight": self._inflight, "backends": backends}
+        return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        lines = [
+            "# HELP forge_backend_up 1 when the gateway's health probe sees the backend ready, else 0.",
+            "# TYPE forge_backend_up gauge",
+        ]
+        for n, b in self.backends.items():
+            up = 1 if b.health == READY and b.breaker.state() != "open" else 0
+            lines.append(f'forge_backend_up{{backend="{_label(n)}",host="{_label(b.host)}"}} {up}')
+        lines += ["# HELP forge_inflight Requests the gateway is answering right now.",
+                  "# TYPE forge_inflight gauge", f"forge_inflight {self._inflight}",
+                  "# HELP forge_backend_inflight Requests holding a backend slot.",
+                  "# TYPE forge_backend_inflight gauge"]
+        lines += [f'forge_backend_inflight{{backend="{_label(n)}"}} {b.limiter.inflight}' for n, b in self.backends.items()]
+        lines += ["# HELP forge_backend_queued Requests waiting for a backend slot.",
+                  "# TYPE forge_backend_queued gauge"]
+        lines += [f'forge_backend_queued{{backend="{_label(n)}"}} {b.limiter.queued}' for n, b in self.backends.items()]
+        text = self.telemetry.prometheus().rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+        return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -1,0 +1,340 @@
+"""Per-backend runtime: health (active probe), circuit breaker (passive), concurrency limiter.
+
+All of it lives on the event loop thread; nothing here locks. The prober writes health, the
+request path reads it, and the limiter hands slots out first come, first served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import aiohttp
+
+from ..config.models import Backend, BackendKind
+from .errors import Saturated
+
+__all__ = ["Breaker", "Limiter", "BackendRuntime", "HealthProber", "READY", "STARTING", "DOWN", "UNKNOWN"]
+
+READY = "ready"
+STARTING = "starting"
+DOWN = "down"
+UNKNOWN = "unknown"
+
+# Words in a 503 body that mean "still loading" (llama-server, llama-swap, most OpenAI-compatible servers).
+STARTUP_MARKERS = ("loading model", "process is not ready", "not ready", "loading", "starting")
+
+
+def is_startup_text(text: str) -> bool:
+    low = text.lower()
+    return any(m in low for m in STARTUP_MARKERS)
+
+
+class Breaker:
+    """Opens after ``failures`` consecutive connect failures; after ``reset_s`` lets one trial through."""
+
+    __slots__ = ("failures", "reset_s", "consecutive", "opened_at", "trial", "_clock")
+
+    def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.reset_s = reset_s
+        self.consecutive = 0
+        self.opened_at: float | None = None
+        self.trial = False  # a half-open trial request is in flight
+        self._clock = clock
+
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if self._clock() - self.opened_at >= self.reset_s:
+            return "half-open"
+        return "open"
+
+    def allows(self) -> bool:
+        s = self.state()
+        return s == "closed" or (s == "half-open" and not self.trial)
+
+    def enter(self) -> bool:
+        """Claim the right to send one request now (the single trial when half-open)."""
+        s = self.state()
+        if s == "closed":
+            return True
+        if s == "half-open" and not self.trial:
+            self.trial = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self.consecutive = 0
+        self.opened_at = None
+        self.trial = False
+
+    def failure(self) -> None:
+        self.consecutive += 1
+        if self.trial or self.consecutive >= self.failures:
+            self.opened_at = self._clock()
+        self.trial = False
+
+    def abandon(self) -> None:
+        """The trial request ended without telling us anything (e.g. the caller left)."""
+        self.trial = False
+
+
+@dataclass(slots=True)
+class _Waiter:
+    fut: asyncio.Future[None]
+    image: bool
+    granted: bool = False
+
+
+class Limiter:
+    """A concurrency cap with a bounded FIFO wait queue and a lower cap for image requests."""
+
+    def __init__(self, name: str, limit: int, image_limit: int | None, queue_limit: int, queue_timeout_s: float) -> None:
+        self.name = name
+        self.limit = limit
+        self.image_limit = min(image_limit, limit) if image_limit else limit
+        self.queue_limit = queue_limit
+        self.queue_timeout_s = queue_timeout_s
+        self.inflight = 0
+        self.image_inflight = 0
+        self._waiters: deque[_Waiter] = deque()
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._waiters if not w.fut.done())
+
+    def _fits(self, image: bool) -> bool:
+        return self.inflight < self.limit and (not image or self.image_inflight < self.image_limit)
+
+    def _take(self, image: bool) -> None:
+        self.inflight += 1
+        if image:
+            self.image_inflight += 1
+
+    def try_acquire(self, image: bool) -> bool:
+        if not self._waiters and self._fits(image):
+            self._take(image)
+            return True
+        return False
+
+    async def acquire(self, image: bool) -> None:
+        if self.try_acquire(image):
+            return
+        if self.queued >= self.queue_limit:
+            raise Saturated(
+                f"backend {self.name!r} is at its concurrency cap ({self.limit}"
+                f"{f', {self.image_limit} for images' if image and self.image_limit < self.limit else ''}) "
+                f"and its wait queue is full ({self.queue_limit}); retry shortly",
+            )
+        w = _Waiter(asyncio.get_running_loop().create_future(), image)
+        self._waiters.append(w)
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                await w.fut
+        except TimeoutError:
+            if w.granted:
+                return  # the slot arrived as the timer fired: keep it
+            self._drop(w)
+            raise Saturated(
+                f"backend {self.name!r} had no free slot within {self.queue_timeout_s:g}s "
+                f"(cap {self.limit}, {self.queued} waiting); retry shortly",
+                retry_after=max(1, round(self.queue_timeout_s / 4)),
+            ) from None
+        except BaseException:
+            if w.granted:
+                self.release(image)
+            else:
+                self._drop(w)
+            raise
+
+    def _drop(self, w: _Waiter) -> None:
+        try:
+            self._waiters.remove(w)
+        except ValueError:
+            pass
+
+    def release(self, image: bool) -> None:
+        self.inflight -= 1
+        if image:
+            self.image_inflight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        # Grant in arrival order; an image request held by the image cap does not block text requests.
+        for w in list(self._waiters):
+            if self.inflight >= self.limit:
+                break
+            if w.fut.done():
+                self._waiters.remove(w)
+                continue
+            if self._fits(w.image):
+                self._take(w.image)
+                w.granted = True
+                self._waiters.remove(w)
+                w.fut.set_result(None)
+
+
+@dataclass(slots=True)
+class BackendRuntime:
+    name: str
+    cfg: Backend
+    breaker: Breaker
+    limiter: Limiter
+    health: str = UNKNOWN
+    detail: str | None = None
+    checked_at: float | None = None  # unix seconds of the last probe
+    down_since: float | None = None  # monotonic time the probe first saw it down
+    loaded: frozenset[str] = frozenset()
+    model_states: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.cfg.host
+
+    @property
+    def kind(self) -> BackendKind:
+        return self.cfg.kind
+
+    def usable(self) -> bool:
+        return self.health != DOWN and self.breaker.allows()
+
+    def maybe_starting(self, now: float) -> bool:
+        """Down by the probe, but recently enough that it may be restarting (within its warmup window)."""
+        return self.down_since is None or now - self.down_since < self.cfg.warmup_timeout_s
+
+    def status_label(self) -> str:
+        b = self.breaker.state()
+        if b == "open":
+            return "circuit-open"
+        return self.health
+
+    def set_health(self, health: str, detail: str | None) -> None:
+        if health == DOWN:
+            if self.health != DOWN or self.down_since is None:
+                self.down_since = time.monotonic()
+            self.loaded = frozenset()
+            self.model_states = {}
+        else:
+            self.down_since = None
+        self.health = health
+        self.detail = detail
+        self.checked_at = time.time()
+
+
+def describe_connect_error(exc: BaseException) -> tuple[bool, str]:
+    """(refused, text): refused means nothing listens there (starting or dead), else the host is unreachable."""
+    os_err = getattr(exc, "os_error", None)
+    err_no = getattr(os_err, "errno", None)
+    if err_no == errno.ECONNREFUSED or isinstance(os_err, ConnectionRefusedError):
+        return True, "connection refused"
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return False, "connect timed out"
+    text = str(os_err or exc) or exc.__class__.__name__
+    return False, text
+
+
+class HealthProber:
+    """Polls each backend's health path every ``interval`` seconds (llama-swap: /health then /running)."""
+
+    def __init__(
+        self,
+        backends: dict[str, BackendRuntime],
+        session: aiohttp.ClientSession,
+        interval: float,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.backends = backends
+        self.session = session
+        self.interval = interval
+        self.on_change = on_change
+        self._task: asyncio.Task[None] | None = None
+        self._timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, interval)))
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="forge-health-prober")
+
+    async def stop(self) -> None:
+        t, self._task = self._task, None
+        if t is not None:
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe_all()
+            await asyncio.sleep(self.interval)
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe(b) for b in self.backends.values()), return_exceptions=True)
+        if self.on_change is not None:
+            self.on_change()
+
+    async def probe(self, b: BackendRuntime) -> None:
+        url = b.cfg.base_url + b.cfg.health_path
+        try:
+            async with self.session.get(url, timeout=self._timeout) as resp:
+                text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                status = resp.status
+        except aiohttp.ClientConnectorError as exc:
+            _, why = describe_connect_error(exc)
+            b.set_health(DOWN, why)
+            return
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            b.set_health(DOWN, f"health probe failed: {exc.__class__.__name__}: {exc}".rstrip(": "))
+            return
+        if b.kind is BackendKind.LLAMA_SWAP:
+            if status == 200:
+                await self._llama_swap_running(b)
+                b.set_health(READY, None)
+            else:
+                b.set_health(DOWN, f"HTTP {status} on {b.cfg.health_path}: {text[:200]}")
+            return
+        if status == 200 or (b.kind is not BackendKind.LLAMA_SERVER and status < 500):
+            b.set_health(READY, None)
+            b.breaker.success()  # an answering backend is evidence enough to close the circuit
+        elif status == 503 and is_startup_text(text):
+            b.set_health(STARTING, _message_of(text))
+        else:
+            b.set_health(DOWN, f"HTTP {status} on {b.cfg.health_path}: {_message_of(text)[:200]}")
+
+    async def _llama_swap_running(self, b: BackendRuntime) -> None:
+        try:
+            async with self.session.get(b.cfg.base_url + "/running", timeout=self._timeout) as resp:
+                data = json.loads(await resp.read()) if resp.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return
+        running = data.get("running") if isinstance(data, dict) else None
+        if not isinstance(running, list):
+            return
+        states: dict[str, str] = {}
+        for r in running:
+            if isinstance(r, dict) and isinstance(r.get("model"), str):
+                states[r["model"]] = str(r.get("state", ""))
+        b.model_states = states
+        b.loaded = frozenset(m for m, s in states.items() if s == "ready")
+        b.breaker.success()
+
+
+def _message_of(text: str) -> str:
+    """The ``error.message`` of a JSON error body, else the text itself."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+    return text.strip()

@@ -1,0 +1,366 @@
+"""Send a request to the first candidate that can take it.
+
+The walk: placements of the role's model on usable backends (health not down, circuit not open),
+then each fallback model's placements. On a startup signal (connection refused, 503 ``Loading
+model``, llama-swap's 503 ``process is not ready``) the request moves on when a later candidate
+is usable, and otherwise waits with backoff up to the backend's warmup timeout. When the backend
+answers with an error, its own words reach the caller (for llama-swap's failed starts, together
+with the error lines of its upstream log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from ..config.models import BackendKind
+from ..telemetry.records import ErrorClass
+from . import thinking
+from .audio import FormPart, encode_multipart
+from .backends import DOWN, BackendRuntime, describe_connect_error, is_startup_text
+from .errors import (
+    GatewayError,
+    Saturated,
+    UpstreamError,
+    UpstreamStartup,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from .routing import Candidate, Route
+
+__all__ = ["Payload", "JsonPayload", "FormPayload", "Opened", "Upstream", "extract_message"]
+
+CONNECT_TIMEOUT_S = 5.0
+_ERROR_BODY_LIMIT = 64 * 1024
+_LOG_TAIL_BYTES = 256 * 1024
+
+
+class Payload(Protocol):
+    def render(self, cand: Candidate) -> tuple[bytes, str]: ...
+
+
+class JsonPayload:
+    """A JSON body, re-rendered per candidate: the backend's own model name and the family's thinking policy."""
+
+    __slots__ = ("body", "caller_thinking", "header", "chat", "_cache")
+
+    def __init__(self, body: dict[str, Any], *, chat: bool, thinking_header: str | None) -> None:
+        self.body = body
+        self.chat = chat
+        self.header = thinking_header
+        self.caller_thinking = thinking.caller_choice(body) if chat else None
+        self._cache: dict[tuple[str, Any], bytes] = {}
+
+    def decision(self, cand: Candidate) -> thinking.ThinkingDecision:
+        if not self.chat:
+            return thinking.NO_DECISION
+        return thinking.decide(cand.thinking, self.caller_thinking, self.header)
+
+    def render(self, cand: Candidate) -> tuple[bytes, str]:
+        d = self.decision(cand)
+        key = (cand.upstream_name, d.inject)
+        data = self._cache.get(key)
+        if data is None:
+            out = thinking.apply(self.body, d)
+            if out is self.body:
+                out = dict(self.body)
+            out["model"] = cand.upstream_name
+            data = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
+            self._cache[key] = data
+        return data, "application/json"
+
+
+class FormPayload:
+    """A multipart form, re-encoded per candidate with the backend's own model name."""
+
+    __slots__ = ("parts", "_cache")
+
+    def __init__(self, parts: list[FormPart]) -> None:
+        self.parts = parts
+        self._cache: dict[str, tuple[bytes, str]] = {}
+
+    def render(self, cand: Candidate) -> tuple[bytes, str]:
+        hit = self._cache.get(cand.upstream_name)
+        if hit is None:
+            parts = [p for p in self.parts if p.name != "model"]
+            parts.insert(0, FormPart("model", cand.upstream_name.encode()))
+            hit = encode_multipart(parts)
+            self._cache[cand.upstream_name] = hit
+        return hit
+
+
+@dataclass(slots=True)
+class Opened:
+    """A backend that answered 2xx; the caller reads ``resp`` and must ``close()`` this."""
+
+    cand: Candidate
+    backend: BackendRuntime
+    resp: aiohttp.ClientResponse
+    image: bool
+    fallback: bool
+    notes: list[str] = field(default_factory=list)
+    _done: bool = False
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release the backend slot; ``abort`` drops the connection so the backend stops generating."""
+        if self._done:
+            return
+        self._done = True
+        if abort:
+            self.resp.close()
+        else:
+            self.resp.release()
+        self.backend.limiter.release(self.image)
+
+
+def extract_message(text: str) -> str:
+    """The backend's own error words from an error body (llama.cpp, llama-swap, OpenAI-style, plain text)."""
+    stripped = text.strip()
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            msg = err.get("message")
+            if isinstance(msg, str) and msg:
+                return msg
+        if isinstance(err, str) and err:
+            return err
+        for key in ("message", "detail"):
+            v = data.get(key)
+            if isinstance(v, str) and v:
+                return v
+    return stripped[:2000] or "(empty body)"
+
+
+class Upstream:
+    def __init__(self, backends: dict[str, BackendRuntime], session: aiohttp.ClientSession) -> None:
+        self.backends = backends
+        self.session = session
+        self._timeouts = {
+            name: aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=b.cfg.request_timeout_s)
+            for name, b in backends.items()
+        }
+
+    async def open(self, route: Route, path: str, payload: Payload, *, image: bool = False) -> Opened:
+        cands = route.candidates
+        what = f"role {route.role!r}" if route.role else f"model {route.model!r}"
+        if not cands:
+            raise UpstreamUnreachable(f"{what}: no enabled model with a placement to send this to")
+        now = time.monotonic()
+        order = [c for c in cands if self.backends[c.backend].usable()]
+        last_resort = False
+        if not order:
+            # Everything looks down. One recently-down backend may just be restarting: give it its window.
+            order = [c for c in cands if self.backends[c.backend].breaker.allows()
+                     and self.backends[c.backend].maybe_starting(now)][:1]
+            last_resort = True
+        reasons = [self._skip_reason(c) for c in cands if c not in order]
+        saturated: Saturated | None = None
+        failure: GatewayError | None = None
+        for i, cand in enumerate(order):
+            be = self.backends[cand.backend]
+            later = any(self.backends[c.backend].usable() and c.backend != cand.backend for c in order[i + 1:])
+            try:
+                opened = await self._attempt(cand, be, path, payload, image, may_wait=not later,
+                                             last_resort=last_resort)
+            except Saturated as exc:
+                saturated = exc
+                reasons.append(f"{cand.backend}: {exc.message}")
+                continue
+            except (UpstreamUnreachable, UpstreamStartup) as exc:
+                failure = exc
+                reasons.append(f"{cand.backend}: {exc.message}")
+                continue
+            opened.fallback = cand is not cands[0]
+            opened.notes = reasons
+            return opened
+        if failure is not None:
+            if len(reasons) > 1:
+                failure.message = f"{what}: " + "; ".join(reasons)
+                failure.args = (failure.message,)
+            raise failure
+        if saturated is not None:
+            raise saturated
+        raise UpstreamUnreachable(f"{what}: no usable placement ({'; '.join(reasons)})")
+
+    def _skip_reason(self, c: Candidate) -> str:
+        be = self.backends[c.backend]
+        if be.breaker.state() != "closed":
+            return f"{c.backend}: circuit open after {be.breaker.consecutive} connect failures"
+        if be.health == DOWN:
+            return f"{c.backend}: down ({be.detail or 'health probe failed'})"
+        return f"{c.backend}: skipped"
+
+    async def _attempt(
+        self,
+        cand: Candidate,
+        be: BackendRuntime,
+        path: str,
+        payload: Payload,
+        image: bool,
+        *,
+        may_wait: bool,
+        last_resort: bool,
+    ) -> Opened:
+        if not be.breaker.enter():
+            raise UpstreamUnreachable(f"backend {be.name!r} circuit is open (repeated connect failures)")
+        try:
+            await be.limiter.acquire(image)
+        except BaseException:
+            be.breaker.abandon()
+            raise
+        ok = False
+        try:
+            opened = await self._send(cand, be, path, payload, image, may_wait=may_wait, last_resort=last_resort)
+            ok = True
+            return opened
+        finally:
+            if not ok:
+                be.limiter.release(image)
+                if be.breaker.trial:
+                    be.breaker.abandon()
+
+    async def _send(
+        self,
+        cand: Candidate,
+        be: BackendRuntime,
+        path: str,
+        payload: Payload,
+        image: bool,
+        *,
+        may_wait: bool,
+        last_resort: bool,
+    ) -> Opened:
+        body, ctype = payload.render(cand)
+        url = be.cfg.base_url + path
+        timeout = self._timeouts[be.name]
+        headers = {"Content-Type": ctype}
+        warmup = be.cfg.warmup_timeout_s
+        deadline: float | None = None
+        if last_resort and be.down_since is not None:
+            deadline = be.down_since + warmup
+        delay = 0.1
+        retried_disconnect = False
+        where = f"backend {be.name!r} on {be.host}"
+        while True:
+            refused = False
+            try:
+                resp = await self.session.post(url, data=body, headers=headers, timeout=timeout)
+            except aiohttp.ClientConnectorError as exc:
+                refused, why = describe_connect_error(exc)
+                if not refused:
+                    be.breaker.failure()
+                    raise UpstreamUnreachable(f"{where} is unreachable ({url}): {why}") from None
+                signal = "connection refused"
+            except aiohttp.ConnectionTimeoutError:
+                be.breaker.failure()
+                raise UpstreamUnreachable(f"{where} is unreachable: connect timed out after {CONNECT_TIMEOUT_S:g}s") from None
+            except aiohttp.SocketTimeoutError:
+                be.breaker.success()
+                raise UpstreamTimeout(
+                    f"{where} accepted the request but sent no answer within {be.cfg.request_timeout_s:g}s"
+                ) from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled connection to a restarted backend fails once; a fresh one tells the truth.
+                if not retried_disconnect:
+                    retried_disconnect = True
+                    continue
+                raise UpstreamError(f"{where} closed the connection without answering ({exc.__class__.__name__})",
+                                    upstream=str(exc)) from None
+            else:
+                be.breaker.success()
+                if resp.status < 400:
+                    return Opened(cand, be, resp, image, False)
+                raw = await _read_limited(resp)
+                resp.release()
+                text = raw.decode("utf-8", "replace")
+                msg = extract_message(text)
+                if resp.status == 503 and is_startup_text(text):
+                    signal = f"HTTP 503 {msg}"
+                elif resp.status == 429:
+                    ra = resp.headers.get("Retry-After", "1")
+                    raise Saturated(f"{where} is saturated: {msg}", retry_after=int(ra) if ra.isdigit() else 1,
+                                    upstream=msg)
+                else:
+                    raise await self._answer_error(be, cand, resp.status, msg)
+            # A startup signal: move on if something else can serve, else wait it out.
+            if not may_wait:
+                if refused:
+                    be.breaker.failure()
+                    raise UpstreamUnreachable(f"{where}: {signal}")
+                raise UpstreamStartup(f"{where} is still starting ({signal})")
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + warmup
+            if now + delay > deadline:
+                if refused:
+                    be.breaker.failure()
+                raise UpstreamStartup(
+                    f"startup timeout: {where} was still starting after its warmup timeout of {warmup:g}s "
+                    f"(last: {signal})",
+                    headers={"Retry-After": "5"},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.6, 1.0)
+
+    async def _answer_error(self, be: BackendRuntime, cand: Candidate, status: int, msg: str) -> GatewayError:
+        where = f"backend {be.name!r} on {be.host}"
+        detail = msg
+        if be.kind is BackendKind.LLAMA_SWAP and status >= 500 and ("start" in msg.lower() or "exited" in msg.lower()):
+            lines = await self._llama_swap_log_errors(be)
+            if lines:
+                detail = f"{msg}; upstream log: " + " | ".join(lines)
+        err = UpstreamError(f"{where} answered HTTP {status} for {cand.upstream_name!r}: {detail}", upstream=detail)
+        if status in (400, 413, 422):
+            # The backend judged the request itself (e.g. longer than its context): the caller's to fix.
+            err.status = status
+            err.error_class = ErrorClass.CALLER_ERROR
+            err.type = "invalid_request_error"
+            err.code = "upstream_rejected"
+        return err
+
+    async def _llama_swap_log_errors(self, be: BackendRuntime) -> list[str]:
+        """llama-swap answers a failed start with little; the reason is in its upstream log (GET /logs)."""
+        try:
+            async with self.session.get(be.cfg.base_url + "/logs", headers={"Accept": "text/plain"},
+                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                if resp.status != 200:
+                    return []
+                raw = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return []
+        tail = raw[-_LOG_TAIL_BYTES:].decode("utf-8", "replace").splitlines()[-300:]
+        picked: list[str] = []
+        for ln in reversed(tail):
+            low = ln.lower()
+            if "error" in low or "failed" in low or "unknown model architecture" in low:
+                s = ln.strip()
+                if s and s not in picked:
+                    picked.append(s)
+            if len(picked) >= 3:
+                break
+        picked.reverse()
+        # The loader's own line is the one an operator needs first.
+        picked.sort(key=lambda s: 0 if "error loading model" in s or "unknown model architecture" in s else 1)
+        return picked
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+    out = bytearray()
+    try:
+        while len(out) < _ERROR_BODY_LIMIT:
+            chunk = await resp.content.read(_ERROR_BODY_LIMIT - len(out))
+            if not chunk:
+                break
+            out += chunk
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        pass
+    return bytes(out)
