@@ -55,8 +55,9 @@ class SmokeScreen(ModalScreen[None]):
                 Text("PASS", style="bold green") if r.ok else Text("FAIL", style="bold red"),
                 Text(str(r.status or "-")),
                 Text(ms(r.latency_ms), justify="right"),
-                Text(r.route or "-", style="cyan" if r.route else "dim"),
-                Text(short(r.snippet, 40), style="dim"),
+                Text(short(r.route, 56) or "-", style="cyan" if r.route else "dim"),
+
+                Text(short(r.snippet, 30), style="dim"),
                 key=r.role,
             )
         passed = sum(r.ok for r in results)

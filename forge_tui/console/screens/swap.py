@@ -117,11 +117,12 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
         try:
             result = await self._preflight(self._role.name, model)
         except ControlError as exc:
-            # A preflight that cannot run is treated as failed: it blocks unless forced.
+            # Shown as a warning, not a block: the gateway runs the same preflight again on the swap
+            # itself whenever it has a hosts service, and refuses there if a check fails.
             result = PreflightResult(
                 role=self._role.name,
                 model=model,
-                checks=[PreflightCheck(name="preflight", outcome="fail", evidence=f"could not run: {exc}")],
+                checks=[PreflightCheck(name="preflight", outcome="warn", evidence=f"not available: {exc}")],
             )
         if model != self._picked:
             return

@@ -1,0 +1,171 @@
+"""Pure parts of the console: formatting, the sunset date rule, the request filter, keys, palette."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from forge_tui.console.commands import commands_for
+from forge_tui.console.format import age, bar, memory_cell, ms, short, state_text
+from forge_tui.console.keymap import ALL_KEYS, APP_KEYS, MAIN_KEYS, bindings
+from forge_tui.console.screens.audit import describe
+from forge_tui.console.screens.deprecate import parse_sunset
+from forge_tui.console.screens.help import key_table
+from forge_tui.console.screens.swap import ineligible_reason
+from forge_tui.console.widgets.requests import matches
+from forge_tui.control.schema import ModelInfo, RequestInfo, RoleInfo
+
+from .console_support import RecordedControl, homelab_snapshot
+
+
+def test_age_is_measured_against_the_snapshot_not_the_wall_clock() -> None:
+    assert age(100.0, 103.0) == "3s"
+    assert age(0.0, 150.0) == "2m"
+    assert age(0.0, 7300.0) == "2h"
+    assert age(0.0, 200000.0) == "2d"
+    assert age(None, 10.0) == "never"
+    assert age(120.0, 100.0) == "0s"  # a probe stamped after the snapshot is not "negative"
+
+
+def test_ms_and_short() -> None:
+    assert ms(None) == "-"
+    assert ms(812.4) == "812ms"
+    assert ms(12_500) == "12.5s"
+    assert short("a\n  b   c", 10) == "a b c"
+    assert short("x" * 20, 8) == "xxxxxxx…"
+    assert short(None, 5) == ""
+
+
+def test_bar_colour_follows_fill() -> None:
+    assert bar(1, 10, 10).plain == "█" + "░" * 9
+    assert bar(50, 10, 4).plain == "████"  # clamped, never longer than its width
+    assert "green" in str(bar(1, 10).spans[0].style)
+    assert "red" in str(bar(95, 100).spans[0].style)
+    unknown = memory_cell(None, None, 24.0)
+    assert "?" in unknown.plain and "24.0G" in unknown.plain
+    assert "3.0/8.0G" in memory_cell(3.0, 8.0, 96.0).plain
+
+
+def test_hot_and_cold_are_distinct_and_deprecation_shows_its_date() -> None:
+    hot, cold = state_text("hot"), state_text("cold")
+    assert hot.plain.startswith("●") and cold.plain.startswith("○")
+    assert hot.style != cold.style
+    dep = state_text("cold", deprecated=True, sunset="2030-01-01")
+    assert "deprecated" in dep.plain and "2030-01-01" in dep.plain
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "not a date"),
+        ("2030-13-01", "not a date"),
+        ("01/02/2030", "not a date"),
+        ("20300101", "YYYY-MM-DD"),
+        ("2020-01-01", "in the past"),
+    ],
+)
+def test_sunset_date_is_validated(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_sunset(text, today=dt.date(2026, 4, 10))
+
+
+def test_sunset_date_today_and_future_are_accepted() -> None:
+    assert parse_sunset(" 2026-04-10 ", today=dt.date(2026, 4, 10)) == dt.date(2026, 4, 10)
+    assert parse_sunset("2030-01-31", today=dt.date(2026, 4, 10)) == dt.date(2030, 1, 31)
+
+
+def test_request_filter_needs_every_term() -> None:
+    r = RequestInfo(time=0, request_id="abc123", endpoint="/v1/chat/completions", role="vision",
+                    model="gemma-4-multimodal-8b-e4b", host="crucible", status=502, error_class="upstream_error")
+    assert matches(r, "vision 502")
+    assert matches(r, "UPSTREAM crucible")
+    assert not matches(r, "vision 200")
+    assert matches(r, "")
+
+
+def test_keymap_ids_are_unique_and_cover_the_issue_keys() -> None:
+    ids = [k.id for k in ALL_KEYS]
+    assert len(ids) == len(set(ids))
+    keys = {k.key for k in ALL_KEYS}
+    for key in ("s", "r", "R", "d", "t", "T", "a", "b", "v", "q", "question_mark", "slash"):
+        assert key in keys
+    assert all(b.id for b in bindings(APP_KEYS) + bindings(MAIN_KEYS))
+
+
+def test_help_table_shows_remapped_keys() -> None:
+    from rich.console import Console
+
+    console = Console(width=140, record=True)
+    console.print(key_table(ALL_KEYS, {"forge.swap": "ctrl+s"}))
+    text = console.export_text()
+    assert "ctrl+s" in text and "Swap the selected role" in text
+    assert "?" in text and "Audit" not in text.split("\n")[0]
+
+
+def test_ineligible_reason_names_the_missing_capability() -> None:
+    role = RoleInfo(name="vision", model="x", requires=["chat", "vision"])
+    text_only = ModelInfo(id="t", family="f", architecture="a", capabilities=["chat"], state="hot")
+    disabled = ModelInfo(id="d", family="f", architecture="a", capabilities=["chat", "vision"], state="disabled")
+    assert ineligible_reason(role, text_only) == "no vision"
+    assert ineligible_reason(role, disabled) == "disabled"
+
+
+def test_describe_audit_values() -> None:
+    assert describe(None) == "-"
+    assert describe({"model": "a", "previous": "b"}) == "model=a, previous=b"
+    assert describe(True) == "true"
+
+
+class _AppLike:
+    """Only what ``commands_for`` reads: a snapshot and the begin_* entry points."""
+
+    def __init__(self) -> None:
+        self.snapshot = homelab_snapshot()
+        self.calls: list[tuple[str, object]] = []
+
+    def begin_swap(self, role: str) -> None:
+        self.calls.append(("swap", role))
+
+    def begin_rollback(self, role: str) -> None:
+        self.calls.append(("rollback", role))
+
+    def begin_rollback_trial(self) -> None:
+        self.calls.append(("rollback-trial", None))
+
+    def begin_smoke(self, roles: list[str] | None) -> None:
+        self.calls.append(("smoke", roles))
+
+    def begin_toggle_deprecation(self, model: str) -> None:
+        self.calls.append(("deprecation", model))
+
+    def begin_job(self, kind: str, host: str) -> None:
+        self.calls.append((kind, host))
+
+    def action_audit(self) -> None:
+        self.calls.append(("audit", None))
+
+    def action_help(self) -> None:
+        self.calls.append(("help", None))
+
+
+def test_palette_commands_follow_the_snapshot() -> None:
+    app = _AppLike()
+    commands = {name: run for name, run, _ in commands_for(app)}  # type: ignore[arg-type]
+    assert "Swap role vision" in commands
+    assert "Roll back role vision" in commands
+    assert "Roll back role embed" not in commands  # embed has no previous model
+    assert "Remove deprecation of qwen3-8b" in commands
+    assert "Deprecate model gemma-4-chat-31b" in commands
+    assert "Rebuild llama.cpp on furnace" in commands
+    commands["Swap role vision"]()
+    commands["Verify host anvil"]()
+    commands["Smoke every role"]()
+    assert app.calls == [("swap", "vision"), ("verify", "anvil"), ("smoke", None)]
+
+
+async def test_recorded_control_refuses_changes() -> None:
+    control = RecordedControl()
+    assert not (await control.swap("vision", "qwen3-vl-30b-a3b")).ok
+    assert "qwen3-8b" in await control.eligible_models("default-chat")
+    assert "nomic-embed-v1.5" not in await control.eligible_models("default-chat")
