@@ -91,7 +91,7 @@ class ThinkStripper:
 
     __slots__ = ("state", "buf", "leaked")
 
-    START, INSIDE, PASS = 0, 1, 2
+    START, INSIDE, AFTER, PASS = 0, 1, 2, 3  # AFTER: drop the blank lines that follow </think>
 
     def __init__(self) -> None:
         self.state = self.START
@@ -104,6 +104,11 @@ class ThinkStripper:
 
     def feed(self, text: str) -> tuple[str, str]:
         if self.state == self.PASS:
+            return text, ""
+        if self.state == self.AFTER:
+            text = text.lstrip()
+            if text:
+                self.state = self.PASS
             return text, ""
         self.buf += text
         if self.state == self.START:
@@ -122,7 +127,7 @@ class ThinkStripper:
             reasoning = self.buf[:idx]
             rest = self.buf[idx + len(CLOSE):].lstrip()
             self.buf = ""
-            self.state = self.PASS
+            self.state = self.PASS if rest else self.AFTER
             return rest, reasoning
         keep = _partial_suffix(self.buf, CLOSE)
         reasoning = self.buf[: len(self.buf) - keep]
