@@ -109,6 +109,7 @@ class OpenAIApi:
         self.gw = gw
         s = gw.catalog.gateway
         self.max_body = int(s.max_body_mb * 1024 * 1024)
+        self.max_body_mb = s.max_body_mb
         self.audio_max_s = s.audio_max_seconds
         self._keys = tuple(f"Bearer {k}".encode() for k in gw.api_keys)
 
@@ -175,6 +176,10 @@ class OpenAIApi:
         rec.status = exc.status
         rec.error_class = exc.error_class
         rec.error = exc.upstream or exc.message
+        c = exc.candidate
+        if c is not None:
+            rec.model, rec.host, rec.backend = c.model, c.host, c.backend
+            ctx.headers["x-forge-route"] = c.route_header
         headers = dict(ctx.headers)
         headers.update(exc.headers)
         return web.Response(status=exc.status, body=exc.body_bytes(), headers=headers, content_type="application/json")
@@ -188,8 +193,8 @@ class OpenAIApi:
             raise self._too_large(None) from None
 
     def _too_large(self, size: int | None) -> PayloadTooLarge:
-        got = f" ({size / 1048576:.1f} MB)" if size else ""
-        return PayloadTooLarge(f"request body{got} exceeds this gateway's limit of {self.max_body / 1048576:g} MB")
+        got = f" ({size / 1048576:.2f} MB)" if size else ""
+        return PayloadTooLarge(f"request body{got} exceeds this gateway's limit of {self.max_body_mb:g} MB")
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         return parse_json_object(await self._read(request))

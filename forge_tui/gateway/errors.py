@@ -74,6 +74,8 @@ class GatewayError(Exception):
         self.headers = headers or {}
         # The backend's own words (kept verbatim for the request record).
         self.upstream = upstream
+        # The routing candidate that failed, when one was tried (for x-forge-route and the record).
+        self.candidate: Any = None
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

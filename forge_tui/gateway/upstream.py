@@ -222,6 +222,10 @@ class Upstream:
             opened = await self._send(cand, be, path, payload, image, may_wait=may_wait, last_resort=last_resort)
             ok = True
             return opened
+        except GatewayError as exc:
+            if exc.candidate is None:
+                exc.candidate = cand
+            raise
         finally:
             if not ok:
                 be.limiter.release(image)
@@ -338,19 +342,18 @@ class Upstream:
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return []
         tail = raw[-_LOG_TAIL_BYTES:].decode("utf-8", "replace").splitlines()[-300:]
-        picked: list[str] = []
+        # The loader's own line is the one an operator needs first, then the last few other failures.
+        specific = [ln.strip() for ln in tail if "error loading model" in ln or "unknown model architecture" in ln]
+        picked = specific[-1:]
+        others: list[str] = []
         for ln in reversed(tail):
             low = ln.lower()
-            if "error" in low or "failed" in low or "unknown model architecture" in low:
-                s = ln.strip()
-                if s and s not in picked:
-                    picked.append(s)
-            if len(picked) >= 3:
-                break
-        picked.reverse()
-        # The loader's own line is the one an operator needs first.
-        picked.sort(key=lambda s: 0 if "error loading model" in s or "unknown model architecture" in s else 1)
-        return picked
+            s = ln.strip()
+            if s and ("error" in low or "failed" in low) and s not in picked and s not in others:
+                others.append(s)
+                if len(others) >= 2:
+                    break
+        return picked + others[::-1]
 
 
 async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:

@@ -50,6 +50,7 @@ class RecordingUpstream:
         self.active = 0  # requests being answered right now
         self.max_active = 0
         self.stream_disconnects = 0  # streams whose reader went away before the end
+        self.cancelled = 0  # requests dropped by the gateway before they were answered
         self.disconnected = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -155,6 +156,10 @@ class RecordingUpstream:
                              "message": {"role": "assistant", "content": b.content}}],
                 **self._usage(len(b.content.split())),
             })
+        except asyncio.CancelledError:
+            self.cancelled += 1  # the gateway dropped the connection: the caller went away
+            self.disconnected.set()
+            raise
         finally:
             self.active -= 1
 
