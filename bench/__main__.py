@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help=f"comma-separated subset of {','.join(TARGETS)} (direct is always measured)")
+    ap.add_argument("--forge-args", default="", metavar="ARGS",
+                    help="extra arguments for both forge-tui commands, e.g. --forge-args=--no-hosts")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the system under test to its own CPU")
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     assert mode in MODES
     try:
         summary = asyncio.run(run_benchmark(mode, targets, pin=not args.no_pin,
+                                            forge_args=tuple(shlex.split(args.forge_args)),
                                             log=lambda m: print(m, file=sys.stderr, flush=True)))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)

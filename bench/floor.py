@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import cast
 
 from .http1 import BodyFramer, Head, MalformedHTTP, parse_head
 from .proc import pin_to_cpu, serve_until_stopped
@@ -37,8 +38,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.no_body = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def expect(self, method: bytes) -> None:
         self.head, self.framer, self.no_body = None, None, method == b"HEAD"
@@ -91,8 +91,7 @@ class _ClientSide(asyncio.Protocol):
         self.close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -16,6 +16,7 @@ import json
 import resource
 import sys
 import time
+from typing import cast
 from dataclasses import asdict, dataclass, field
 
 from .http1 import BodyFramer, Head, MalformedHTTP, parse_head
@@ -97,8 +98,7 @@ class _Conn(asyncio.Protocol):
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

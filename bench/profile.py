@@ -1,12 +1,13 @@
 """Profile the gateway under the benchmark's load with py-spy and print where its time goes.
 
-``python -m bench.profile [--console] [--seconds 15] [--concurrency 32] [--stream] [--raw PATH]``
+``python -m bench.profile [--console] [--seconds 15] [--concurrency 32] [--stream] [--raw PATH]
+[--forge-args=ARGS]``
 
 Starts the fast upstream and ``forge-tui serve`` (or the console, with ``--console``) exactly as
 the benchmark does, drives it with the load generator, samples it with ``py-spy record`` (needs
 ``pip install py-spy``; not a dependency of forge-tui) and prints the hottest lines (self time)
-and functions (inclusive time) as a percentage of all samples, idle included. Time in the event
-loop's ``select`` is idle time; time in socket ``send``/``recv`` is kernel time charged to Python.
+and forge_tui lines (inclusive time) as a percentage of the samples in which a thread was running
+(about the process's CPU time). Time in socket ``send``/``recv`` is kernel time charged to Python.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import shlex
 import shutil
 import sys
 import tempfile
@@ -27,10 +29,43 @@ from .run import (CHUNK_GAP_MS, STREAM_EVENTS, BenchError, _chat_body, _cpus, _f
 __all__ = ["fold", "main"]
 
 
+LAYERS: tuple[tuple[str, str], ...] = (
+    # (substring of the innermost frame, layer): the first match wins
+    ("EpollSelector.select", "event loop: epoll wait"),
+    ("selector_events.py", "socket send/recv (kernel time seen from Python)"),
+    ("forge_tui/telemetry", "forge telemetry"),
+    ("forge_tui/console", "forge console (Textual app code)"),
+    ("forge_tui/", "forge gateway code (own lines)"),
+    ("textual/", "Textual"),
+    ("rich/", "Rich (rendering)"),
+    ("aiohttp/client", "aiohttp client"),
+    ("aiohttp/connector", "aiohttp client"),
+    ("aiohttp/web", "aiohttp server"),
+    ("aiohttp/http", "aiohttp HTTP parse/write"),
+    ("aiohttp/", "aiohttp other"),
+    ("json/", "json encode/decode"),
+    ("sqlite3", "sqlite"),
+    ("asyncio/", "asyncio machinery (tasks, futures, handles)"),
+    ("threading.py", "threads (locks, conditions)"),
+)
+
+
+def _layer(frame: str) -> str:
+    for key, name in LAYERS:
+        if key in frame:
+            return name
+    return "other: " + frame.split(" (", 1)[-1].split(":", 1)[0].rstrip(")")
+
+
 def fold(raw: str, top: int = 30) -> str:
-    """Summarize py-spy's raw (collapsed) output: self time per line, inclusive time per function."""
+    """Summarize py-spy's raw (collapsed) output as percentages of the samples where a thread ran.
+
+    Three views: time by layer (innermost frame), forge_tui lines by inclusive time (each line
+    counted once per sample, whatever it called), and the hottest lines by self time.
+    """
+    layers: collections.Counter[str] = collections.Counter()
+    forge_incl: collections.Counter[str] = collections.Counter()
     self_t: collections.Counter[str] = collections.Counter()
-    incl: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, n_s = line.rpartition(" ")
@@ -40,19 +75,19 @@ def fold(raw: str, top: int = 30) -> str:
         total += n
         frames = stack.split(";")
         self_t[frames[-1]] += n
-        seen: set[str] = set()
-        for f in frames:
-            func = f.rsplit(":", 1)[0] + ")" if ":" in f else f  # drop the line number: per function
-            if func not in seen:
-                seen.add(func)
-                incl[func] += n
+        layers[_layer(frames[-1])] += n
+        for f in set(frames):
+            if "forge_tui/" in f:
+                forge_incl[f] += n
     if not total:
         return "no samples"
-    out = [f"{total} samples", "", "self time by line:"]
-    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in self_t.most_common(top)]
-    out += ["", "inclusive time by function:"]
-    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in incl.most_common(top + 15)]
-    return "\n".join(out)
+
+    def pct(c: collections.Counter[str], k: int) -> list[str]:
+        return [f"  {100 * n / total:5.1f}%  {f}" for f, n in c.most_common(k)]
+
+    return "\n".join([f"{total} samples (py-spy, threads while running)", "", "time by layer (innermost frame):",
+                      *pct(layers, len(layers)), "", "forge_tui lines, inclusive (with what they call):",
+                      *pct(forge_incl, top), "", "hottest lines, self time:", *pct(self_t, top)])
 
 
 async def _profile(args: argparse.Namespace) -> str:
@@ -66,7 +101,8 @@ async def _profile(args: argparse.Namespace) -> str:
         try:
             port = _free_port()
             cfg = write_catalog(work / "profile.yaml", f"http://127.0.0.1:{upstream.port}", work / "state", port)
-            srv = await (start_console if args.console else start_gateway)(cfg, port, sut_cpu, work)
+            starter = start_console if args.console else start_gateway
+            srv = await starter(cfg, port, sut_cpu, work, tuple(shlex.split(args.forge_args)))
             try:
                 def spec(n: int, cap: float) -> LoadSpec:
                     return LoadSpec(host="127.0.0.1", port=port, body=_chat_body(args.stream), stream=args.stream,
@@ -75,7 +111,7 @@ async def _profile(args: argparse.Namespace) -> str:
                 await run_phase(spec(2000, 10))  # warm-up, not sampled
                 raw_path = Path(args.raw) if args.raw else work / "pyspy.txt"
                 spy = await asyncio.create_subprocess_exec(
-                    "py-spy", "record", "--pid", str(srv.pid), "--duration", str(args.seconds), "--rate", "250",
+                    "py-spy", "record", "--pid", str(srv.pid), "--duration", str(int(args.seconds)), "--rate", "250",
                     "--format", "raw", "--output", str(raw_path), "--nonblocking",
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
                 await asyncio.sleep(0.5)
@@ -96,10 +132,11 @@ async def _profile(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
     ap.add_argument("--console", action="store_true", help="profile the console with its embedded gateway")
-    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--stream", action="store_true", help="SSE streams instead of JSON answers")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--forge-args", default="", metavar="ARGS", help="extra arguments for forge-tui")
     ap.add_argument("--raw", help="also keep py-spy's raw samples here")
     args = ap.parse_args(argv)
     if shutil.which("py-spy") is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import cast
 
 from .http1 import BodyFramer, Head, MalformedHTTP, parse_head
 from .proc import pin_to_cpu, serve_until_stopped
@@ -114,8 +115,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.streaming = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
