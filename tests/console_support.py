@@ -12,7 +12,11 @@ import asyncio
 import time
 from typing import Callable
 
+from textual.geometry import Region
 from textual.pilot import Pilot
+from textual.widget import Widget
+
+from forge_tui.config.models import Catalog
 
 from forge_tui.control.base import ControlError
 from forge_tui.control.schema import (
@@ -33,7 +37,9 @@ from forge_tui.control.schema import (
     TelemetryInfo,
 )
 
-__all__ = ["RecordedControl", "homelab_snapshot", "wait_until", "T0"]
+__all__ = ["widget_text", "RecordedControl", "homelab_snapshot", "wait_until", "T0", "console_catalog", "ADMIN_TOKEN"]
+
+ADMIN_TOKEN = "console-test-token"
 
 # 2026-04-10 12:00:00 UTC: every time in the recorded snapshot is relative to this.
 T0 = 1775822400.0
@@ -229,3 +235,49 @@ async def wait_until(pilot: Pilot[object], cond: Callable[[], object], *, timeou
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
+
+
+def console_catalog(chat_url: str, *, spare_url: str | None = None) -> Catalog:
+    """A small real catalog on the session's llama.cpp server (one honest GGUF, several names).
+
+    ``gemma-a``/``gemma-b`` are the same server under two model ids (so a swap is visible in
+    ``x-forge-route``); ``gemma-embed`` claims only ``embed`` and holds no role (an invalid swap
+    target for a chat role); ``gemma-spare`` lives on ``spare_url`` (a server a test may kill).
+    """
+    backends: dict[str, object] = {
+        "local-chat": {"host": "local", "kind": "llama-server", "base_url": chat_url, "max_concurrency": 4,
+                       "warmup_timeout_s": 2},
+    }
+    models: dict[str, object] = {
+        "gemma-a": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"], "state": "hot",
+                    "memory_gb": 0.4, "placements": [{"backend": "local-chat"}]},
+        "gemma-b": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"], "state": "hot",
+                    "memory_gb": 0.4, "placements": [{"backend": "local-chat"}]},
+        "gemma-embed": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["embed"], "state": "cold",
+                        "memory_gb": 0.4, "placements": [{"backend": "local-chat"}]},
+    }
+    if spare_url is not None:
+        backends["local-spare"] = {"host": "local", "kind": "llama-server", "base_url": spare_url,
+                                   "max_concurrency": 2, "warmup_timeout_s": 1}
+        models["gemma-spare"] = {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"],
+                                 "state": "cold", "memory_gb": 0.4, "placements": [{"backend": "local-spare"}]}
+    return Catalog.model_validate({
+        "gateway": {"health_interval_s": 1, "history": False},
+        "trial": {"name": "console-trial", "rollback_by": "2030-01-01"},
+        "hosts": {"local": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 4, "transport": "local"}},
+        "backends": backends,
+        "families": {"gemma3": {"thinking": "none"}},
+        "models": models,
+        "roles": {
+            "default-chat": {"model": "gemma-b", "previous": "gemma-a", "trial": True},
+            "priority-chat": {"model": "gemma-a"},
+            "prompt-enhance": {"model": "gemma-b", "previous": "gemma-a", "trial": True},
+        },
+    })
+
+
+def widget_text(widget: Widget) -> str:
+    """What the operator sees of ``widget`` right now, as plain text (one line per row)."""
+    width, height = widget.size
+    strips = widget.render_lines(Region(0, 0, width, height))
+    return "\n".join(strip.text.rstrip() for strip in strips)

@@ -138,11 +138,13 @@ class ForgeApp(App[None]):
                 self.notify(error, title="Gateway unreachable", severity="error")
             self.link_error = error
             self._set_link_error(error)
-        if self.is_running and worker.state is not WorkerState.CANCELLED:
+        if self.is_running and self.screen_stack and worker.state is not WorkerState.CANCELLED:
             self._poll_timer = self.set_timer(self.refresh_s, self.poll_now)
 
     def _deliver(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        if not self.screen_stack:  # a poll that lands while the app is closing
+            return
         self._set_link_error(None)
         if not isinstance(self.screen, ModalScreen):
             # Drawing is skipped while a dialog is open; the screen gets the latest on resume.

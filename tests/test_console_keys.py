@@ -1,0 +1,498 @@
+"""Every console key, driven with Pilot against a real gateway and the real llama.cpp server.
+
+Each test runs twice: embedded (``LocalControl``, gateway in this process) and attached
+(``RemoteControl`` over the admin API of the same kind of gateway, as ``forge-tui attach`` does).
+Effects are checked where an agent would see them: the ``x-forge-route`` and Deprecation
+headers of real HTTP requests, the state file and the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+import pytest
+
+from forge_tui.config.models import Catalog
+from forge_tui.console import ForgeApp
+from forge_tui.console.screens.audit import AuditScreen
+from forge_tui.console.screens.confirm import ConfirmScreen
+from forge_tui.console.screens.deprecate import DeprecateScreen
+from forge_tui.console.screens.help import HelpScreen
+from forge_tui.console.screens.main import MainScreen
+from forge_tui.console.screens.smoke import SmokeScreen
+from forge_tui.console.screens.swap import SwapScreen
+from forge_tui.console.widgets import ModelsTable, RequestsPane, RolesTable
+from forge_tui.control.base import Control
+from forge_tui.control.local import LocalControl
+from forge_tui.control.remote import RemoteControl
+from forge_tui.runtime import Runtime
+
+from .console_support import ADMIN_TOKEN, console_catalog, wait_until, widget_text
+
+pytestmark = [pytest.mark.llama, pytest.mark.timeout(240)]
+
+SIZE = (160, 48)
+
+
+@dataclass
+class Forge:
+    runtime: Runtime
+    control: Control
+
+    @property
+    def url(self) -> str:
+        return self.runtime.gateway.url
+
+    @property
+    def state_file(self) -> Path:
+        f = self.runtime.state.state_file
+        assert f is not None
+        return f
+
+    def state(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def audit(self) -> list[tuple[str, str]]:
+        return [(e.action, e.target) for e in self.runtime.state.audit_log()]
+
+    async def route(self, model: str) -> httpx.Response:
+        """One real chat request through the gateway, as an agent sends it."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=60) as client:
+            resp = await client.post("/v1/chat/completions", json={
+                "model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4,
+            })
+        assert resp.status_code == 200, resp.text
+        return resp
+
+
+async def _start(catalog: Catalog, tmp_path: Path, mode: str) -> tuple[Runtime, Control]:
+    rt = Runtime(tmp_path / "console.yaml", catalog=catalog, state_dir=tmp_path / "state", host="127.0.0.1",
+                 port=0, admin_token=ADMIN_TOKEN, with_hosts=False, history=False)
+    await rt.start()
+    control: Control = LocalControl(rt) if mode == "embedded" else RemoteControl(rt.gateway.url, ADMIN_TOKEN)
+    return rt, control
+
+
+@pytest.fixture(params=["embedded", "attached"])
+async def forge(request: pytest.FixtureRequest, llama_server, tmp_path: Path) -> AsyncIterator[Forge]:  # type: ignore[no-untyped-def]
+    rt, control = await _start(console_catalog(llama_server.url), tmp_path, request.param)
+    try:
+        yield Forge(rt, control)
+    finally:
+        await control.close()
+        await rt.stop(drain_timeout=5)
+
+
+def _app(forge: Forge) -> ForgeApp:
+    return ForgeApp(forge.control, refresh_s=0.2)
+
+
+def _model_of(resp: httpx.Response) -> str:
+    route = dict(part.strip().split("=", 1) for part in resp.headers["x-forge-route"].split(";"))
+    return route["model"]
+
+
+async def _ready(pilot, app: ForgeApp) -> MainScreen:  # type: ignore[no-untyped-def]
+    await wait_until(pilot, lambda: app.snapshot is not None and pilot.app.screen.query(RolesTable)
+                     and pilot.app.screen.query_one(RolesTable).row_count > 0, what="the roles table")
+    screen = app.screen
+    assert isinstance(screen, MainScreen)
+    return screen
+
+
+async def _select_role(pilot, screen: MainScreen, role: str) -> None:  # type: ignore[no-untyped-def]
+    table = screen.query_one(RolesTable)
+    table.focus()
+    while table.selected_role != role:
+        assert table.cursor_row < table.row_count - 1, f"role {role} not in the table"
+        await pilot.press("down")
+
+
+async def _roles_show(pilot, app: ForgeApp, role: str, model: str) -> None:  # type: ignore[no-untyped-def]
+    def shown() -> bool:
+        table = app.screen.query_one(RolesTable)
+        return str(table.get_cell(role, "Model")) == model
+
+    await wait_until(pilot, shown, what=f"Roles pane showing {role} -> {model}")
+
+
+# ---------------------------------------------------------------------------------------- s
+
+
+async def test_s_swaps_the_selected_role_and_the_next_request_follows(forge: Forge) -> None:
+    assert _model_of(await forge.route("default-chat")) == "gemma-b"
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await _select_role(pilot, screen, "default-chat")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
+        dialog = app.screen
+        assert isinstance(dialog, SwapScreen)
+        options = dialog.query_one("#swap-models")
+        enabled = [options.get_option_at_index(i).id for i in range(options.option_count)
+                   if not options.get_option_at_index(i).disabled]
+        # Only models that fit the role are offered; the current one and the embed-only one are not.
+        assert enabled == ["gemma-a"]
+        assert options.get_option("gemma-embed").disabled
+        await pilot.press("enter")  # pick gemma-a: runs its preflight
+        await wait_until(pilot, lambda: dialog.preflight_result is not None, what="the preflight")
+        await pilot.press("enter")  # the Swap button has the focus once the preflight allows it
+        await wait_until(pilot, lambda: app.last_change is not None, what="the swap result")
+        assert app.last_change is not None and app.last_change.ok, app.last_change
+        await _roles_show(pilot, app, "default-chat", "gemma-a")
+    assert _model_of(await forge.route("default-chat")) == "gemma-a"
+    role = forge.state()["roles"]["default-chat"]
+    assert (role["model"], role["previous"], role["actor"]) == ("gemma-a", "gemma-b", "operator")
+    assert forge.audit() == [("swap", "default-chat")]
+
+
+async def test_s_cancelled_changes_nothing(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await _select_role(pilot, screen, "priority-chat")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the dialog to close")
+        await app.workers.wait_for_complete()
+    assert _model_of(await forge.route("priority-chat")) == "gemma-a"
+    assert not forge.state_file.exists() and forge.audit() == []
+
+
+async def test_invalid_swap_is_refused_and_changes_nothing(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        result = await app.apply_swap("default-chat", "gemma-embed")
+        assert not result.ok
+        assert "missing capability chat" in result.message
+        notice = app.notices[-1]
+        assert notice.severity == "error" and "missing capability chat" in notice.message
+        result = await app.apply_swap("no-such-role", "gemma-a")
+        assert not result.ok and "unknown role" in result.message
+    assert _model_of(await forge.route("default-chat")) == "gemma-b"
+    assert not forge.state_file.exists() and forge.audit() == []
+
+
+# ---------------------------------------------------------------------------------------- r / R
+
+
+async def test_r_rolls_the_selected_role_back(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await _select_role(pilot, screen, "default-chat")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the rollback")
+        assert app.last_change is not None and app.last_change.ok
+        await _roles_show(pilot, app, "default-chat", "gemma-a")
+        assert _model_of(await forge.route("default-chat")) == "gemma-a"
+        # priority-chat has no previous model: refused, with the reason, nothing changes.
+        app.last_change = None
+        await _select_role(pilot, screen, "priority-chat")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the refusal")
+        assert app.last_change is not None and not app.last_change.ok
+        assert "no previous model" in app.notices[-1].message
+    assert _model_of(await forge.route("priority-chat")) == "gemma-a"
+    assert forge.state()["roles"]["default-chat"]["model"] == "gemma-a"
+    assert forge.audit() == [("rollback", "default-chat")]
+
+
+async def test_R_rolls_back_the_whole_trial_after_confirmation(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        await pilot.press("R")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("n")  # declined: nothing happens
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the dialog to close")
+        await app.workers.wait_for_complete()
+        assert app.last_change is None and forge.audit() == []
+        await pilot.press("R")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the trial rollback")
+        assert app.last_change is not None and app.last_change.ok
+        await _roles_show(pilot, app, "prompt-enhance", "gemma-a")
+    for role in ("default-chat", "prompt-enhance"):
+        assert _model_of(await forge.route(role)) == "gemma-a"
+    assert sorted(forge.audit()) == [("rollback-trial", "default-chat"), ("rollback-trial", "prompt-enhance")]
+    # Nothing left in the trial: a second R is refused without a dialog.
+    app2 = _app(forge)
+    async with app2.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app2)
+        await pilot.press("R")
+        await wait_until(pilot, lambda: bool(app2.notices), what="the refusal")
+        assert "no role in the current trial" in app2.notices[-1].message
+        assert isinstance(app2.screen, MainScreen)
+
+
+# ---------------------------------------------------------------------------------------- d
+
+
+async def test_d_toggles_deprecation_headers(forge: Forge) -> None:
+    assert "Deprecation" not in (await forge.route("default-chat")).headers
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        models = screen.query_one(ModelsTable)
+        models.focus()
+        assert models.select_key("gemma-b")
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, DeprecateScreen), what="the date dialog")
+        dialog = app.screen
+        box = dialog.query_one("#sunset")
+        assert box.value == "2030-01-01"  # the trial's rollback date is the default
+        box.value = ""
+        await pilot.press(*"2020-01-01", "enter")  # in the past: refused in the dialog
+        await pilot.pause()
+        assert isinstance(app.screen, DeprecateScreen)
+        assert "in the past" in widget_text(dialog.query_one("#sunset-error"))
+        box.value = ""
+        await pilot.press(*"2031-05-01", "enter")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the deprecation")
+        assert app.last_change is not None and app.last_change.ok
+        resp = await forge.route("default-chat")
+        assert "Deprecation" in resp.headers
+        assert "2031" in resp.headers["Sunset"]
+        await wait_until(pilot, lambda: "deprecated" in str(models.get_cell("gemma-b", "State")),
+                         what="Models pane showing the deprecation")
+        # d again on a deprecated model: asks, then removes it.
+        app.last_change = None
+        models.focus()
+        await pilot.press("d")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the undeprecation")
+    resp = await forge.route("default-chat")
+    assert "Deprecation" not in resp.headers and "Sunset" not in resp.headers
+    assert forge.audit() == [("deprecate", "gemma-b"), ("undeprecate", "gemma-b")]
+    assert forge.state()["models"]["gemma-b"]["deprecated"] is False
+
+
+# ---------------------------------------------------------------------------------------- t / T
+
+
+async def test_t_and_T_smoke_through_the_real_port(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await _select_role(pilot, screen, "priority-chat")
+        await pilot.press("t")
+        await wait_until(pilot, lambda: app.last_smoke is not None, timeout=120, what="the smoke of one role")
+        assert isinstance(app.screen, SmokeScreen)
+        [one] = app.last_smoke or []
+        assert one.ok, one
+        assert one.role == "priority-chat" and one.status == 200 and "model=gemma-a" in one.route
+        await pilot.press("escape")
+        app.last_smoke = None
+        await pilot.press("T")
+        await wait_until(pilot, lambda: app.last_smoke is not None, timeout=180, what="the smoke of every role")
+        results = {r.role: r for r in app.last_smoke or []}
+        assert set(results) == {"default-chat", "priority-chat", "prompt-enhance"}
+        assert all(r.ok for r in results.values()), results
+        assert "model=gemma-b" in results["prompt-enhance"].route
+        table = app.screen.query_one("#smoke-table")
+        assert table.row_count == 3
+        # The smoke requests went through the gateway: they are in its telemetry.
+        await wait_until(pilot, lambda: app.snapshot is not None and app.snapshot.telemetry.total >= 4,
+                         what="the smoke requests in telemetry")
+
+
+async def test_t_fails_with_the_reason_when_the_backend_is_down(
+    llama_server, llama_server_factory, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """A role on a real server that is then killed: the smoke fails and says why."""
+    spare = llama_server_factory()
+    rt, control = await _start(console_catalog(llama_server.url, spare_url=spare.url), tmp_path, "embedded")
+    try:
+        app = ForgeApp(control, refresh_s=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _ready(pilot, app)
+            result = await app.apply_swap("priority-chat", "gemma-spare")
+            assert result.ok, result
+            await _select_role(pilot, screen, "priority-chat")
+            await pilot.press("t")
+            await wait_until(pilot, lambda: app.last_smoke is not None, timeout=120, what="the smoke")
+            assert (app.last_smoke or [])[0].ok
+            await pilot.press("escape")
+            spare.kill()
+            app.last_smoke = None
+            await pilot.press("t")
+            await wait_until(pilot, lambda: app.last_smoke is not None, timeout=120, what="the failing smoke")
+            [failed] = app.last_smoke or []
+            assert not failed.ok
+            assert failed.reason, failed
+            assert failed.status >= 500 or failed.status == 0
+            reasons = app.screen.query_one("#smoke-reasons")
+            await wait_until(pilot, lambda: "priority-chat" in widget_text(reasons), what="the reason shown")
+            assert failed.reason[:30] in " ".join(widget_text(reasons).split())
+            assert any(n.severity == "error" and "priority-chat" in n.message for n in app.notices)
+    finally:
+        await control.close()
+        await rt.stop(drain_timeout=5)
+
+
+# ---------------------------------------------------------------------------------------- a ? / q
+
+
+async def test_a_shows_the_audit_log(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        assert (await app.apply_swap("priority-chat", "gemma-b")).ok
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, AuditScreen) and app.screen.entries is not None,
+                         what="the audit screen")
+        audit = app.screen
+        assert isinstance(audit, AuditScreen) and audit.entries is not None
+        [entry] = audit.entries
+        assert (entry.action, entry.target, entry.actor) == ("swap", "priority-chat", "operator")
+        table = audit.query_one("#audit-table")
+        assert table.row_count == 1
+        assert "model=gemma-a" in str(table.get_row_at(0)[4]) and "model=gemma-b" in str(table.get_row_at(0)[5])
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="back to the main screen")
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+        await pilot.press("escape")
+
+
+async def test_q_asks_while_a_request_is_in_flight(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        first_chunk = asyncio.Event()
+
+        async def long_stream() -> None:
+            async with httpx.AsyncClient(base_url=forge.url, timeout=120) as client:
+                async with client.stream("POST", "/v1/chat/completions", json={
+                    "model": "default-chat", "stream": True, "max_tokens": 160, "temperature": 0,
+                    "ignore_eos": True, "messages": [{"role": "user", "content": "Count slowly to a thousand."}],
+                }) as resp:
+                    async for _ in resp.aiter_lines():
+                        first_chunk.set()
+
+        stream = asyncio.create_task(long_stream())
+        await asyncio.wait_for(first_chunk.wait(), 60)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the quit confirmation")
+        body = widget_text(app.screen.query_one(".dialog-body"))
+        assert "in flight" in body
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and app.return_code is None
+        await asyncio.wait_for(stream, 120)
+        await pilot.press("q")  # nothing in flight now: quits at once
+        await wait_until(pilot, lambda: app.return_code is not None, what="the app to exit")
+
+
+# ---------------------------------------------------------------------------------------- b / v / j
+
+
+async def test_b_v_without_a_hosts_service_are_refused_clearly(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        await wait_until(pilot, lambda: app.screen.query_one("#pane-hosts").option_count > 0, what="hosts")
+        for key in ("b", "v"):
+            before = len(app.notices)
+            await pilot.press(key)
+            await wait_until(pilot, lambda: len(app.notices) > before, what=f"the answer to {key}")
+            notice = app.notices[-1]
+            assert notice.severity == "error" and "hosts" in notice.message, notice
+            assert isinstance(app.screen, MainScreen)
+        await pilot.press("j")
+        await wait_until(pilot, lambda: "no jobs yet" in app.notices[-1].message, what="the jobs answer")
+
+
+# ---------------------------------------------------------------------------------------- panes
+
+
+async def test_panes_follow_live_traffic_and_filter(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _ready(pilot, app)
+        await forge.route("default-chat")
+        await forge.route("priority-chat")
+        async with httpx.AsyncClient(base_url=forge.url) as client:
+            missing = await client.post("/v1/chat/completions", json={
+                "model": "no-such-role", "messages": [{"role": "user", "content": "hi"}]})
+        assert missing.status_code == 404
+        table = screen.query_one("#requests-table")
+        await wait_until(pilot, lambda: table.row_count >= 3, what="three requests in the tail")
+        assert screen.pane == "hosts"
+        await pilot.press("slash")
+        assert screen.pane == "requests"
+        await pilot.press(*"priority", "enter")
+        await wait_until(pilot, lambda: table.row_count == 1, what="the filter")
+        assert screen.query_one(RequestsPane).filter_text == "priority"
+        await pilot.press("escape")  # clears the filter
+        await wait_until(pilot, lambda: table.row_count >= 3, what="the filter to clear")
+        await pilot.press("left_square_bracket")
+        assert screen.pane == "errors"
+        await pilot.pause()
+        errors = widget_text(screen.query_one("#errors-body"))
+        assert "not_found" in errors and "no-such-role" in errors
+
+
+async def test_polls_never_overlap_and_skip_drawing_under_a_dialog(forge: Forge) -> None:
+    """A slow gateway must not pile up polls; a dialog pauses drawing but not polling."""
+    inner = forge.control
+    concurrent = 0
+    peak = 0
+
+    class Slow:
+        def __getattr__(self, name: str) -> object:
+            return getattr(inner, name)
+
+        async def snapshot(self):  # type: ignore[no-untyped-def]
+            nonlocal concurrent, peak
+            concurrent += 1
+            peak = max(peak, concurrent)
+            try:
+                await asyncio.sleep(0.3)  # slower than the refresh interval
+                return await inner.snapshot()
+            finally:
+                concurrent -= 1
+
+    delivered: list[str] = []
+    app = ForgeApp(Slow(), refresh_s=0.1)  # type: ignore[arg-type]
+
+    def hook(message: object) -> None:
+        if type(message).__name__ == "SnapshotReady":
+            delivered.append(type(app.screen).__name__)
+
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await _ready(pilot, app)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+        polls = app.polls
+        await wait_until(pilot, lambda: app.polls >= polls + 3, what="polls under the dialog")
+        assert "HelpScreen" not in delivered
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the main screen")
+    assert peak == 1
+
+
+async def test_command_palette_runs_actions(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        await _ready(pilot, app)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Roll back role default-chat")
+        await wait_until(pilot, lambda: bool(app.screen.query("CommandList Option")) or True, what="palette")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the rollback from the palette")
+        assert app.last_change is not None and app.last_change.ok
+    assert _model_of(await forge.route("default-chat")) == "gemma-a"
