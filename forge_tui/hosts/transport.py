@@ -48,12 +48,13 @@ __all__ = [
 OutputCallback = Callable[[str, str], None]  # (stream "stdout"|"stderr", line without newline)
 
 # Runs "$@" with stdin from /dev/null; a background reader waits for EOF on the real stdin and
-# then kills the whole process group (TERM, then KILL after 3 s). Constant text: no interpolation.
+# then kills the whole process group (TERM, then KILL after 3 s; the watcher itself ignores TERM, so the
+# normal exit path removes it with KILL). Constant text: no interpolation.
 _WATCHDOG = (
     'exec 3<&0; "$@" </dev/null & child=$!; '
-    "{ trap '' TERM; while IFS= read -r _l <&3; do :; done; kill -TERM 0 2>/dev/null; "
-    "sleep 3; kill -KILL 0 2>/dev/null; } & watch=$!; exec 3<&-; "
-    'wait "$child"; rc=$?; kill "$watch" 2>/dev/null; exit "$rc"'
+    "{ trap '' TERM; while IFS= read -r _l <&3; do :; done; kill -TERM 0; "
+    "sleep 3; kill -KILL 0; } >/dev/null 2>&1 & watch=$!; exec 3<&-; "
+    'wait "$child"; rc=$?; kill -KILL "$watch" 2>/dev/null; exit "$rc"'
 )
 
 

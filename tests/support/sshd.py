@@ -37,6 +37,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def keygen(path: Path, comment: str = "forge-test") -> Path:
+    for old in (path, path.with_suffix(".pub")):
+        old.unlink(missing_ok=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
         check=True,
@@ -67,7 +69,26 @@ class Sshd:
         host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
         return f"{host} {pub[0]} {pub[1]}\n"
 
+    def sessions(self) -> list[int]:
+        """PIDs of the per-connection sshd processes (children of the listener)."""
+        if self.proc is None:
+            return []
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def drop_sessions(self) -> None:
+        """Kill every open connection (what a crashed or rebooted host does to its clients)."""
+        for pid in self.sessions():
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+
     def stop(self) -> None:
+        self.drop_sessions()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
