@@ -282,12 +282,13 @@ class OpenAIApi:
         parts = await self._form(request)
         if not any(p.name == "file" and p.filename is not None for p in parts):
             raise CallerError("Missing required parameter: 'file' (the audio file part).", param="file")
-        model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
-        return await self._forward_form(ctx, parts, model, "transcriptions", "/v1/audio/transcriptions")
+        route = self._route_form(ctx, parts, "transcriptions")
+        return await self._forward(ctx, route, FormPayload(parts), "/v1/audio/transcriptions")
 
     async def audio_qa(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         if request.content_type.startswith("multipart/"):
             parts = await self._form(request)
+            route = self._route_form(ctx, parts, "audio_qa")
             audio = next((p for p in parts if p.name in ("file", "audio")), None)
             if audio is None:
                 audio = next((p for p in parts if (p.content_type or "").startswith("audio/")), None)
@@ -295,29 +296,28 @@ class OpenAIApi:
                 raise CallerError("Missing the audio part: send the WAV as a 'file' (or 'audio') form field.",
                                   param="file")
             check_audio(audio.data, self.audio_max_s, what="audio")
-            model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
-            return await self._forward_form(ctx, parts, model, "audio_qa", "/v1/audio_qa")
+            return await self._forward(ctx, route, FormPayload(parts), "/v1/audio_qa")
         body = await self._json(request)
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise CallerError("Invalid type for 'model': expected a string.", param="model")
+        route = self.gw.table().resolve(model, "audio_qa", body)
+        ctx.routed(route)
         audio_field = body.get("audio", body.get("input_audio"))
         if audio_field is None:
             raise CallerError("Missing required parameter: 'audio' (base64 WAV, or {\"data\": ..., \"format\": \"wav\"}).",
                               param="audio")
         data = audio_field.get("data") if isinstance(audio_field, dict) else audio_field
         b64_audio_duration(data, self.audio_max_s, what="audio")
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise CallerError("Invalid type for 'model': expected a string.", param="model")
-        route = self.gw.table().resolve(model, "audio_qa", body)
-        ctx.routed(route)
-        opened = await self.gw.upstream.open(route, "/v1/audio_qa", JsonPayload(body, chat=False, thinking_header=None))
-        ctx.served(opened)
-        return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+        return await self._forward(ctx, route, JsonPayload(body, chat=False, thinking_header=None), "/v1/audio_qa")
 
-    async def _forward_form(self, ctx: Ctx, parts: list[FormPart], model: str | None, kind: str,
-                            path: str) -> web.StreamResponse:
+    def _route_form(self, ctx: Ctx, parts: list[FormPart], kind: str) -> Route:
+        model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
         route = self.gw.table().resolve(model, kind, None)
         ctx.routed(route)
-        payload: Payload = FormPayload(parts)
+        return route
+
+    async def _forward(self, ctx: Ctx, route: Route, payload: Payload, path: str) -> web.StreamResponse:
         opened = await self.gw.upstream.open(route, path, payload)
         ctx.served(opened)
         return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
