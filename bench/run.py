@@ -311,6 +311,7 @@ class TargetResult:
     startup_s: float
     phases: dict[str, dict[str, object]] = field(default_factory=dict)
     cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
+    cpu_pct: dict[str, float] = field(default_factory=dict)  # of one core: ~100 when the server is the limit
     rss_mb_warm: float = 0.0
     rss_mb_mid: float = 0.0
     rss_mb_end: float = 0.0
@@ -392,8 +393,10 @@ async def measure(srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int 
             pin_pid(srv.pid, {sut_cpu})  # threads started since the last phase too
         cpu0 = cpu_seconds(srv.pid)
         r = await run_phase(s, on_ckpt)
+        used = cpu_seconds(srv.pid) - cpu0
         n = int(r["requests"])  # type: ignore[arg-type]
-        res.cpu_ms_per_req[name] = 1000.0 * (cpu_seconds(srv.pid) - cpu0) / n if n else 0.0
+        res.cpu_ms_per_req[name] = 1000.0 * used / n if n else 0.0
+        res.cpu_pct[name] = 100.0 * used / max(1e-9, float(r["elapsed_s"]))  # type: ignore[arg-type]
         res.phases[name] = r
         log(f"  {srv.name:8s} {name:7s} {n:7d} req {float(r['rps']):9.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
             f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
@@ -411,7 +414,13 @@ async def measure(srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int 
     try:
         await phase("c1", spec(1, sizes.c1))
         await phase("c8", spec(8, sizes.c8))
-        await phase("c32", spec(32, sizes.c32))
+        # Throughput at c32: the best of three slices, because other work on a shared machine can
+        # only ever lower it; the slice kept brings its latencies and CPU figures along.
+        slices = [await phase(f"c32.{k}", spec(32, max(1, sizes.c32 // 3))) for k in range(3)]
+        best = max(range(3), key=lambda k: float(slices[k]["rps"]))  # type: ignore[arg-type]
+        res.phases["c32"] = slices[best]
+        res.cpu_ms_per_req["c32"] = res.cpu_ms_per_req[f"c32.{best}"]
+        res.cpu_pct["c32"] = res.cpu_pct[f"c32.{best}"]
         await phase("stream8", spec(8, sizes.stream, stream=True))
         every = max(1, sizes.mem // 20)
 
@@ -454,6 +463,7 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         out[f"p50_ms_c1_{name}"] = _f(p, "c1", "p50_ms")
         out[f"p99_ms_c8_{name}"] = _f(p, "c8", "p99_ms")
         out[f"cpu_ms_per_req_{name}"] = t.cpu_ms_per_req.get("mem", 0.0)
+        out[f"cpu_pct_c32_{name}"] = t.cpu_pct.get("c32", 0.0)
         out[f"rss_mb_warm_{name}"] = t.rss_mb_warm
         out[f"rss_mb_end_{name}"] = t.rss_mb_end
         out[f"mem_requests_{name}"] = t.mem_requests
@@ -483,6 +493,10 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         out["console_cost_pct"] = 100.0 * (1.0 - rc / rg) if rg else 0.0
         mg, mc = _f(g.phases, "mem", "rps"), _f(c.phases, "mem", "rps")
         out["console_cost_pct_mem_run"] = 100.0 * (1.0 - mc / mg) if mg else 0.0
+        # The same cost in CPU: capacity lost when each request costs the console's CPU time instead of
+        # the headless gateway's. It does not move when other processes take the CPU away mid-run.
+        cg, cc = g.cpu_ms_per_req.get("mem", 0.0), c.cpu_ms_per_req.get("mem", 0.0)
+        out["console_cost_pct_cpu"] = 100.0 * (1.0 - cg / cc) if cc else 0.0
         keys = sorted(c.key_latency_ms)
         out["console_key_p50_ms"] = percentile(keys, 50)
         out["console_key_p99_ms"] = percentile(keys, 99)
@@ -579,15 +593,18 @@ def table(s: dict[str, object]) -> str:
     row("memory run requests", lambda t: f"{int(t['mem_requests'])}")
     row("RSS at half / end (MB)", lambda t: f"{float(t['rss_mb_mid']):.1f} / {float(t['rss_mb_end']):.1f}")
     row("memory run req/s", ph("mem", "rps", "{:.0f}"))
-    row("errors (all phases)", lambda t: str(sum(int(p["errors"]) for p in t["phases"].values())))  # type: ignore[union-attr]
+    row("server CPU busy at c32 (% of a core)", lambda t: f"{float(t['cpu_pct']['c32']):.0f}")  # type: ignore[index]
+    row("errors (all phases)", lambda t: str(sum(int(p["errors"]) for k, p in t["phases"].items()
+                                                 if k != "c32")))  # type: ignore[union-attr]
     row("load generator CPU at c32 (%)", ph("c32", "loadgen_cpu_pct", "{:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("")
-    for k in REQUIRED_KEYS + ("console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
-                              "stream_batched_pct_gateway", "loadgen_headroom_x"):
+    for k in REQUIRED_KEYS + ("console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms",
+                              "chunk_added_p50_ms_gateway", "stream_batched_pct_gateway", "cpu_ms_per_req_gateway",
+                              "cpu_ms_per_req_floor", "loadgen_headroom_x"):
         if k in s:
             lines.append(f"{k:32s} {float(s[k]):10.3f}")  # type: ignore[arg-type]
     lines.append("")
