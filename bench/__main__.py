@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .run import MODES, TARGETS, BenchError, run_benchmark, table
+from .run import MODES, TARGETS, BenchError, markdown, run_benchmark, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller phases (under 3 minutes on 2 cores)")
     ap.add_argument("--tiny", action="store_true", help="a few hundred requests per target: checks the machinery")
     ap.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    ap.add_argument("--markdown", metavar="PATH", help="write the run as Markdown (bench/RESULTS.md)")
     ap.add_argument("--targets", default=",".join(TARGETS),
                     help=f"comma-separated subset of {','.join(TARGETS)} (direct is always measured)")
     ap.add_argument("--forge-args", default="", metavar="ARGS",
@@ -40,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n(wall time {float(summary['wall_s']):.0f} s, mode {mode})")  # type: ignore[arg-type]
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    if args.markdown:
+        shown = ["python -m bench"] + ([f"--{mode}"] if mode != "full" else [])
+        if targets != TARGETS:
+            shown.append(f"--targets {','.join(targets)}")
+        if args.forge_args:
+            shown.append(f"--forge-args={shlex.quote(args.forge_args)}")
+        if args.no_pin:
+            shown.append("--no-pin")
+        Path(args.markdown).write_text(markdown(summary, " ".join(shown)))
     return 0
 
 

@@ -616,6 +616,42 @@ def table(s: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def markdown(s: dict[str, object], command: str) -> str:
+    """The run as a Markdown page (bench/RESULTS.md, copied into the README's performance section)."""
+    m = s["machine"]
+    assert isinstance(m, dict)
+    b = s["budget"]
+    assert isinstance(b, dict)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Last run: `{command}` on {when}, mode `{s['mode']}`, wall time {float(s['wall_s']):.0f} s.",  # type: ignore[arg-type]
+        f"Machine: {m['cpus']} CPUs ({m['processor']}), Python {m['python']}, {m['platform']}; "
+        + ("the system under test pinned alone on one CPU, upstream + load generator on the other."
+           if m["pinned"] else "no CPU pinning."),
+        "Other processes shared the machine during the run, so absolute figures drift between runs; the ratios "
+        "between targets, measured in the same run, are what the budget judges.",
+        "",
+        "## Budget",
+        "",
+        "| item | value | verdict |",
+        "|---|---:|---|",
+    ]
+    for name, item in b.items():
+        note = f" ({item['note']})" if item.get("note") else ""
+        lines.append(f"| {name} | {item['value']} | {'pass' if item['ok'] else '**fail**'}{note} |")
+    lines += ["", "## Figures", "", "```", table(s).split("\n\n")[0], "```", "",
+              "Key figures (JSON keys of `--json`):", "", "| key | value |", "|---|---:|"]
+    for k in REQUIRED_KEYS + ("console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms",
+                              "chunk_added_p50_ms_gateway", "stream_batched_pct_gateway",
+                              "cpu_ms_per_req_gateway", "cpu_ms_per_req_console", "cpu_ms_per_req_floor",
+                              "loadgen_headroom_x"):
+        if k in s:
+            lines.append(f"| `{k}` | {float(s[k]):.3f} |")  # type: ignore[arg-type]
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ the run
 def _cpus() -> tuple[int | None, int | None]:
     """(CPU for the system under test, CPU for upstream + load generator + orchestrator)."""
