@@ -92,10 +92,13 @@ def classify(architecture: str, output: str, exit_status: int | None) -> ArchVer
     if m := _UNKNOWN.search(output):
         line = next((ln.strip() for ln in output.splitlines() if "unknown model architecture" in ln), m.group(0))
         return ArchVerdict(architecture, "unknown", line)
+    key = _KNOWN[0].search(output)
+    if key and not key.group(1).startswith(architecture + "."):
+        # A hyperparameter of some other architecture: the file was not the probe we wrote.
+        return ArchVerdict(architecture, "inconclusive", f"the loader asked for {key.group(1)!r}, not an "
+                                                         f"{architecture!r} key")
     for pat in _KNOWN:
         if m := pat.search(output):
-            if pat is _KNOWN[0] and not m.group(1).startswith(architecture + "."):
-                continue  # a key of some other architecture: not evidence for this one
             line = next((ln.strip() for ln in output.splitlines() if pat.search(ln)), m.group(0))
             return ArchVerdict(architecture, "known", f"loader got past the architecture: {line}")
     tail = " | ".join(output.strip().splitlines()[-3:])

@@ -143,13 +143,26 @@ async def _pump(
     name: str,
     on_output: OutputCallback | None,
 ) -> None:
+    """Collect a stream in chunks (binary output such as a GGUF header has no newlines) and hand
+    complete lines to ``on_output`` as they arrive; an endless line is cut at 4 KiB."""
+    pending = bytearray()
     while True:
-        line = await reader.readline()
-        if not line:
-            return
-        sink.extend(line)
-        if on_output is not None:
-            on_output(name, line.decode("utf-8", errors="replace").rstrip("\r\n"))
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        sink.extend(chunk)
+        if on_output is None:
+            continue
+        pending.extend(chunk)
+        while True:
+            nl = pending.find(b"\n")
+            if nl < 0 and len(pending) < 4096:
+                break
+            cut = nl if nl >= 0 else 4096
+            on_output(name, pending[:cut].decode("utf-8", errors="replace").rstrip("\r"))
+            del pending[: cut + (1 if nl >= 0 else 0)]
+    if on_output is not None and pending:
+        on_output(name, pending.decode("utf-8", errors="replace").rstrip("\r"))
 
 
 # --------------------------------------------------------------------------- local
