@@ -242,11 +242,14 @@ def console_catalog(chat_url: str, *, spare_url: str | None = None) -> Catalog:
 
     ``gemma-a``/``gemma-b`` are the same server under two model ids (so a swap is visible in
     ``x-forge-route``); ``gemma-embed`` claims only ``embed`` and holds no role (an invalid swap
-    target for a chat role); ``gemma-spare`` lives on ``spare_url`` (a server a test may kill).
+    target for a chat role); ``gemma-missing`` names weights that are not on the host (its
+    preflight fails); ``gemma-spare`` lives on ``spare_url`` (a server a test may kill).
+    The chat backend carries a ``launch:`` block, as in the demo, so the hosts service treats
+    xllamacpp as the local serving stack (``v`` can verify it); the tests start it themselves.
     """
     backends: dict[str, object] = {
         "local-chat": {"host": "local", "kind": "llama-server", "base_url": chat_url, "max_concurrency": 4,
-                       "warmup_timeout_s": 2},
+                       "warmup_timeout_s": 2, "launch": {"gguf": "@gemma3-270m"}},
     }
     models: dict[str, object] = {
         "gemma-a": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"], "state": "hot",
@@ -255,6 +258,9 @@ def console_catalog(chat_url: str, *, spare_url: str | None = None) -> Catalog:
                     "memory_gb": 0.4, "placements": [{"backend": "local-chat"}]},
         "gemma-embed": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["embed"], "state": "cold",
                         "memory_gb": 0.4, "placements": [{"backend": "local-chat"}]},
+        "gemma-missing": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"], "state": "cold",
+                          "gguf": "/nonexistent/forge-console-test/gemma-missing.gguf", "memory_gb": 0.4,
+                          "placements": [{"backend": "local-chat"}]},
     }
     if spare_url is not None:
         backends["local-spare"] = {"host": "local", "kind": "llama-server", "base_url": spare_url,

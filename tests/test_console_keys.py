@@ -16,6 +16,7 @@ from typing import AsyncIterator
 
 import httpx
 import pytest
+from textual.widgets import ProgressBar
 
 from forge_tui.config.models import Catalog
 from forge_tui.console import ForgeApp
@@ -23,6 +24,7 @@ from forge_tui.console.screens.audit import AuditScreen
 from forge_tui.console.screens.confirm import ConfirmScreen
 from forge_tui.console.screens.deprecate import DeprecateScreen
 from forge_tui.console.screens.help import HelpScreen
+from forge_tui.console.screens.job import JobScreen
 from forge_tui.console.screens.main import MainScreen
 from forge_tui.console.screens.smoke import SmokeScreen
 from forge_tui.console.screens.swap import SwapScreen
@@ -72,7 +74,7 @@ class Forge:
 
 async def _start(catalog: Catalog, tmp_path: Path, mode: str) -> tuple[Runtime, Control]:
     rt = Runtime(tmp_path / "console.yaml", catalog=catalog, state_dir=tmp_path / "state", host="127.0.0.1",
-                 port=0, admin_token=ADMIN_TOKEN, with_hosts=False, history=False)
+                 port=0, admin_token=ADMIN_TOKEN, with_hosts=True, history=False)
     await rt.start()
     control: Control = LocalControl(rt) if mode == "embedded" else RemoteControl(rt.gateway.url, ADMIN_TOKEN)
     return rt, control
@@ -138,7 +140,7 @@ async def test_s_swaps_the_selected_role_and_the_next_request_follows(forge: For
         enabled = [options.get_option_at_index(i).id for i in range(options.option_count)
                    if not options.get_option_at_index(i).disabled]
         # Only models that fit the role are offered; the current one and the embed-only one are not.
-        assert enabled == ["gemma-a"]
+        assert enabled == ["gemma-a", "gemma-missing"]
         assert options.get_option("gemma-embed").disabled
         await pilot.press("enter")  # pick gemma-a: runs its preflight
         await wait_until(pilot, lambda: dialog.preflight_result is not None, what="the preflight")
@@ -172,9 +174,12 @@ async def test_invalid_swap_is_refused_and_changes_nothing(forge: Forge) -> None
         await _ready(pilot, app)
         result = await app.apply_swap("default-chat", "gemma-embed")
         assert not result.ok
-        assert "missing capability chat" in result.message
+        assert "gemma-embed" in result.message and "needs chat" in result.message
         notice = app.notices[-1]
-        assert notice.severity == "error" and "missing capability chat" in notice.message
+        assert notice.severity == "error" and notice.message == result.message
+        # Force only overrides a failed preflight, never the role's capabilities.
+        result = await app.apply_swap("default-chat", "gemma-embed", force=True)
+        assert not result.ok and "missing capability chat" in result.message
         result = await app.apply_swap("no-such-role", "gemma-a")
         assert not result.ok and "unknown role" in result.message
     assert _model_of(await forge.route("default-chat")) == "gemma-b"
@@ -398,20 +403,73 @@ async def test_q_asks_while_a_request_is_in_flight(forge: Forge) -> None:
 # ---------------------------------------------------------------------------------------- b / v / j
 
 
-async def test_b_v_without_a_hosts_service_are_refused_clearly(forge: Forge) -> None:
+async def test_b_refused_without_build_settings_v_streams_a_verify_job(forge: Forge) -> None:
+    """The local host has no ``build:`` section: b says so; v verifies its xllamacpp stack for real."""
     app = _app(forge)
     async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot, app)
-        await wait_until(pilot, lambda: app.screen.query_one("#pane-hosts").option_count > 0, what="hosts")
-        for key in ("b", "v"):
-            before = len(app.notices)
-            await pilot.press(key)
-            await wait_until(pilot, lambda: len(app.notices) > before, what=f"the answer to {key}")
-            notice = app.notices[-1]
-            assert notice.severity == "error" and "hosts" in notice.message, notice
-            assert isinstance(app.screen, MainScreen)
-        await pilot.press("j")
-        await wait_until(pilot, lambda: "no jobs yet" in app.notices[-1].message, what="the jobs answer")
+        screen = await _ready(pilot, app)
+        await wait_until(pilot, lambda: screen.selected_host == "local", what="the local host")
+        before = len(app.notices)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: len(app.notices) > before, what="the answer to b")
+        notice = app.notices[-1]
+        assert notice.severity == "error" and "no build settings" in notice.message, notice
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("v")
+        await wait_until(pilot, lambda: isinstance(app.screen, JobScreen), what="the job screen")
+        job_screen = app.screen
+        assert isinstance(job_screen, JobScreen)
+        assert (job_screen.job.kind, job_screen.job.host) == ("verify", "local")
+        await wait_until(pilot, lambda: job_screen.finished and job_screen.lines and not job_screen.workers,
+                         timeout=180, what="the verify job to finish with its log")
+        assert job_screen.job.state == "succeeded", job_screen.lines[-6:]
+        assert job_screen.job.steps_total == 4
+        assert any("verify local" in line for line in job_screen.lines)
+        bar = job_screen.query_one(ProgressBar)
+        assert bar.total == 4
+        title = widget_text(job_screen.query_one("#job-title"))
+        assert job_screen.job.state in title
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the main screen")
+        await pilot.press("j")  # the latest job of the selected host, again
+        await wait_until(pilot, lambda: isinstance(app.screen, JobScreen), what="the job log again")
+        assert app.screen.job.id == job_screen.job.id  # type: ignore[attr-defined]
+
+
+async def test_failed_preflight_blocks_until_forced(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await _select_role(pilot, screen, "priority-chat")
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
+        dialog = app.screen
+        assert isinstance(dialog, SwapScreen)
+        options = dialog.query_one("#swap-models")
+        options.highlighted = options.get_option_index("gemma-missing")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: dialog.preflight_result is not None, what="the preflight")
+        result = dialog.preflight_result
+        assert result is not None and result.blocked
+        assert any(c.name == "weights" and c.outcome == "fail" for c in result.checks)
+        assert dialog.query_one("#swap").disabled and not dialog.query_one("#force").disabled
+        await pilot.press("enter")  # focus is on Cancel, not on Swap: Enter does not swap
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the dialog to close")
+        await app.workers.wait_for_complete()
+        assert app.last_change is None and forge.audit() == []
+        await pilot.press("s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
+        dialog = app.screen
+        options = dialog.query_one("#swap-models")
+        options.highlighted = options.get_option_index("gemma-missing")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: dialog.preflight_result is not None, what="the preflight")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.last_change is not None, what="the forced swap")
+        assert app.last_change is not None and app.last_change.ok, app.last_change
+    [entry] = forge.runtime.state.audit_log()
+    assert (entry.action, entry.target, entry.after["model"]) == ("swap", "priority-chat", "gemma-missing")
+    assert "forced" in entry.note and "weights" in entry.note
 
 
 # ---------------------------------------------------------------------------------------- panes
