@@ -171,20 +171,24 @@ class HostsService:
         return h.ssh.command_timeout_s if h.transport == "ssh" else 30.0
 
     def probe_timeout(self, name: str) -> float:
-        """The bound on one probe of ``name``: connecting plus one command's timeout."""
+        """How long a host may take to answer a trivial command before it counts as unreachable."""
         h = self.catalog.hosts[name]
         if h.transport == "ssh":
             return h.ssh.connect_timeout_s + h.ssh.command_timeout_s
         return 30.0
 
+    def _probe_bound(self, name: str) -> float:
+        # liveness + memory tools (a few commands) + HTTP + the binary's --version
+        return self.probe_timeout(name) + 4 * self._command_timeout(name) + self.http_timeout_s + 2
+
     async def probe_now(self, host: str) -> HostProbe:
         self._host(host)
         async with self._locks[host]:
             try:
-                probe = await asyncio.wait_for(self._probe(host), self.probe_timeout(host) + self.http_timeout_s + 2)
+                probe = await asyncio.wait_for(self._probe(host), self._probe_bound(host))
             except asyncio.TimeoutError:
                 probe = HostProbe(host=host, reachable=False, probed_at=time.time(),
-                                  error=f"no answer within {self.probe_timeout(host):g}s")
+                                  error=f"probe did not finish within {self._probe_bound(host):g}s")
                 self._drop_connection(host)
             self._probes[host] = probe
             return probe
@@ -203,10 +207,8 @@ class HostsService:
         http = asyncio.ensure_future(self._probe_backends(name))
         reading: MemoryReading | None = None
         try:
-            reading = await asyncio.wait_for(
-                probe_memory(t, h, timeout=self._command_timeout(name), sysfs_root=self.sysfs_root),
-                self.probe_timeout(name),
-            )
+            # Liveness first, so a hung GPU tool is not mistaken for a dead host.
+            await asyncio.wait_for(t.run(["true"], self._command_timeout(name)), self.probe_timeout(name))
             probe.reachable = True
         except asyncio.TimeoutError:
             probe.reachable = False
@@ -215,6 +217,18 @@ class HostsService:
         except TransportError as exc:
             probe.reachable = False
             probe.error = str(exc)
+            self._drop_connection(name)
+        if probe.reachable:
+            try:
+                reading = await asyncio.wait_for(
+                    probe_memory(t, h, timeout=self._command_timeout(name), sysfs_root=self.sysfs_root),
+                    3 * self._command_timeout(name),
+                )
+            except asyncio.TimeoutError:
+                probe.error = f"memory probe did not finish within {3 * self._command_timeout(name):g}s"
+            except TransportError as exc:
+                probe.reachable = False
+                probe.error = str(exc)
         backends = await http
         probe.backends = backends
         for bname, st in backends.items():
@@ -260,9 +274,12 @@ class HostsService:
                 label = None
             seen = (self._counts[name], label)
             self._versions[name] = seen
-        if seen[1] and from_http and "llama-swap" in from_http:
-            return f"{seen[1]} · {from_http.split(' · ')[-1]}"
-        return seen[1] or from_http
+        if seen[1] is None:
+            return from_http
+        # The binary the jobs manage, then the llama-swap in front of it (other servers' builds are
+        # in the backend details).
+        swaps = [st.version for st in backends.values() if st.kind == BackendKind.LLAMA_SWAP.value and st.version]
+        return " · ".join(dict.fromkeys([seen[1], *swaps]))
 
     async def _probe_backends(self, name: str) -> dict[str, BackendStatus]:
         out: dict[str, BackendStatus] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...config.models import Host, Platform
-from ..transport import Transport
+from ..transport import CommandResult, CommandTimeout, Transport
 from .amd import (
     APU_GFX_TARGETS,
     parse_amd_smi_metric_json,
@@ -57,6 +57,15 @@ def tool_argv(*argv: str) -> list[str]:
     return ["sh", "-c", _TOOL_PATH, "forge-tool", *argv]
 
 
+async def _run(transport: Transport, argv: list[str], timeout: float, notes: list[str], what: str) -> CommandResult | None:
+    """A tool that hangs (a wedged GPU driver does that) is a note, not an unreachable host."""
+    try:
+        return await transport.run(argv, timeout)
+    except CommandTimeout:
+        notes.append(f"{what}: no answer within {timeout:g}s (killed)")
+        return None
+
+
 def reading_from_gpus(gpus: list[GpuMemory], source: str) -> MemoryReading:
     """Sum the physical GPUs (MIG slices are detail, not extra memory)."""
     phys = [g for g in gpus if g.parent is None]
@@ -76,9 +85,9 @@ def _apu_hint(host: Host) -> bool:
 
 async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str, notes: list[str]) -> MemoryReading | None:
     apu = _apu_hint(host)
-    res = await transport.run(["sh", "-c", SYSFS_SCRIPT, "forge-sysfs", sysfs_root], timeout)
+    res = await _run(transport, ["sh", "-c", SYSFS_SCRIPT, "forge-sysfs", sysfs_root], timeout, notes, "sysfs")
     try:
-        gpus = parse_sysfs_dump(res.out, apu_hint=apu) if res.ok else []
+        gpus = parse_sysfs_dump(res.out, apu_hint=apu) if res is not None and res.ok else []
     except ValueError as exc:
         gpus = []
         notes.append(f"sysfs: {exc}")
@@ -88,7 +97,9 @@ async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str
     notes.append(f"sysfs: no amdgpu mem_info_* under {sysfs_root}/class/drm")
 
     for argv in (["amd-smi", "metric", "--mem-usage", "--json"], ["amd-smi", "metric", "--json"]):
-        res = await transport.run(tool_argv(*argv), timeout)
+        res = await _run(transport, tool_argv(*argv), timeout, notes, argv[0])
+        if res is None:
+            break
         if res.ok:
             try:
                 gpus = parse_amd_smi_metric_json(res.out)
@@ -100,20 +111,27 @@ async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str
             if res.exit_status == 127:
                 break
 
-    res = await transport.run(tool_argv("rocm-smi", "--showmeminfo", "vram", "gtt", "--showuse",
-                                        "--showproductname", "--json"), timeout)
+    res = await _run(transport, tool_argv("rocm-smi", "--showmeminfo", "vram", "gtt", "--showuse",
+                                          "--showproductname", "--json"), timeout, notes, "rocm-smi")
+    if res is None:
+        return None
     if res.ok:
         try:
             return reading_from_gpus([_mark(g, apu) for g in parse_rocm_smi_json(res.out)], "rocm-smi")
         except ValueError as exc:
             notes.append(f"rocm-smi --json: {exc}")
-        res = await transport.run(tool_argv("rocm-smi", "--showmeminfo", "vram", "gtt"), timeout)
-        if res.ok:
-            try:
-                return reading_from_gpus([_mark(g, apu) for g in parse_rocm_smi_text(res.out)], "rocm-smi (text)")
-            except ValueError as exc:
-                notes.append(f"rocm-smi text: {exc}")
     else:
+        notes.append(f"rocm-smi --json: {_why(res.exit_status, res.tail(2))}")
+        if res.exit_status == 127:
+            return None
+    # Older rocm-smi builds have no --json (or print broken JSON): read the text report.
+    res = await _run(transport, tool_argv("rocm-smi", "--showmeminfo", "vram", "gtt"), timeout, notes, "rocm-smi")
+    if res is not None and res.ok:
+        try:
+            return reading_from_gpus([_mark(g, apu) for g in parse_rocm_smi_text(res.out)], "rocm-smi (text)")
+        except ValueError as exc:
+            notes.append(f"rocm-smi text: {exc}")
+    elif res is not None:
         notes.append(f"rocm-smi: {_why(res.exit_status, res.tail(2))}")
     return None
 
@@ -129,9 +147,10 @@ def _why(status: int | None, tail: str) -> str:
 
 
 async def _nvidia(transport: Transport, timeout: float, notes: list[str]) -> MemoryReading | None:
-    res = await transport.run(
-        tool_argv("nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"), timeout
-    )
+    res = await _run(transport, tool_argv("nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}",
+                                          "--format=csv,noheader,nounits"), timeout, notes, "nvidia-smi")
+    if res is None:
+        return None
     if not res.ok:
         notes.append(f"nvidia-smi: {_why(res.exit_status, res.tail(2))}")
         return None
@@ -144,17 +163,19 @@ async def _nvidia(transport: Transport, timeout: float, notes: list[str]) -> Mem
 
 async def _apple(transport: Transport, timeout: float, notes: list[str]) -> MemoryReading | None:
     # sysctl exits non-zero when one name is unknown (iogpu on Intel Macs) but prints the others.
-    sc = await transport.run(tool_argv("sysctl", "hw.memsize", "iogpu.wired_limit_mb",
-                                       "kern.memorystatus_vm_pressure_level"), timeout)
-    vm = await transport.run(tool_argv("vm_stat"), timeout)
+    sc = await _run(transport, tool_argv("sysctl", "hw.memsize", "iogpu.wired_limit_mb",
+                                         "kern.memorystatus_vm_pressure_level"), timeout, notes, "sysctl")
+    if sc is None:
+        return None
+    vm = await _run(transport, tool_argv("vm_stat"), timeout, notes, "vm_stat")
     try:
-        reading = apple_reading(sc.out, vm.out if vm.ok else None)
+        reading = apple_reading(sc.out, vm.out if vm is not None and vm.ok else None)
     except ValueError as exc:
         notes.append(f"sysctl/vm_stat: {exc}")
         return None
     if reading.used_bytes is None:
-        mm = await transport.run(tool_argv("macmon", "pipe", "-s", "1"), timeout)
-        if mm.ok:
+        mm = await _run(transport, tool_argv("macmon", "pipe", "-s", "1"), timeout, notes, "macmon")
+        if mm is not None and mm.ok:
             try:
                 reading.used_bytes = parse_macmon_json(mm.out).used_bytes
                 reading.source = "sysctl hw.memsize + macmon"
@@ -164,7 +185,9 @@ async def _apple(transport: Transport, timeout: float, notes: list[str]) -> Memo
 
 
 async def _cpu(transport: Transport, timeout: float, notes: list[str]) -> MemoryReading | None:
-    res = await transport.run(["cat", "/proc/meminfo"], timeout)
+    res = await _run(transport, ["cat", "/proc/meminfo"], timeout, notes, "/proc/meminfo")
+    if res is None:
+        return None
     if not res.ok:
         notes.append(f"/proc/meminfo: {_why(res.exit_status, res.tail(2))}")
         return None
