@@ -105,7 +105,10 @@ class HostsService:
         self.http_timeout_s = http_timeout_s
         self.sysfs_root = sysfs_root
         self.job_timeouts = job_timeouts
-        self._transports: dict[str, Transport] = {n: transport_for(n, h) for n, h in catalog.hosts.items()}
+        # Reconnect backoff never longer than two probe intervals: a host back up shows up soon.
+        backoff = max(1.0, min(30.0, 2 * probe_interval_s))
+        self._transports: dict[str, Transport] = {n: transport_for(n, h, backoff_max_s=backoff)
+                                                  for n, h in catalog.hosts.items()}
         self._inventory: dict[str, Inventory] = {n: Inventory(t) for n, t in self._transports.items()}
         self._probes: dict[str, HostProbe] = {n: HostProbe(host=n) for n in catalog.hosts}
         self._locks: dict[str, asyncio.Lock] = {n: asyncio.Lock() for n in catalog.hosts}

@@ -483,7 +483,7 @@ class SshTransport:
                 c.conn.abort()
 
 
-def transport_for(name: str, host: Host) -> Transport:
+def transport_for(name: str, host: Host, *, backoff_max_s: float = 30.0) -> Transport:
     if host.transport == "local":
         return LocalTransport(name)
-    return SshTransport(name, host.address, host.ssh)
+    return SshTransport(name, host.address, host.ssh, backoff_max_s=backoff_max_s)

@@ -1,0 +1,99 @@
+"""Several hosts as network namespaces, each running a real sshd on its own address; taking one
+link down makes that host unreachable within a bounded time while the other keeps updating."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from forge_tui.config.models import Catalog
+from forge_tui.hosts.service import HostsService
+from tests.support.netns import Netns, NetnsLab, netns_available
+from tests.support.sshd import Sshd, sshd_available, start_sshd
+
+pytestmark = [pytest.mark.netns, pytest.mark.sshd]
+
+
+@pytest.fixture
+def two_hosts(tmp_path: Path) -> Iterator[list[tuple[Netns, Sshd]]]:
+    reason = netns_available() or sshd_available()
+    if reason:
+        pytest.skip(reason)
+    lab = NetnsLab()
+    servers: list[Sshd] = []
+    try:
+        out = []
+        for i in range(2):
+            ns = lab.add()
+            s = start_sshd(tmp_path / f"sshd{i}", address=ns.inner_ip, port=22, netns=ns.name)
+            servers.append(s)
+            out.append((ns, s))
+        yield out
+    finally:
+        for s in servers:
+            s.stop()
+        lab.teardown()
+
+
+def _catalog(hosts: list[tuple[Netns, Sshd]]) -> Catalog:
+    def host(ns: Netns, s: Sshd) -> dict[str, object]:
+        return {"address": ns.inner_ip, "platform": "cpu", "memory_budget_gb": 8,
+                "ssh": {"user": s.user, "port": 22, "key_file": str(s.client_key), "known_hosts": str(s.known_hosts),
+                        "connect_timeout_s": 1.5, "command_timeout_s": 1.5, "keepalive_s": 1}}
+
+    return Catalog.model_validate({
+        "hosts": {"alpha": host(*hosts[0]), "beta": host(*hosts[1])},
+        "backends": {"b": {"host": "alpha", "kind": "llama-server", "base_url": f"http://{hosts[0][0].inner_ip}:8080"}},
+        "families": {"f": {}},
+        "models": {"m": {"family": "f", "architecture": "gemma3", "placements": [{"backend": "b"}]}},
+        "roles": {"default-chat": {"model": "m"}},
+    })
+
+
+async def _until(cond, timeout: float) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
+async def test_link_down_makes_one_host_unreachable_while_the_other_keeps_updating(
+    two_hosts: list[tuple[Netns, Sshd]],
+) -> None:
+    (ns_a, _), _ = two_hosts
+    svc = HostsService(_catalog(two_hosts), state_dir=None, probe_interval_s=0.3, http_timeout_s=0.5)
+    await svc.start()
+    try:
+        await _until(lambda: all(p.reachable for p in svc.probes().values()), 20)
+        assert svc.probes()["alpha"].memory_source == "/proc/meminfo"
+
+        ns_a.link_down()
+        t_down = time.time()
+        bound = svc.probe_timeout("alpha") + svc.probe_interval_s + 2  # one probe's bound, one interval, slack
+        took = await _until(lambda: svc.probes()["alpha"].reachable is False, bound + 5)
+        assert took <= bound + 5
+        alpha = svc.probes()["alpha"]
+        assert alpha.error and ("no answer" in alpha.error or "cannot reach" in alpha.error), alpha.error
+
+        # Meanwhile beta went on: fresh, successful probes after the link went down.
+        stamps: set[float] = set()
+
+        def beta_fresh() -> bool:
+            p = svc.probes()["beta"]
+            assert p.reachable, p.error
+            if p.probed_at and p.probed_at > t_down:
+                stamps.add(p.probed_at)
+            return len(stamps) >= 3
+
+        await _until(beta_fresh, 15)
+
+        ns_a.link_up()
+        await _until(lambda: svc.probes()["alpha"].reachable is True, 20)
+    finally:
+        await svc.close()
