@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from forge_tui.console.commands import commands_for
-from forge_tui.console.format import age, bar, memory_cell, ms, short, state_text
+from forge_tui.console.format import age, bar, memory_cell, ms, route_label, short, state_text
 from forge_tui.console.keymap import ALL_KEYS, APP_KEYS, MAIN_KEYS, bindings
 from forge_tui.console.screens.audit import describe
 from forge_tui.console.screens.deprecate import parse_sunset
@@ -169,3 +169,11 @@ async def test_recorded_control_refuses_changes() -> None:
     assert not (await control.swap("vision", "qwen3-vl-30b-a3b")).ok
     assert "qwen3-8b" in await control.eligible_models("default-chat")
     assert "nomic-embed-v1.5" not in await control.eligible_models("default-chat")
+
+
+def test_route_label_reads_the_route_header() -> None:
+    assert route_label("role=vision; model=gemma-4-e4b; host=anvil; backend=anvil-mlx") == "gemma-4-e4b @anvil/anvil-mlx"
+    assert route_label("role=default-chat; model=qwen3-8b; host=crucible; backend=c-swap; fallback=gemma-4-31b") == (
+        "qwen3-8b @crucible/c-swap (fallback for gemma-4-31b)")
+    assert route_label("") == ""
+    assert route_label("something odd") == "something odd"

@@ -21,6 +21,7 @@ __all__ = [
     "state_text",
     "outcome_text",
     "short",
+    "route_label",
 ]
 
 HEALTH_STYLES: dict[str, str] = {
@@ -112,3 +113,28 @@ def short(text: str | None, limit: int) -> str:
         return ""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"
+
+
+def route_label(header: str | None) -> str:
+    """``role=r; model=m; host=h; backend=b`` (the x-forge-route header) as ``m @h/b``.
+
+    Anything else the header carries (a fallback, say) is kept after it; an unknown shape is
+    returned as it came.
+    """
+    if not header:
+        return ""
+    fields: dict[str, str] = {}
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            return header
+        fields[key] = value
+    if "model" not in fields:
+        return header
+    out = fields.pop("model")
+    host, backend = fields.pop("host", ""), fields.pop("backend", "")
+    fields.pop("role", None)
+    if host or backend:
+        out += f" @{host}" + (f"/{backend}" if backend else "")
+    extra = " ".join(f"(fallback for {v})" if k == "fallback" else f"{k}={v}" for k, v in fields.items())
+    return f"{out} {extra}" if extra else out

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, LoadingIndicator, Static
 
 from ...smoke import SmokeResult
-from ..format import ms, short
+from ..format import ms, route_label, short
 
 __all__ = ["SmokeScreen"]
 
@@ -55,8 +55,7 @@ class SmokeScreen(ModalScreen[None]):
                 Text("PASS", style="bold green") if r.ok else Text("FAIL", style="bold red"),
                 Text(str(r.status or "-")),
                 Text(ms(r.latency_ms), justify="right"),
-                Text(short(r.route, 56) or "-", style="cyan" if r.route else "dim"),
-
+                Text(short(route_label(r.route), 48) or "-", style="cyan" if r.route else "dim"),
                 Text(short(r.snippet, 30), style="dim"),
                 key=r.role,
             )

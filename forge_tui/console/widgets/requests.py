@@ -63,8 +63,11 @@ class RequestsTable(SnapshotTable):
         for r in records:
             if self.query and not matches(r, self.query):
                 continue
-            route = Text(r.role or "-", style="bold")
-            route.append(f" → {r.model or '-'}")
+            if r.role is None and r.model is None:
+                route = Text(r.endpoint, style="dim")  # refused before routing (unknown role, bad body)
+            else:
+                route = Text(r.role or "-", style="bold")
+                route.append(f" → {r.model or '-'}")
             if r.host:
                 route.append(f"@{r.host}", style="dim")
             tokens = f"{r.tokens_in if r.tokens_in is not None else '-'}/{r.tokens_out if r.tokens_out is not None else '-'}"
