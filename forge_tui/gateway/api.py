@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from ..telemetry.records import ErrorClass, RequestRecord
+from . import http1
 from .audio import FormPart, b64_audio_duration, check_audio
 from .errors import (
     CallerError,
@@ -40,7 +41,7 @@ __all__ = ["OpenAIApi", "Ctx"]
 
 log = logging.getLogger("forge_tui.gateway")
 
-_UPSTREAM_READ_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+_UPSTREAM_READ_ERRORS = (http1.Disconnected, http1.MalformedResponse)
 _CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 
@@ -329,7 +330,7 @@ class OpenAIApi:
         rec = ctx.rec
         try:
             data = await resp.read()
-        except aiohttp.SocketTimeoutError:
+        except http1.ReadTimeout:
             opened.close(abort=True)
             raise UpstreamTimeout(f"backend {opened.backend.name!r} stopped answering mid-response") from None
         except _UPSTREAM_READ_ERRORS as exc:
@@ -340,7 +341,7 @@ class OpenAIApi:
             opened.close(abort=True)
             raise
         opened.close()
-        ctype = resp.headers.get("Content-Type", "application/json")
+        ctype = resp.headers.get("content-type", "application/json")
         if "json" in ctype:
             try:
                 obj = json.loads(data)
@@ -381,7 +382,7 @@ class OpenAIApi:
     async def _relay_stream(self, request: web.Request, ctx: Ctx, opened: Opened, *, strip: bool,
                             want_json: bool) -> web.StreamResponse:
         resp = opened.resp
-        if "text/event-stream" not in resp.headers.get("Content-Type", ""):
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
             return await self._relay_json(ctx, opened, chat=True, strip=strip, want_json=want_json)
         rec = ctx.rec
         out = web.StreamResponse(status=200, headers={
@@ -395,11 +396,10 @@ class OpenAIApi:
         try:
             await out.prepare(request)
             failure: GatewayError | None = None
-            content = resp.content
             while not relay.done:
                 try:
-                    chunk = await content.readany()
-                except aiohttp.SocketTimeoutError:
+                    chunk = await resp.readany()
+                except http1.ReadTimeout:
                     failure = UpstreamTimeout(f"backend {opened.backend.name!r} went silent mid-stream "
                                               f"(nothing for {opened.backend.cfg.request_timeout_s:g}s)")
                     break

@@ -113,6 +113,8 @@ class Gateway:
     async def _on_cleanup(self, app: web.Application) -> None:
         if self._prober is not None:
             await self._prober.stop()
+        if self._upstream is not None:
+            self._upstream.close()
         if self._session is not None:
             await self._session.close()
 

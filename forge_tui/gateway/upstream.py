@@ -20,9 +20,9 @@ import aiohttp
 
 from ..config.models import BackendKind
 from ..telemetry.records import ErrorClass
-from . import thinking
+from . import http1, thinking
 from .audio import FormPart, encode_multipart
-from .backends import DOWN, BackendRuntime, describe_connect_error, is_startup_text
+from .backends import DOWN, BackendRuntime, is_startup_text
 from .errors import (
     GatewayError,
     Saturated,
@@ -100,7 +100,7 @@ class Opened:
 
     cand: Candidate
     backend: BackendRuntime
-    resp: aiohttp.ClientResponse
+    resp: http1.Response
     image: bool
     fallback: bool
     notes: list[str] = field(default_factory=list)
@@ -111,10 +111,7 @@ class Opened:
         if self._done:
             return
         self._done = True
-        if abort:
-            self.resp.close()
-        else:
-            self.resp.release()
+        self.resp.close(abort=abort)
         self.backend.limiter.release(self.image)
 
 
@@ -143,34 +140,62 @@ def extract_message(text: str) -> str:
 class Upstream:
     def __init__(self, backends: dict[str, BackendRuntime], session: aiohttp.ClientSession) -> None:
         self.backends = backends
-        self.session = session
-        self._timeouts = {
-            name: aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=b.cfg.request_timeout_s)
+        self.session = session  # side requests only (llama-swap logs); the request path uses the pools
+        self.pools = {
+            name: http1.Pool.for_url(b.cfg.base_url, connect_timeout=CONNECT_TIMEOUT_S,
+                                     read_timeout=b.cfg.request_timeout_s, max_idle=max(8, 2 * b.cfg.max_concurrency))
             for name, b in backends.items()
         }
 
+    def close(self) -> None:
+        for p in self.pools.values():
+            p.close()
+
     async def open(self, route: Route, path: str, payload: Payload, *, image: bool = False) -> Opened:
+        cands = route.candidates
+        if cands:
+            first = cands[0]
+            be = self.backends[first.backend]
+            if be.usable():  # the common case: the first placement is up
+                try:
+                    return await self._attempt(first, be, path, payload, image, cands, 0, last_resort=False)
+                except (Saturated, UpstreamUnreachable, UpstreamStartup) as exc:
+                    if len(cands) == 1:
+                        raise
+                    return await self._walk(route, path, payload, image, exc)
+        return await self._walk(route, path, payload, image, None)
+
+    async def _walk(self, route: Route, path: str, payload: Payload, image: bool,
+                    first_failure: GatewayError | None) -> Opened:
         cands = route.candidates
         what = f"role {route.role!r}" if route.role else f"model {route.model!r}"
         if not cands:
             raise UpstreamUnreachable(f"{what}: no enabled model with a placement to send this to")
         now = time.monotonic()
         order = [c for c in cands if self.backends[c.backend].usable()]
+        reasons: list[str] = []
+        saturated: Saturated | None = None
+        failure: GatewayError | None = None
+        if first_failure is not None:
+            # The first placement was tried already (open's fast path).
+            reasons.append(f"{cands[0].backend}: {first_failure.message}")
+            if isinstance(first_failure, Saturated):
+                saturated = first_failure
+            else:
+                failure = first_failure
+            order = [c for c in order if c is not cands[0]]
         last_resort = False
-        if not order:
+        if not order and first_failure is None:
             # Everything looks down. One recently-down backend may just be restarting: give it its window.
             order = [c for c in cands if self.backends[c.backend].breaker.allows()
                      and self.backends[c.backend].maybe_starting(now)][:1]
             last_resort = True
-        reasons = [self._skip_reason(c) for c in cands if c not in order]
-        saturated: Saturated | None = None
-        failure: GatewayError | None = None
+        tried_first = first_failure is not None
+        reasons += [self._skip_reason(c) for c in cands if c not in order and not (tried_first and c is cands[0])]
         for i, cand in enumerate(order):
             be = self.backends[cand.backend]
-            later = any(self.backends[c.backend].usable() and c.backend != cand.backend for c in order[i + 1:])
             try:
-                opened = await self._attempt(cand, be, path, payload, image, may_wait=not later,
-                                             last_resort=last_resort)
+                opened = await self._attempt(cand, be, path, payload, image, order, i, last_resort=last_resort)
             except Saturated as exc:
                 saturated = exc
                 reasons.append(f"{cand.backend}: {exc.message}")
@@ -199,6 +224,11 @@ class Upstream:
             return f"{c.backend}: down ({be.detail or 'health probe failed'})"
         return f"{c.backend}: skipped"
 
+    def _others_usable(self, order: tuple[Candidate, ...] | list[Candidate], i: int) -> bool:
+        """Is a later candidate on another backend able to serve (so a startup signal means: move on)?"""
+        me = order[i].backend
+        return any(self.backends[c.backend].usable() and c.backend != me for c in order[i + 1:])
+
     async def _attempt(
         self,
         cand: Candidate,
@@ -206,20 +236,23 @@ class Upstream:
         path: str,
         payload: Payload,
         image: bool,
+        order: tuple[Candidate, ...] | list[Candidate],
+        index: int,
         *,
-        may_wait: bool,
         last_resort: bool,
     ) -> Opened:
         if not be.breaker.enter():
             raise UpstreamUnreachable(f"backend {be.name!r} circuit is open (repeated connect failures)")
-        try:
-            await be.limiter.acquire(image)
-        except BaseException:
-            be.breaker.abandon()
-            raise
+        lim = be.limiter
+        if not lim.try_acquire(image):
+            try:
+                await lim.acquire(image)
+            except BaseException:
+                be.breaker.abandon()
+                raise
         ok = False
         try:
-            opened = await self._send(cand, be, path, payload, image, may_wait=may_wait, last_resort=last_resort)
+            opened = await self._send(cand, be, path, payload, image, order, index, last_resort=last_resort)
             ok = True
             return opened
         except GatewayError as exc:
@@ -228,7 +261,7 @@ class Upstream:
             raise
         finally:
             if not ok:
-                be.limiter.release(image)
+                lim.release(image)
                 if be.breaker.trial:
                     be.breaker.abandon()
 
@@ -239,64 +272,55 @@ class Upstream:
         path: str,
         payload: Payload,
         image: bool,
+        order: tuple[Candidate, ...] | list[Candidate],
+        index: int,
         *,
-        may_wait: bool,
         last_resort: bool,
     ) -> Opened:
         body, ctype = payload.render(cand)
-        url = be.cfg.base_url + path
-        timeout = self._timeouts[be.name]
-        headers = {"Content-Type": ctype}
+        pool = self.pools[be.name]
+        headers = [("Content-Type", ctype)]
         warmup = be.cfg.warmup_timeout_s
         deadline: float | None = None
         if last_resort and be.down_since is not None:
             deadline = be.down_since + warmup
         delay = 0.1
-        retried_disconnect = False
         where = f"backend {be.name!r} on {be.host}"
         while True:
             refused = False
             try:
-                resp = await self.session.post(url, data=body, headers=headers, timeout=timeout)
-            except aiohttp.ClientConnectorError as exc:
-                refused, why = describe_connect_error(exc)
-                if not refused:
-                    be.breaker.failure()
-                    raise UpstreamUnreachable(f"{where} is unreachable ({url}): {why}") from None
+                resp = await pool.request("POST", path, body, headers)
+            except http1.ConnectRefused:
+                refused = True
                 signal = "connection refused"
-            except aiohttp.ConnectionTimeoutError:
+            except http1.ConnectFailed as exc:
                 be.breaker.failure()
-                raise UpstreamUnreachable(f"{where} is unreachable: connect timed out after {CONNECT_TIMEOUT_S:g}s") from None
-            except aiohttp.SocketTimeoutError:
+                raise UpstreamUnreachable(f"{where} is unreachable ({be.cfg.base_url}): {exc.strerror or exc}") from None
+            except http1.ReadTimeout:
                 be.breaker.success()
                 raise UpstreamTimeout(
                     f"{where} accepted the request but sent no answer within {be.cfg.request_timeout_s:g}s"
                 ) from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # A pooled connection to a restarted backend fails once; a fresh one tells the truth.
-                if not retried_disconnect:
-                    retried_disconnect = True
-                    continue
-                raise UpstreamError(f"{where} closed the connection without answering ({exc.__class__.__name__})",
+            except (http1.Disconnected, http1.MalformedResponse) as exc:
+                raise UpstreamError(f"{where} closed the connection without answering ({exc})",
                                     upstream=str(exc)) from None
             else:
                 be.breaker.success()
                 if resp.status < 400:
                     return Opened(cand, be, resp, image, False)
                 raw = await _read_limited(resp)
-                resp.release()
                 text = raw.decode("utf-8", "replace")
                 msg = extract_message(text)
                 if resp.status == 503 and is_startup_text(text):
                     signal = f"HTTP 503 {msg}"
                 elif resp.status == 429:
-                    ra = resp.headers.get("Retry-After", "1")
+                    ra = resp.headers.get("retry-after", "1")
                     raise Saturated(f"{where} is saturated: {msg}", retry_after=int(ra) if ra.isdigit() else 1,
                                     upstream=msg)
                 else:
                     raise await self._answer_error(be, cand, resp.status, msg)
             # A startup signal: move on if something else can serve, else wait it out.
-            if not may_wait:
+            if self._others_usable(order, index):
                 if refused:
                     be.breaker.failure()
                     raise UpstreamUnreachable(f"{where}: {signal}")
@@ -356,14 +380,16 @@ class Upstream:
         return picked + others[::-1]
 
 
-async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+async def _read_limited(resp: http1.Response) -> bytes:
+    """An error body, at most 64 KiB of it; the connection is given back or dropped."""
     out = bytearray()
     try:
         while len(out) < _ERROR_BODY_LIMIT:
-            chunk = await resp.content.read(_ERROR_BODY_LIMIT - len(out))
+            chunk = await resp.readany()
             if not chunk:
                 break
             out += chunk
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (http1.Disconnected, http1.MalformedResponse, http1.ReadTimeout):
         pass
-    return bytes(out)
+    resp.close()
+    return bytes(out[:_ERROR_BODY_LIMIT])
