@@ -476,8 +476,8 @@ class HostsService:
             hdr = await read_remote_header(t, path, timeout=self._command_timeout(host))
         except GgufError as exc:
             return PreflightCheck(name="weights", outcome=FAIL, evidence=f"{path} on {host}: {exc}"), None
-        gb = int(size.out.strip() or 0) / 1e9
-        where = f"{path} on {host}: {gb:.2f} GB, GGUF v{hdr.version}, general.architecture={hdr.architecture!r}"
+        where = (f"{path} on {host}: {_size(int(size.out.strip() or 0))}, GGUF v{hdr.version}, "
+                 f"declares general.architecture={hdr.architecture!r}")
         if hdr.architecture != m.architecture:
             return PreflightCheck(name="weights", outcome=FAIL, evidence=(
                 f"{where}, but the catalog says {m.architecture!r}")), hdr.architecture
@@ -541,6 +541,13 @@ class HostsService:
 
     async def cancel_job(self, job_id: str) -> JobInfo:
         return await self._jobs.cancel(job_id)
+
+
+def _size(n: int) -> str:
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= f:
+            return f"{n / f:.2f} {unit}"
+    return f"{n} bytes"
 
 
 def _version_from_backends(backends: dict[str, BackendStatus]) -> str | None:
