@@ -39,10 +39,13 @@ from .console_host import ACK_ENV, PROBE_BYTES
 from .load import LoadSpec, percentile
 from .proc import cpu_seconds, pin_pid, pin_to_cpu, rss_mb
 
-__all__ = ["Sizes", "MODES", "REQUIRED_KEYS", "TARGETS", "run_benchmark"]
+__all__ = ["Sizes", "MODES", "REQUIRED_KEYS", "TARGETS", "OPTIONAL_TARGETS", "run_benchmark"]
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("direct", "floor", "gateway", "console")
+# Measured on request (--targets): the thinnest aiohttp proxy, to split the gateway's cost into
+# what the framework costs and what forge's own work costs.
+OPTIONAL_TARGETS = ("aiohttp",)
 REQUIRED_KEYS = (
     "added_p50_ms_c1",
     "added_p99_ms_c8",
@@ -667,8 +670,8 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
     sizes = MODES[mode]
     sut_cpu, side_cpu = _cpus() if pin else (None, None)
     pin_to_cpu(side_cpu)
-    if "direct" not in targets:
-        targets = ("direct", *targets)  # every "added" figure is relative to it
+    order = ("direct", "floor", *OPTIONAL_TARGETS, "gateway", "console")
+    targets = tuple(t for t in order if t in targets or t == "direct")  # every "added" figure is relative to direct
     results: dict[str, TargetResult] = {}
     t_run = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
@@ -693,9 +696,10 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
                     results[name] = await measure(upstream, sizes, side_cpu, None, log, mem_cap)
                     continue
                 srv: Server
-                if name == "floor":
-                    srv = await start_bench_process("floor", "bench.floor",
-                                                    ["--upstream", f"127.0.0.1:{upstream.port}"], sut_cpu)
+                if name in ("floor", "aiohttp"):
+                    module = "bench.floor" if name == "floor" else "bench.aiohttp_floor"
+                    srv = await start_bench_process(name, module, ["--upstream", f"127.0.0.1:{upstream.port}"],
+                                                    sut_cpu)
                 else:
                     port = _free_port()
                     cfg = write_catalog(work / f"{name}.yaml", f"http://127.0.0.1:{upstream.port}",
