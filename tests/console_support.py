@@ -37,7 +37,7 @@ from forge_tui.control.schema import (
     TelemetryInfo,
 )
 
-__all__ = ["widget_text", "RecordedControl", "homelab_snapshot", "wait_until", "T0", "console_catalog", "ADMIN_TOKEN"]
+__all__ = ["widget_text", "RecordedControl", "homelab_snapshot", "wait_until", "T0", "console_catalog", "console_catalog_data", "ADMIN_TOKEN"]
 
 ADMIN_TOKEN = "console-test-token"
 
@@ -238,6 +238,10 @@ async def wait_until(pilot: Pilot[object], cond: Callable[[], object], *, timeou
 
 
 def console_catalog(chat_url: str, *, spare_url: str | None = None) -> Catalog:
+    return Catalog.model_validate(console_catalog_data(chat_url, spare_url=spare_url))
+
+
+def console_catalog_data(chat_url: str, *, spare_url: str | None = None) -> dict[str, object]:
     """A small real catalog on the session's llama.cpp server (one honest GGUF, several names).
 
     ``gemma-a``/``gemma-b`` are the same server under two model ids (so a swap is visible in
@@ -267,7 +271,7 @@ def console_catalog(chat_url: str, *, spare_url: str | None = None) -> Catalog:
                                    "max_concurrency": 2, "warmup_timeout_s": 1}
         models["gemma-spare"] = {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"],
                                  "state": "cold", "memory_gb": 0.4, "placements": [{"backend": "local-spare"}]}
-    return Catalog.model_validate({
+    return {
         "gateway": {"health_interval_s": 1, "history": False},
         "trial": {"name": "console-trial", "rollback_by": "2030-01-01"},
         "hosts": {"local": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 4, "transport": "local"}},
@@ -279,7 +283,7 @@ def console_catalog(chat_url: str, *, spare_url: str | None = None) -> Catalog:
             "priority-chat": {"model": "gemma-a"},
             "prompt-enhance": {"model": "gemma-b", "previous": "gemma-a", "trial": True},
         },
-    })
+    }
 
 
 def widget_text(widget: Widget) -> str:

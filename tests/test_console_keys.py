@@ -436,6 +436,24 @@ async def test_b_refused_without_build_settings_v_streams_a_verify_job(forge: Fo
         assert app.screen.job.id == job_screen.job.id  # type: ignore[attr-defined]
 
 
+async def test_c_cancels_a_running_job_after_confirmation(forge: Forge) -> None:
+    app = _app(forge)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await wait_until(pilot, lambda: screen.selected_host == "local", what="the local host")
+        await pilot.press("v")
+        await wait_until(pilot, lambda: isinstance(app.screen, JobScreen), what="the job screen")
+        job_screen = app.screen
+        assert isinstance(job_screen, JobScreen) and not job_screen.finished
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the cancel confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: job_screen.finished, timeout=60, what="the job to stop")
+        assert job_screen.job.state == "cancelled", job_screen.job
+        await wait_until(pilot, lambda: not job_screen.workers, what="the log to drain")
+        assert "cancelled" in widget_text(job_screen.query_one("#job-title"))
+
+
 async def test_failed_preflight_blocks_until_forced(forge: Forge) -> None:
     app = _app(forge)
     async with app.run_test(size=SIZE) as pilot:
