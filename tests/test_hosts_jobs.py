@@ -188,8 +188,9 @@ async def test_failed_build_restores_the_backup_and_restarts_the_old_build(lab_f
     job = await run_job(lab.svc, "rebuild")
     log = "\n".join(lab.svc.job_log(job.id))
     assert job.state == "failed"
-    assert job.error and job.error.startswith("step build failed: build: exit")
-    assert "this is not C" in log or "error" in job.error.lower()
+    assert job.error and job.error.startswith("step build failed: build: exit 2: ")
+    assert "server.c:76:1: error: unknown type name 'this'" in job.error and "\n" not in job.error
+    assert "   |    76 | this is not C;" in log  # the compiler's output, streamed
     assert job.error.endswith("the old build was restored and restarted")
     st = steps(lab.svc, job.id)
     assert (st["build"], st["version"], st["restore"], st["restart-old"]) == ("failed", "pending", "ok", "ok")

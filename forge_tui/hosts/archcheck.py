@@ -21,7 +21,6 @@ Python process.
 
 from __future__ import annotations
 
-import random
 import re
 import sys
 from dataclasses import dataclass
@@ -83,7 +82,8 @@ class ServingBinary:
     def argv(self, model_path: str, port: int) -> list[str]:
         if self.kind == "xllamacpp":
             return [*self.argv_prefix, model_path, str(port)]
-        # Only flags every llama-server generation accepts; the port is never reached in practice.
+        # Only flags every llama-server generation accepts. Port 0: the OS picks a free one, should
+        # a build bind before it loads (nothing is ever served: loading fails first).
         return [*self.argv_prefix, "-m", model_path, "--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -121,23 +121,23 @@ async def check_architectures(
     res = await transport.run(["mktemp", "-d", "/tmp/forge-arch.XXXXXX"], 15.0)
     tmp = res.out.strip()
     if not res.ok or not tmp.startswith("/tmp/forge-arch."):
-        return {a: ArchVerdict(a, "inconclusive", f"cannot make a temp dir: {res.tail(2)}") for a in archs}
+        return {a: ArchVerdict(a, "inconclusive", f"cannot make a temp dir: {res.reason(2)}") for a in archs}
     out: dict[str, ArchVerdict] = {}
     try:
         for i, arch in enumerate(archs):
             path = f"{tmp}/probe-{i}.gguf"
             w = await transport.run(["sh", "-c", 'cat > "$1"', "forge-write", path], 15.0, stdin=probe_gguf(arch))
             if not w.ok:
-                out[arch] = ArchVerdict(arch, "inconclusive", f"cannot write the probe GGUF: {w.tail(2)}")
+                out[arch] = ArchVerdict(arch, "inconclusive", f"cannot write the probe GGUF: {w.reason(2)}")
                 continue
             try:
-                r = await transport.run(binary.argv(path, random.randint(40000, 59999)), timeout)
+                r = await transport.run(binary.argv(path, 0), timeout)
             except CommandTimeout:
                 out[arch] = ArchVerdict(arch, "inconclusive",
                                         f"{binary.label} did not exit within {timeout:g}s on a weightless GGUF")
                 continue
             if r.exit_status in (126, 127):
-                out[arch] = ArchVerdict(arch, "inconclusive", f"cannot run {binary.label}: {r.tail(2)}")
+                out[arch] = ArchVerdict(arch, "inconclusive", f"cannot run {binary.label}: {r.reason(2)}")
                 continue
             out[arch] = classify(arch, r.err + "\n" + r.out, r.exit_status)
     finally:

@@ -179,7 +179,7 @@ async def read_remote_header(transport: Transport, path: str, *, timeout: float 
     while True:
         res = await transport.run(["head", "-c", str(size), path], timeout)
         if not res.ok:
-            raise GgufError(f"cannot read {path}: {res.tail(3) or f'exit status {res.exit_status}'}")
+            raise GgufError(f"cannot read {path}: {res.reason(3) or f'exit status {res.exit_status}'}")
         try:
             return parse_header(res.stdout)
         except NeedMoreData as more:

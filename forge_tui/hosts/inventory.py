@@ -42,7 +42,7 @@ async def remote_home(transport: Transport, timeout: float = 10.0) -> str:
     res = await transport.run(["sh", "-c", 'printf "%s" "$HOME"'], timeout)
     home = res.out.strip()
     if not res.ok or not home.startswith("/"):
-        raise GgufError(f"{transport.host}: cannot read $HOME ({res.tail(2) or res.exit_status})")
+        raise GgufError(f"{transport.host}: cannot read $HOME ({res.reason(2) or res.exit_status})")
     return home
 
 

@@ -198,7 +198,7 @@ class JobRunner:
                     cwd: str | None = None, quiet: bool = False) -> CommandResult:
         res = await self._run(argv, timeout, cwd=cwd, quiet=quiet)
         if not res.ok:
-            raise StepFailed(f"{what}: exit {res.exit_status}: {res.tail(6) or 'no output'}")
+            raise StepFailed(f"{what}: exit {res.exit_status}: {res.reason() or 'no output'}")
         return res
 
     # ------------------------------------------------------------------ steps
@@ -278,7 +278,7 @@ class JobRunner:
             return _Outcome(res.out.strip())
         res = await self._run([binary.argv_prefix[0], "--version"], self.timeouts.command)
         if res.exit_status in (126, 127):
-            raise StepFailed(f"cannot run {binary.label}: {res.tail(2)}")
+            raise StepFailed(f"cannot run {binary.label}: {res.reason(2)}")
         try:
             v = parse_llama_version(res.err + "\n" + res.out)
         except ValueError as exc:

@@ -471,7 +471,7 @@ class HostsService:
         size = await t.run(["sh", "-c", 'wc -c < "$1"', "forge-size", path], self._command_timeout(host))
         if not size.ok:
             return PreflightCheck(name="weights", outcome=FAIL,
-                                  evidence=f"{path} is not on {host}: {size.tail(1) or 'not found'}"), None
+                                  evidence=f"{path} is not on {host}: {size.reason(1) or 'not found'}"), None
         try:
             hdr = await read_remote_header(t, path, timeout=self._command_timeout(host))
         except GgufError as exc:

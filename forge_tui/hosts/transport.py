@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import signal
 import time
@@ -58,6 +59,9 @@ _WATCHDOG = (
 )
 
 
+_ERROR_WORDS = re.compile(r"\b(error|fatal|failed|cannot|can't|not found|no such|denied|refused)\b", re.I)
+
+
 @dataclass(slots=True)
 class CommandResult:
     argv: list[str]
@@ -78,10 +82,12 @@ class CommandResult:
     def err(self) -> str:
         return self.stderr.decode("utf-8", errors="replace")
 
-    def tail(self, lines: int = 12) -> str:
-        """The last lines of stderr+stdout, for error messages."""
-        text = (self.err + ("\n" if self.err and self.out else "") + self.out).strip()
-        return "\n".join(text.splitlines()[-lines:])
+    def reason(self, limit: int = 3) -> str:
+        """One line saying why it failed: the first error-looking lines (a compiler's, git's), else the
+        last lines of output."""
+        lines = [ln.strip() for ln in (self.err + "\n" + self.out).splitlines() if ln.strip()]
+        hits = [ln for ln in lines if _ERROR_WORDS.search(ln)]
+        return " | ".join(hits[:limit] if hits else lines[-limit:])
 
 
 class TransportError(Exception):

@@ -107,7 +107,7 @@ async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str
             except ValueError as exc:
                 notes.append(f"{' '.join(argv)}: {exc}")
         else:
-            notes.append(f"{' '.join(argv)}: {_why(res.exit_status, res.tail(2))}")
+            notes.append(f"{' '.join(argv)}: {_why(res.exit_status, res.reason(2))}")
             if res.exit_status == 127:
                 break
 
@@ -121,7 +121,7 @@ async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str
         except ValueError as exc:
             notes.append(f"rocm-smi --json: {exc}")
     else:
-        notes.append(f"rocm-smi --json: {_why(res.exit_status, res.tail(2))}")
+        notes.append(f"rocm-smi --json: {_why(res.exit_status, res.reason(2))}")
         if res.exit_status == 127:
             return None
     # Older rocm-smi builds have no --json (or print broken JSON): read the text report.
@@ -132,7 +132,7 @@ async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str
         except ValueError as exc:
             notes.append(f"rocm-smi text: {exc}")
     elif res is not None:
-        notes.append(f"rocm-smi: {_why(res.exit_status, res.tail(2))}")
+        notes.append(f"rocm-smi: {_why(res.exit_status, res.reason(2))}")
     return None
 
 
@@ -152,7 +152,7 @@ async def _nvidia(transport: Transport, timeout: float, notes: list[str]) -> Mem
     if res is None:
         return None
     if not res.ok:
-        notes.append(f"nvidia-smi: {_why(res.exit_status, res.tail(2))}")
+        notes.append(f"nvidia-smi: {_why(res.exit_status, res.reason(2))}")
         return None
     try:
         return reading_from_gpus(parse_nvidia_memory_csv(res.out), "nvidia-smi")
@@ -189,7 +189,7 @@ async def _cpu(transport: Transport, timeout: float, notes: list[str]) -> Memory
     if res is None:
         return None
     if not res.ok:
-        notes.append(f"/proc/meminfo: {_why(res.exit_status, res.tail(2))}")
+        notes.append(f"/proc/meminfo: {_why(res.exit_status, res.reason(2))}")
         return None
     try:
         return meminfo_reading(res.out)
