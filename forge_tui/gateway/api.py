@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -93,6 +94,32 @@ def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
         pps = timings.get("predicted_per_second")
         if isinstance(pps, (int, float)) and pps > 0:
             rec.tokens_per_s = float(pps)
+
+
+# Token counts straight from the bytes: parsing a whole answer just for its usage costs more.
+_USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens|prompt_n|predicted_n|predicted_per_second)"\s*:\s*'
+                       rb'([0-9][0-9.eE+-]*)')
+
+
+def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
+    if b"_tokens" not in data and b"predicted_n" not in data:
+        return
+    starts = [i for i in (data.rfind(b'"usage"'), data.rfind(b'"timings"')) if i >= 0]
+    found: dict[bytes, bytes] = {}
+    for k, v in _USAGE_RE.findall(data, min(starts) if starts else 0):
+        found[k] = v
+    try:
+        pt = found.get(b"prompt_tokens") or found.get(b"prompt_n")
+        ct = found.get(b"completion_tokens") or found.get(b"predicted_n")
+        if pt is not None:
+            rec.tokens_in = int(pt)
+        if ct is not None:
+            rec.tokens_out = int(ct)
+        pps = found.get(b"predicted_per_second")
+        if pps is not None and float(pps) > 0:
+            rec.tokens_per_s = float(pps)
+    except ValueError:
+        pass
 
 
 def _content_is_json(text: str) -> bool:
@@ -234,7 +261,9 @@ class OpenAIApi:
         rf = body.get("response_format")
         want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
         if stream:
-            return await self._relay_stream(request, ctx, opened, strip=decision.off, want_json=want_json)
+            n = body.get("n")
+            return await self._relay_stream(request, ctx, opened, strip=decision.off, want_json=want_json,
+                                            multi=isinstance(n, int) and n > 1)
         return await self._relay_json(ctx, opened, chat=True, strip=decision.off, want_json=want_json)
 
     async def completions(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
@@ -343,14 +372,16 @@ class OpenAIApi:
         opened.close()
         ctype = resp.headers.get("content-type", "application/json")
         if "json" in ctype:
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                obj = None
-            if isinstance(obj, dict):
-                _usage_into(rec, obj.get("usage"), obj.get("timings"))
-                if chat:
+            if chat and (want_json or (strip and (b"<think>" in data or b"\\u003cthink" in data))):
+                try:
+                    obj = json.loads(data)
+                except ValueError:
+                    obj = None
+                if isinstance(obj, dict):
+                    _usage_into(rec, obj.get("usage"), obj.get("timings"))
                     data = self._check_chat_output(rec, obj, data, strip, want_json)
+            else:
+                _usage_from_bytes(rec, data)
         rec.status = resp.status
         return web.Response(status=resp.status, body=data, headers={**ctx.headers, "Content-Type": ctype})
 
@@ -380,7 +411,7 @@ class OpenAIApi:
         return data
 
     async def _relay_stream(self, request: web.Request, ctx: Ctx, opened: Opened, *, strip: bool,
-                            want_json: bool) -> web.StreamResponse:
+                            want_json: bool, multi: bool = False) -> web.StreamResponse:
         resp = opened.resp
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             return await self._relay_json(ctx, opened, chat=True, strip=strip, want_json=want_json)
@@ -391,7 +422,7 @@ class OpenAIApi:
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
         })
-        relay = SseRelay(strip=strip, capture=want_json)
+        relay = SseRelay(strip=strip, capture=want_json, multi=multi)
         clean = False
         try:
             await out.prepare(request)

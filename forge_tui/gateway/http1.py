@@ -31,6 +31,7 @@ __all__ = [
 
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
+_monotonic = time.monotonic
 _PAUSE_AT = 1024 * 1024  # buffered body bytes before reading pauses
 _RESUME_AT = 256 * 1024
 
@@ -201,15 +202,15 @@ class Response:
 
     # ---------------------------------------------------------------- consumer side
     async def _wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        w = self._waiter = loop.create_future()
-        timeout = self._conn.read_timeout
-        handle = loop.call_later(timeout, _expire, w, timeout)
+        # The pool's watchdog fails this waiter when the backend stays silent past the read timeout.
+        conn = self._conn
+        w = self._waiter = asyncio.get_running_loop().create_future()
+        conn.waiting = w
         try:
             await w
         finally:
-            handle.cancel()
             self._waiter = None
+            conn.waiting = None
 
     async def readany(self) -> bytes:
         """The body bytes that have arrived (waiting for some if none); b"" at the end of the body."""
@@ -250,13 +251,14 @@ class Response:
         self._conn.release(self, abort=abort or not self.done or not self.keep_alive)
 
 
-def _expire(fut: asyncio.Future[None], timeout: float) -> None:
+def _expire(fut: asyncio.Future[Any], timeout: float) -> None:
     if not fut.done():
         fut.set_exception(ReadTimeout(f"no data from the backend for {timeout:g}s"))
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "head", "resp", "head_waiter", "lost", "read_timeout", "no_body", "reused")
+    __slots__ = ("pool", "transport", "head", "resp", "head_waiter", "lost", "read_timeout", "no_body", "reused",
+                 "waiting", "last_data")
 
     def __init__(self, pool: "Pool") -> None:
         self.pool = pool
@@ -268,12 +270,15 @@ class _Conn(asyncio.Protocol):
         self.read_timeout = pool.read_timeout
         self.no_body = False
         self.reused = False
+        self.waiting: asyncio.Future[Any] | None = None  # what the watchdog may time out
+        self.last_data = 0.0  # monotonic time of the last bytes from the backend (or of the send)
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.last_data = _monotonic()
         try:
             resp = self.resp
             if resp is None:
@@ -383,10 +388,11 @@ class _Conn(asyncio.Protocol):
         self.no_body = no_body
         w: asyncio.Future[Response] = loop.create_future()
         self.head_waiter = w
+        self.waiting = w
+        self.last_data = _monotonic()
         assert self.transport is not None
         self.transport.write(data)
-        timeout = self.read_timeout
-        handle = loop.call_later(timeout, _expire, w, timeout)
+        self.pool.watch(self)
         try:
             return await w
         except BaseException:
@@ -396,7 +402,7 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
             raise
         finally:
-            handle.cancel()
+            self.waiting = None
             if self.head_waiter is w:
                 self.head_waiter = None
 
@@ -423,6 +429,9 @@ class Pool:
         self.idle_ttl_s = idle_ttl_s
         self._idle: deque[tuple[_Conn, float]] = deque()
         self._all: set[_Conn] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        # One timer per pool instead of one per request: sweep busy connections for silence.
+        self._tick = max(0.05, min(0.5, read_timeout / 4))
         shown = f"[{host}]" if ":" in host else host
         self._host_header = f"Host: {shown}:{port}\r\n".encode("latin-1")
 
@@ -437,6 +446,26 @@ class Pool:
 
     def forget(self, conn: _Conn) -> None:
         self._all.discard(conn)
+
+    def watch(self, conn: _Conn) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
+    def _sweep(self) -> None:
+        self._watchdog = None
+        now = _monotonic()
+        busy = False
+        for conn in list(self._all):
+            w = conn.waiting
+            if w is None or w.done():
+                if conn.resp is not None:
+                    busy = True
+                continue
+            busy = True
+            if now - conn.last_data > conn.read_timeout:
+                _expire(w, conn.read_timeout)
+        if busy:
+            self._watchdog = asyncio.get_running_loop().call_later(self._tick, self._sweep)
 
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
@@ -495,6 +524,9 @@ class Pool:
         return await self.request("GET", path, b"", [], read_timeout)
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for conn, _ in self._idle:
             if conn.transport is not None:
                 conn.transport.close()

@@ -29,9 +29,9 @@ def error_event(message: str, type_: str, code: str | int | None) -> bytes:
 
 class SseRelay:
     __slots__ = ("_buf", "done", "strippers", "first_token_at", "usage", "timings", "leaked", "content",
-                 "events", "upstream_error", "_template")
+                 "events", "upstream_error", "_template", "_settled", "_multi")
 
-    def __init__(self, *, strip: bool, capture: bool) -> None:
+    def __init__(self, *, strip: bool, capture: bool, multi: bool = False) -> None:
         self._buf = b""
         self.done = False  # saw data: [DONE]
         self.strippers: dict[int, ThinkStripper] | None = {} if strip else None
@@ -43,6 +43,8 @@ class SseRelay:
         self.events = 0  # chunks that carried content (a token count when the backend gives none)
         self.upstream_error: str | None = None
         self._template: dict[str, Any] = {}
+        self._settled = False  # first token seen, no stripper still deciding: stop parsing chunks
+        self._multi = multi  # n > 1: choices may start late, keep parsing
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._buf + chunk
@@ -66,6 +68,11 @@ class SseRelay:
         if payload == b"[DONE]":
             self.done = True
             return self.flush() + line
+        if self._settled and b'"usage"' not in payload and b'"timings"' not in payload \
+                and b'"error"' not in payload:
+            # Nothing left to learn from an ordinary chunk: count it and pass it on unparsed.
+            self.events += 1
+            return line
         try:
             obj = json.loads(payload)
         except ValueError:
@@ -118,6 +125,9 @@ class SseRelay:
                         self.leaked = True
             if self.content is not None and isinstance(c, str):
                 self.content.append(c)
+        if self.first_token_at is not None and self.content is None and not self._multi:
+            st = self.strippers
+            self._settled = st is None or (bool(st) and all(x.passthrough for x in st.values()))
         return b"data: " + _dump(obj) if modified else line
 
     def flush(self) -> bytes:

@@ -34,6 +34,13 @@ class ThinkingDecision:
 
 
 NO_DECISION = ThinkingDecision(None, False, "none")
+_CALLER_ON = ThinkingDecision(None, False, "caller")
+_CALLER_OFF = ThinkingDecision(None, True, "caller")
+_HEADER_ON = ThinkingDecision(True, False, "header")
+_HEADER_OFF = ThinkingDecision(False, True, "header")
+_POLICY_OFF = ThinkingDecision(False, True, "policy")
+_NONE = ThinkingPolicy.NONE
+_OFF_BY_DEFAULT = ThinkingPolicy.OFF_BY_DEFAULT
 
 
 def caller_choice(body: dict[str, Any]) -> bool | None:
@@ -54,16 +61,17 @@ def caller_choice(body: dict[str, Any]) -> bool | None:
 
 def decide(policy: ThinkingPolicy, caller: bool | None, header: str | None) -> ThinkingDecision:
     if caller is not None:
-        return ThinkingDecision(None, not caller, "caller")
-    h = header.strip().lower() if header else None
-    if policy is ThinkingPolicy.NONE:
+        return _CALLER_ON if caller else _CALLER_OFF
+    if policy is _NONE:
         return NO_DECISION  # the family's template knows no such switch
-    if h in _ON:
-        return ThinkingDecision(True, False, "header")
-    if h in _OFF:
-        return ThinkingDecision(False, True, "header")
-    if policy is ThinkingPolicy.OFF_BY_DEFAULT:
-        return ThinkingDecision(False, True, "policy")
+    if header:
+        h = header.strip().lower()
+        if h in _ON:
+            return _HEADER_ON
+        if h in _OFF:
+            return _HEADER_OFF
+    if policy is _OFF_BY_DEFAULT:
+        return _POLICY_OFF
     return NO_DECISION
 
 
