@@ -87,8 +87,13 @@ class ServingBinary:
         return [*self.argv_prefix, "-m", model_path, "--host", "127.0.0.1", "--port", str(port)]
 
 
+# llama.cpp's log prefix ("0.00.008.197 E ") says nothing to an operator.
+_LOG_PREFIX = re.compile(r"^\s*\d+\.\d+\.\d+\.\d+\s+[A-Z]\s+", re.M)
+
+
 def classify(architecture: str, output: str, exit_status: int | None) -> ArchVerdict:
     """The verdict from the loader's own words."""
+    output = _LOG_PREFIX.sub("", output)
     if m := _UNKNOWN.search(output):
         line = next((ln.strip() for ln in output.splitlines() if "unknown model architecture" in ln), m.group(0))
         return ArchVerdict(architecture, "unknown", line)

@@ -481,7 +481,8 @@ class HostsService:
         if hdr.architecture != m.architecture:
             return PreflightCheck(name="weights", outcome=FAIL, evidence=(
                 f"{where}, but the catalog says {m.architecture!r}")), hdr.architecture
-        dirs = [expand_home(d, await self._home(host)) for d in h.model_dirs] if h.transport == "ssh" else list(h.model_dirs)
+        home = await self._home(host)
+        dirs = [expand_home(d, home) for d in h.model_dirs]
         if dirs and not any(path.startswith(d.rstrip("/") + "/") for d in dirs):
             return PreflightCheck(name="weights", outcome=WARN,
                                   evidence=f"{where}; outside the host's model_dirs ({', '.join(dirs)})"), hdr.architecture
