@@ -16,6 +16,7 @@ from typing import AsyncIterator
 
 import httpx
 import pytest
+from textual.command import CommandList, CommandPalette
 from textual.widgets import ProgressBar
 
 from forge_tui.config.models import Catalog
@@ -564,11 +565,29 @@ async def test_command_palette_runs_actions(forge: Forge) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot, app)
         await pilot.press("ctrl+p")
-        await pilot.pause()
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the command palette")
         await pilot.press(*"Roll back role default-chat")
-        await wait_until(pilot, lambda: bool(app.screen.query("CommandList Option")) or True, what="palette")
-        await pilot.pause(0.3)
+        palette = app.screen
+        await wait_until(pilot, lambda: palette.query_one(CommandList).option_count > 0, what="matching commands")
+        first = palette.query_one(CommandList).get_option_at_index(0)
+        assert "Roll back role default-chat" in str(first.prompt)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.last_change is not None, what="the rollback from the palette")
         assert app.last_change is not None and app.last_change.ok
     assert _model_of(await forge.route("default-chat")) == "gemma-a"
+
+
+async def test_keys_can_be_remapped_by_binding_id(forge: Forge) -> None:
+    app = ForgeApp(forge.control, refresh_s=0.2, keymap={"forge.swap": "ctrl+s", "forge.smoke": "ctrl+t"})
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _ready(pilot, app)
+        await _select_role(pilot, screen, "default-chat")
+        await pilot.press("s")  # no longer bound
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog on ctrl+s")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the main screen")
+        footer_keys = {(k.key, k.description) for k in screen.query("FooterKey")}  # type: ignore[attr-defined]
+        assert ("ctrl+s", "Swap") in footer_keys and ("s", "Swap") not in footer_keys

@@ -360,6 +360,10 @@ class ForgeApp(App[None]):
         self.open_job(mine[0])
 
     # ------------------------------------------------------------------ app keys
+    def action_help_quit(self) -> None:
+        # Textual's ctrl+c hint, without markup (this app shows notifications as plain text).
+        self.notify("press q to quit (it asks first when requests or jobs are in flight)", title="Quit?")
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.keymap_overrides))

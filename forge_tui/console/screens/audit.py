@@ -52,7 +52,7 @@ class AuditScreen(Screen[None]):
     def action_reload(self) -> None:
         self._load()
 
-    @work(exclusive=True, group="audit", exit_on_error=False)
+    @work(exclusive=True, group="audit", exit_on_error=False, name="audit log")
     async def _load(self) -> None:
         entries = await self._control.audit(self._limit)
         self.entries = entries

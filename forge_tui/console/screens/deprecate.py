@@ -50,7 +50,7 @@ class DeprecateScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Deprecate {self._model}", classes="dialog-title")
+            yield Label(f"Deprecate {self._model}", classes="dialog-title", markup=False)
             used = f" It still holds: {', '.join(self._roles)}." if self._roles else ""
             yield Static(
                 "Deprecated models keep answering explicit requests, with Deprecation and Sunset headers."

@@ -71,7 +71,7 @@ class JobScreen(Screen[None]):
     def finished(self) -> bool:
         return self.job.state != "running"
 
-    @work(exclusive=True, group="job-log", exit_on_error=False)
+    @work(exclusive=True, group="job-log", exit_on_error=False, name="job log")
     async def _follow(self) -> None:
         """Stream the log until the job has finished and a last read brings nothing new."""
         log = self.query_one(RichLog)
@@ -89,7 +89,7 @@ class JobScreen(Screen[None]):
             return not self.finished
         return True
 
-    @work(group="job-cancel", exit_on_error=False)
+    @work(group="job-cancel", exit_on_error=False, name="cancel job")
     async def action_cancel_job(self) -> None:
         if self.finished:
             return

@@ -30,7 +30,7 @@ class SmokeScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-wide", id="smoke-dialog"):
-            yield Label(f"Smoke {', '.join(self._roles)}", classes="dialog-title")
+            yield Label(f"Smoke {', '.join(self._roles)}", classes="dialog-title", markup=False)
             yield Static(f"through {self._url} (the route agents use)", classes="dialog-body", markup=False)
             yield LoadingIndicator(id="smoke-loading")
             table: DataTable[Text] = DataTable(id="smoke-table", cursor_type="row", zebra_stripes=True)

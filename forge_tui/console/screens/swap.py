@@ -58,7 +58,7 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
     def compose(self) -> ComposeResult:
         role = self._role
         with Vertical(classes="dialog dialog-wide"):
-            yield Label(f"Swap role {role.name}", classes="dialog-title")
+            yield Label(f"Swap role {role.name}", classes="dialog-title", markup=False)
             yield Static(
                 Text.assemble("now ", (role.model, "bold cyan"), "; it becomes the previous route. Needs: ",
                               (", ".join(role.requires) or "chat", "bold")),
@@ -112,7 +112,7 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
             self.query_one("#preflight-body", Static).update(Text(f"preflight of {event.option.id}…", style="dim"))
             self._run_preflight(event.option.id)
 
-    @work(exclusive=True, group="preflight")
+    @work(exclusive=True, group="preflight", exit_on_error=False, name="preflight")
     async def _run_preflight(self, model: str) -> None:
         try:
             result = await self._preflight(self._role.name, model)

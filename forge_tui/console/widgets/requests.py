@@ -53,6 +53,9 @@ def _flags(r: RequestInfo) -> Text:
     return out
 
 
+TAIL = 200  # rows drawn; the filter still searches every record the snapshot carries
+
+
 class RequestsTable(SnapshotTable):
     COLUMNS = ("Time", "Route", "Status", "Latency", "TTFT", "Tok in/out", "Flags")
     query: reactive[str] = reactive("")
@@ -63,6 +66,8 @@ class RequestsTable(SnapshotTable):
         for r in records:
             if self.query and not matches(r, self.query):
                 continue
+            if len(rows) >= TAIL:
+                break
             if r.role is None and r.model is None:
                 route = Text(r.endpoint, style="dim")  # refused before routing (unknown role, bad body)
             else:
