@@ -149,12 +149,13 @@ class HostsService:
         self._state = state
 
     async def _loop(self, name: str) -> None:
+        last_inventory: float | None = None  # attempts, not successes: a failing listing is not retried every probe
         while not self._closed:
             await self.probe_now(name)
-            inv = self._inventory[name]
-            due = inv.refreshed_at is None or (asyncio.get_running_loop().time() - inv.refreshed_at
-                                               > self.inventory_interval_s)
+            now = asyncio.get_running_loop().time()
+            due = last_inventory is None or now - last_inventory > self.inventory_interval_s
             if due and self._probes[name].reachable and self.catalog.hosts[name].model_dirs:
+                last_inventory = now
                 with contextlib.suppress(TransportError, GgufError, asyncio.TimeoutError):
                     await asyncio.wait_for(self.refresh_inventory(name), self._command_timeout(name) * 4)
             await asyncio.sleep(self.probe_interval_s)
@@ -385,7 +386,7 @@ class HostsService:
             return ServingBinary.llama_server(await self._binary_path(host))
         return self.local_binary(host)
 
-    async def check_architectures(self, host: str, architectures: list[str]) -> tuple[ServingBinary | None, dict[str, ArchVerdict]]:
+    async def architecture_verdicts(self, host: str, architectures: list[str]) -> tuple[ServingBinary | None, dict[str, ArchVerdict]]:
         """Verdicts from the host's serving binary, cached per binary identity (path + size + mtime)."""
         binary = await self.serving_binary(host)
         if binary is None:
@@ -489,7 +490,7 @@ class HostsService:
         return PreflightCheck(name="weights", outcome=PASS, evidence=where), hdr.architecture
 
     async def _arch_check(self, host: str, architecture: str) -> PreflightCheck:
-        binary, verdicts = await self.check_architectures(host, [architecture])
+        binary, verdicts = await self.architecture_verdicts(host, [architecture])
         if binary is None:
             return PreflightCheck(name="architecture", outcome=WARN, evidence=(
                 f"host {host} has no build settings (hosts.{host}.build): no serving binary to ask about "
