@@ -411,3 +411,25 @@ async def test_one_silent_host_never_stalls_the_others(sshd: Sshd) -> None:
     assert len(stamps) >= 4  # the good host kept updating while the silent one hung
     assert bad.reachable is False
     assert bad.error is not None and "no SSH answer" in bad.error
+
+
+async def test_the_probe_loop_also_keeps_the_inventory(sshd: Sshd, tmp_path: Path, unknown_arch_gguf: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(unknown_arch_gguf, models / "gemma9-tiny.gguf")
+    cat = catalog({"box": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8, "ssh": ssh(sshd),
+                           "model_dirs": [str(models)]}})
+    svc = HostsService(cat, state_dir=None, probe_interval_s=0.2)
+    try:
+        with pytest.raises(ValueError, match="unknown host 'nowhere'"):
+            await svc.probe_now("nowhere")
+        assert svc.inventory("box") == []
+        await svc.start()
+        deadline = time.monotonic() + 20
+        while not svc.inventory("box") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        (f,) = svc.inventory("box")
+    finally:
+        await svc.close()
+    assert (Path(f.path).name, f.architecture, f.size_bytes) == (
+        "gemma9-tiny.gguf", "gemma9", unknown_arch_gguf.stat().st_size)
