@@ -433,3 +433,23 @@ async def test_the_probe_loop_also_keeps_the_inventory(sshd: Sshd, tmp_path: Pat
         await svc.close()
     assert (Path(f.path).name, f.architecture, f.size_bytes) == (
         "gemma9-tiny.gguf", "gemma9", unknown_arch_gguf.stat().st_size)
+
+
+async def test_the_gateway_snapshot_shows_sshd_probe_data(sshd: Sshd, tmp_path: Path) -> None:
+    """The glue the Hosts pane reads: forge's Runtime builds a HostsService and its snapshot carries
+    the probe of an sshd-backed host."""
+    from forge_tui.runtime import Runtime
+
+    cat = catalog({"box": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8, "ssh": ssh(sshd)}})
+    rt = Runtime(tmp_path / "forge.yaml", catalog=cat, state_dir=tmp_path / "state", port=0, history=False)
+    await rt.start()
+    try:
+        deadline = time.monotonic() + 20
+        info = rt.gateway.snapshot().hosts[0]
+        while info.probed_at is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            info = rt.gateway.snapshot().hosts[0]
+    finally:
+        await rt.stop()
+    assert (info.name, info.reachable, info.memory_source, info.error) == ("box", True, "/proc/meminfo", None)
+    assert info.memory_total_gb and info.memory_used_gb is not None
