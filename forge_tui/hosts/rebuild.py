@@ -295,7 +295,7 @@ class JobRunner:
             return m.architecture
         path: str | None
         if m.gguf.startswith("@"):
-            path = self.resolve_local_gguf(m.gguf) if self.resolve_local_gguf else None
+            path = await asyncio.to_thread(self.resolve_local_gguf, m.gguf) if self.resolve_local_gguf else None
             if path is None:
                 job.log(f"   {mid}: {m.gguf} is resolved only on a local host; using the catalog's {m.architecture!r}")
                 return m.architecture

@@ -462,7 +462,8 @@ class HostsService:
             return PreflightCheck(name="weights", outcome=WARN,
                                   evidence=f"the catalog has no gguf path for {model}: weights not checked"), None
         if m.gguf.startswith("@"):
-            path = self._resolve_local_gguf(m.gguf) if h.transport == "local" else None
+            # The first call assembles the bundled GGUF (~250 MB written once): off the event loop.
+            path = await asyncio.to_thread(self._resolve_local_gguf, m.gguf) if h.transport == "local" else None
             if path is None:
                 return PreflightCheck(name="weights", outcome=FAIL,
                                       evidence=f"{m.gguf} (a bundled demo model) is not available on {host}"), None
