@@ -12,22 +12,7 @@ import pytest
 from forge_tui.hosts.archcheck import ServingBinary, check_architectures, classify
 from forge_tui.hosts.gguf import FIRST_READ_BYTES, GgufError, NeedMoreData, parse_header, probe_gguf, read_remote_header
 from forge_tui.hosts.transport import LocalTransport
-
-
-def _s(text: str) -> bytes:
-    b = text.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-def array_first_gguf(path: Path, arch: str, n_tokens: int = 40000) -> Path:
-    """A GGUF whose first key is a long string array (a tokenizer), with the architecture after it:
-    the reader must step over ~0.5 MB of strings and ask for more bytes."""
-    kv = _s("tokenizer.ggml.tokens") + struct.pack("<I", 9) + struct.pack("<IQ", 8, n_tokens)
-    kv += b"".join(_s(f"tok{i:06d}") for i in range(n_tokens))
-    kv += _s("general.architecture") + struct.pack("<I", 8) + _s(arch)
-    kv += _s("general.name") + struct.pack("<I", 8) + _s("array first")
-    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 3) + kv)
-    return path
+from tests.support.gguf_files import array_first_gguf
 
 
 def reader_arch(path: Path) -> str:

@@ -351,7 +351,7 @@ async def test_inventory_over_ssh_reads_headers_and_keeps_odd_names_inert(
     sshd: Sshd, tmp_path: Path, unknown_arch_gguf: Path
 ) -> None:
     from forge_tui.launch import resolve_gguf
-    from tests.test_hosts_gguf import array_first_gguf
+    from tests.support.gguf_files import array_first_gguf
 
     models = tmp_path / "models"
     (models / "sub").mkdir(parents=True)
