@@ -107,6 +107,7 @@ async def test_speech_wav_is_forwarded_intact(gw: Harness, sidecar: RecordingUps
     assert fwd.body["model"] == "omni" and fwd.body["prompt"] == "who is speaking?"
     assert fwd.body["file"] == wav and fwd.body["image"] == png
     assert fwd.body["_filenames"] == {"file": "speech.wav", "image": "x.png"}
+    assert (await gw.record(r.headers["x-forge-request-id"])).image is True
 
 
 async def test_missing_or_unreadable_audio_is_400(gw: Harness, sidecar: RecordingUpstream) -> None:

@@ -326,7 +326,9 @@ class OpenAIApi:
                 raise CallerError("Missing the audio part: send the WAV as a 'file' (or 'audio') form field.",
                                   param="file")
             check_audio(audio.data, self.audio_max_s, what="audio")
-            return await self._forward(ctx, route, FormPayload(parts), "/v1/audio_qa")
+            image = any(p.name == "image" or (p.content_type or "").startswith("image/") for p in parts)
+            ctx.rec.image = image
+            return await self._forward(ctx, route, FormPayload(parts), "/v1/audio_qa", image=image)
         body = await self._json(request)
         model = body.get("model")
         if model is not None and not isinstance(model, str):
@@ -347,8 +349,9 @@ class OpenAIApi:
         ctx.routed(route)
         return route
 
-    async def _forward(self, ctx: Ctx, route: Route, payload: Payload, path: str) -> web.StreamResponse:
-        opened = await self.gw.upstream.open(route, path, payload)
+    async def _forward(self, ctx: Ctx, route: Route, payload: Payload, path: str, *,
+                       image: bool = False) -> web.StreamResponse:
+        opened = await self.gw.upstream.open(route, path, payload, image=image)
         ctx.served(opened)
         return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
 

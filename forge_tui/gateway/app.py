@@ -107,8 +107,8 @@ class Gateway:
                                               skip_auto_headers=("User-Agent",))
         self._upstream = Upstream(self.backends, self._session)
         self._prober = HealthProber(self.backends, self._session, self.settings.health_interval_s)
-        await self._prober.probe_all()  # know who is up before the first request arrives
         self._prober.start()
+        await self._prober.first_round(timeout=1.0)  # know who is up before the first request arrives
 
     async def _on_cleanup(self, app: web.Application) -> None:
         if self._prober is not None:

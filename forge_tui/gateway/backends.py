@@ -255,6 +255,7 @@ class HealthProber:
         self.on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self._timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, interval)))
+        self._first_round = asyncio.Event()
 
     def start(self) -> None:
         if self._task is None:
@@ -269,9 +270,17 @@ class HealthProber:
             except asyncio.CancelledError:
                 pass
 
+    async def first_round(self, timeout: float) -> None:
+        """Wait (bounded) for the first probe of every backend: a dead remote host must not stall startup."""
+        try:
+            await asyncio.wait_for(self._first_round.wait(), timeout)
+        except TimeoutError:
+            pass
+
     async def _run(self) -> None:
         while True:
             await self.probe_all()
+            self._first_round.set()
             await asyncio.sleep(self.interval)
 
     async def probe_all(self) -> None:
