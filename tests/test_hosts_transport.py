@@ -246,3 +246,15 @@ async def test_local_transport_same_contract(tmp_path: Path) -> None:
     while _alive(tag) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert _alive(tag) == []
+
+
+@pytest.mark.sshd
+async def test_many_concurrent_commands_share_one_connection(sshd: Sshd) -> None:
+    """OpenSSH's default MaxSessions is 10; twenty commands at once must still all run."""
+    t = SshTransport("box", sshd.address, settings(sshd))
+    try:
+        results = await asyncio.gather(*(t.run(["sh", "-c", f"sleep 0.2; echo {i}"], 30) for i in range(20)))
+        assert [r.out.strip() for r in results] == [str(i) for i in range(20)]
+        assert t.connects == 1
+    finally:
+        await t.close()

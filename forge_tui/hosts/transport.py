@@ -46,7 +46,8 @@ __all__ = [
     "OutputCallback",
 ]
 
-OutputCallback = Callable[[str, str], None]  # (stream "stdout"|"stderr", line without newline)
+OutputCallback = Callable[[str, str], None]
+MAX_SESSIONS = 8  # (stream "stdout"|"stderr", line without newline)
 
 # Runs "$@" with stdin from /dev/null; a background reader waits for EOF on the real stdin and
 # then kills the whole process group (TERM, then KILL after 3 s; the watcher itself ignores TERM, so the
@@ -306,6 +307,8 @@ class SshTransport:
         self._conn: _Conn | None = None
         self._lock = asyncio.Lock()
         self._backoff = _Backoff(backoff_base_s, backoff_max_s)
+        # OpenSSH allows 10 sessions per connection by default (MaxSessions): stay under it.
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
         self.connects = 0  # how many connections were opened (reuse is observable)
 
     # -- connection management
@@ -424,6 +427,18 @@ class SshTransport:
         stdin: bytes | None = None,
         cwd: str | None = None,
         on_output: OutputCallback | None = None,
+    ) -> CommandResult:
+        async with self._sessions:
+            return await self._run(argv, timeout, stdin=stdin, cwd=cwd, on_output=on_output)
+
+    async def _run(
+        self,
+        argv: list[str],
+        timeout: float,
+        *,
+        stdin: bytes | None,
+        cwd: str | None,
+        on_output: OutputCallback | None,
     ) -> CommandResult:
         started = time.monotonic()
         deadline = started + timeout

@@ -136,7 +136,6 @@ def start_sshd(
         "StrictModes no",
         "UsePAM no",
         f"PidFile {workdir / 'sshd.pid'}",
-        "MaxSessions 32",
         "MaxStartups 32:30:64",
         "LogLevel VERBOSE",
     ]
