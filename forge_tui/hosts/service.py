@@ -151,7 +151,11 @@ class HostsService:
     async def _loop(self, name: str) -> None:
         last_inventory: float | None = None  # attempts, not successes: a failing listing is not retried every probe
         while not self._closed:
-            await self.probe_now(name)
+            try:
+                await self.probe_now(name)
+            except Exception as exc:  # a bug in one probe must not end this host's loop for good
+                self._probes[name] = HostProbe(host=name, reachable=None, probed_at=time.time(),
+                                               error=f"probe failed: {exc.__class__.__name__}: {exc}")
             now = asyncio.get_running_loop().time()
             due = last_inventory is None or now - last_inventory > self.inventory_interval_s
             if due and self._probes[name].reachable and self.catalog.hosts[name].model_dirs:
