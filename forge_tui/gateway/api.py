@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .routing import Route
-from .stream import SseRelay, error_event
+from .stream import SseRelay, dump_bytes, error_event
 from .thinking import strip_message
 from .upstream import FormPayload, JsonPayload, Opened, Payload
 from .validate import check_chat, check_completions, check_embeddings, parse_json_object, scan_parts
@@ -45,6 +46,13 @@ log = logging.getLogger("forge_tui.gateway")
 _UPSTREAM_READ_ERRORS = (http1.Disconnected, http1.MalformedResponse)
 _CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
+# Request ids: a per-process random prefix and a counter (unique, and cheaper than urandom per request).
+_RID_PREFIX = os.urandom(4).hex()
+_rid_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
 class Ctx:
@@ -165,7 +173,7 @@ class OpenAIApi:
         gw = self.gw
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            rid = request.headers.get("x-request-id") or os.urandom(8).hex()
+            rid = request.headers.get("x-request-id") or _new_request_id()
             rec = RequestRecord(time=time.time(), request_id=rid[:64], endpoint=endpoint)
             ctx = Ctx(rec, time.perf_counter())
             gw._enter()
@@ -229,7 +237,7 @@ class OpenAIApi:
 
     # ------------------------------------------------------------------ endpoints
     async def models(self, request: web.Request) -> web.Response:
-        rid = os.urandom(8).hex()
+        rid = _new_request_id()
         try:
             self._check_key(request)
         except GatewayError as exc:
@@ -256,8 +264,8 @@ class OpenAIApi:
         ctx.served(opened)
         decision = payload.decision(opened.cand)
         ctx.rec.thinking_injected = decision.injected_off
-        if decision.source != "none":
-            ctx.rec.extra["thinking"] = f"{decision.source}:{'off' if decision.off else 'on'}"
+        if decision.label is not None:
+            ctx.rec.extra["thinking"] = decision.label
         rf = body.get("response_format")
         want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
         if stream:
@@ -410,7 +418,7 @@ class OpenAIApi:
             rec.thinking_leaked = True
             rec.error_class = ErrorClass.MODEL_OUTPUT
             rec.error = rec.error or "thinking leaked into content (moved to reasoning_content)"
-            return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+            return dump_bytes(obj)
         return data
 
     async def _relay_stream(self, request: web.Request, ctx: Ctx, opened: Opened, *, strip: bool,

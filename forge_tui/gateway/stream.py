@@ -12,18 +12,22 @@ from typing import Any
 
 from .thinking import ThinkStripper
 
-__all__ = ["SseRelay", "error_event"]
+# One encoder for the process: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+__all__ = ["SseRelay", "error_event", "dump_bytes"]
 
 DONE = b"data: [DONE]"
 
 
-def _dump(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+def dump_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return _ENCODER.encode(obj).encode()
 
 
 def error_event(message: str, type_: str, code: str | int | None) -> bytes:
     """An OpenAI-style in-stream error followed by a clean end of stream."""
-    return (b"data: " + _dump({"error": {"message": message, "type": type_, "param": None, "code": code}})
+    return (b"data: " + dump_bytes({"error": {"message": message, "type": type_, "param": None, "code": code}})
             + b"\n\n" + DONE + b"\n\n")
 
 
@@ -128,7 +132,7 @@ class SseRelay:
         if self.first_token_at is not None and self.content is None and not self._multi:
             st = self.strippers
             self._settled = st is None or (bool(st) and all(x.passthrough for x in st.values()))
-        return b"data: " + _dump(obj) if modified else line
+        return b"data: " + dump_bytes(obj) if modified else line
 
     def flush(self) -> bytes:
         """Release text a stripper still holds (end of stream) as a synthetic chunk before [DONE]."""
@@ -151,5 +155,5 @@ class SseRelay:
             ev = dict(self._template)
             ev.setdefault("object", "chat.completion.chunk")
             ev["choices"] = [{"index": idx, "delta": delta, "finish_reason": None}]
-            out += b"data: " + _dump(ev) + b"\n\n"
+            out += b"data: " + dump_bytes(ev) + b"\n\n"
         return bytes(out)

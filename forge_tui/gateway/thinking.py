@@ -27,18 +27,20 @@ class ThinkingDecision:
     inject: bool | None  # value to set for chat_template_kwargs.enable_thinking (None: leave the body alone)
     off: bool  # thinking is off for this request: the safety net strips a leaked block
     source: str  # "policy", "caller", "header" or "none" (for the record)
+    label: str | None = None  # for the request record: who decided what, e.g. "policy:off"
 
     @property
     def injected_off(self) -> bool:
         return self.inject is False
 
 
+# Every possible decision, built once: the request path only picks one.
 NO_DECISION = ThinkingDecision(None, False, "none")
-_CALLER_ON = ThinkingDecision(None, False, "caller")
-_CALLER_OFF = ThinkingDecision(None, True, "caller")
-_HEADER_ON = ThinkingDecision(True, False, "header")
-_HEADER_OFF = ThinkingDecision(False, True, "header")
-_POLICY_OFF = ThinkingDecision(False, True, "policy")
+_CALLER_ON = ThinkingDecision(None, False, "caller", "caller:on")
+_CALLER_OFF = ThinkingDecision(None, True, "caller", "caller:off")
+_HEADER_ON = ThinkingDecision(True, False, "header", "header:on")
+_HEADER_OFF = ThinkingDecision(False, True, "header", "header:off")
+_POLICY_OFF = ThinkingDecision(False, True, "policy", "policy:off")
 _NONE = ThinkingPolicy.NONE
 _OFF_BY_DEFAULT = ThinkingPolicy.OFF_BY_DEFAULT
 

@@ -32,6 +32,7 @@ from .errors import (
     UpstreamUnreachable,
 )
 from .routing import Candidate, Route
+from .stream import dump_bytes
 
 __all__ = ["Payload", "JsonPayload", "FormPayload", "Opened", "Upstream", "extract_message"]
 
@@ -70,7 +71,7 @@ class JsonPayload:
             if out is self.body:
                 out = dict(self.body)
             out["model"] = cand.upstream_name
-            data = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
+            data = dump_bytes(out)
             self._cache[key] = data
         return data, "application/json"
 

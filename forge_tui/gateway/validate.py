@@ -15,6 +15,8 @@ __all__ = ["parse_json_object", "check_chat", "check_completions", "check_embedd
 
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "logprobs_top", "top_logprobs")
 _NUM_FIELDS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
+_INT_SET = frozenset(_INT_FIELDS)
+_NUM_SET = frozenset(_NUM_FIELDS)
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
                float: "a number", type(None): "null"}
 
@@ -46,14 +48,15 @@ def _common(body: dict[str, Any]) -> None:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("stream", "a boolean", stream)
-    for f in _INT_FIELDS:
-        v = body.get(f)
+    keys = body.keys()
+    for f in keys & _INT_SET:
+        v = body[f]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             raise _bad(f, "an integer", v)
         if isinstance(v, int) and not isinstance(v, bool) and v < 0:
             raise CallerError(f"Invalid value for '{f}': must be >= 0, got {v}.", param=f)
-    for f in _NUM_FIELDS:
-        v = body.get(f)
+    for f in keys & _NUM_SET:
+        v = body[f]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise _bad(f, "a number", v)
     stop = body.get("stop")
