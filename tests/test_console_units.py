@@ -177,3 +177,13 @@ def test_route_label_reads_the_route_header() -> None:
         "qwen3-8b @crucible/c-swap (fallback for gemma-4-31b)")
     assert route_label("") == ""
     assert route_label("something odd") == "something odd"
+
+
+def test_table_cells_compare_their_style_too() -> None:
+    from rich.text import Text
+
+    from forge_tui.console.widgets._table import _same
+
+    assert _same(Text("gemma", style="bold"), Text("gemma", style="bold"))
+    assert not _same(Text("gemma", style="bold"), Text("gemma"))  # Text == alone says equal
+    assert not _same(Text("a"), Text("b"))

@@ -88,6 +88,7 @@ class ForgeApp(App[None]):
         self.polls = 0
         self._poll_timer: Timer | None = None
         self._polling = False
+        self._poll_again = False
 
     # ------------------------------------------------------------------ lifecycle
     def get_default_screen(self) -> Screen[None]:
@@ -111,11 +112,12 @@ class ForgeApp(App[None]):
 
     # ------------------------------------------------------------------ polling
     def poll_now(self) -> None:
-        """Fetch a snapshot now, unless one is on its way (then the next poll comes soon anyway)."""
+        """Fetch a snapshot now; if one is on its way, fetch again right after it (it may predate a change)."""
         if self._poll_timer is not None:
             self._poll_timer.stop()
             self._poll_timer = None
         if self._polling:
+            self._poll_again = True
             return
         self._polling = True
         self._fetch_snapshot()
@@ -127,6 +129,7 @@ class ForgeApp(App[None]):
     def _poll_finished(self, worker: Worker[Snapshot]) -> None:
         self._polling = False
         self.polls += 1
+        again, self._poll_again = self._poll_again, False
         if worker.state is WorkerState.SUCCESS and worker.result is not None:
             if self.link_error is not None:
                 self.notify("gateway reachable again", title="Link")
@@ -139,7 +142,7 @@ class ForgeApp(App[None]):
             self.link_error = error
             self._set_link_error(error)
         if self.is_running and self.screen_stack and worker.state is not WorkerState.CANCELLED:
-            self._poll_timer = self.set_timer(self.refresh_s, self.poll_now)
+            self._poll_timer = self.set_timer(0.01 if again else self.refresh_s, self.poll_now)
 
     def _deliver(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
@@ -185,6 +188,9 @@ class ForgeApp(App[None]):
             return None
         return next((r for r in self.snapshot.roles if r.name == name), None)
 
+    # Dialog flows are not exclusive: one must never cancel another that is already applying
+    # a change (dialogs are modal, so two cannot ask at once anyway).
+
     # ------------------------------------------------------------------ swap
     @on(SwapRequested)
     def _swap_requested(self, message: SwapRequested) -> None:
@@ -193,7 +199,7 @@ class ForgeApp(App[None]):
     def begin_swap(self, role: str) -> None:
         self._swap_flow(role)
 
-    @work(group="dialog", exclusive=True, exit_on_error=False, name="swap")
+    @work(group="dialog", exit_on_error=False, name="swap")
     async def _swap_flow(self, role: str) -> None:
         info = self._role(role)
         if info is None or self.snapshot is None:
@@ -240,7 +246,7 @@ class ForgeApp(App[None]):
     def begin_rollback_trial(self) -> None:
         self._rollback_trial_flow()
 
-    @work(group="dialog", exclusive=True, exit_on_error=False, name="rollback trial")
+    @work(group="dialog", exit_on_error=False, name="rollback trial")
     async def _rollback_trial_flow(self) -> None:
         roles = [r for r in (self.snapshot.roles if self.snapshot else []) if r.in_trial and r.previous]
         if not roles:
@@ -269,7 +275,7 @@ class ForgeApp(App[None]):
     def begin_toggle_deprecation(self, model: str) -> None:
         self._deprecation_flow(model)
 
-    @work(group="dialog", exclusive=True, exit_on_error=False, name="deprecation")
+    @work(group="dialog", exit_on_error=False, name="deprecation")
     async def _deprecation_flow(self, model: str) -> None:
         snap = self.snapshot
         info = next((m for m in snap.models if m.id == model), None) if snap else None
@@ -377,7 +383,7 @@ class ForgeApp(App[None]):
     def action_request_quit(self) -> None:
         self._quit_flow()
 
-    @work(group="dialog", exclusive=True, exit_on_error=False, name="quit")
+    @work(group="dialog", exit_on_error=False, name="quit")
     async def _quit_flow(self) -> None:
         try:
             snap = await self.control.snapshot()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Sequence
 
 from rich.console import RenderableType
+from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
@@ -13,6 +14,13 @@ from ...control.schema import Snapshot
 __all__ = ["SnapshotTable", "Row"]
 
 Row = tuple[str, Sequence[RenderableType]]
+
+
+def _same(a: RenderableType, b: RenderableType) -> bool:
+    # Text's own == ignores the base style (bold, dim...), which the panes use to show state.
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and a.style == b.style and a.spans == b.spans
+    return a == b
 
 
 class SnapshotTable(DataTable[RenderableType]):
@@ -61,7 +69,7 @@ class SnapshotTable(DataTable[RenderableType]):
         if new_keys == old_keys:
             for key, cells in rows:
                 for column, cell in zip(self.COLUMNS, cells):
-                    if self.get_cell(key, column) != cell:
+                    if not _same(self.get_cell(key, column), cell):
                         self.update_cell(key, column, cell, update_width=True)
             return
         selected = self.selected_key
