@@ -39,6 +39,7 @@ __all__ = ["Payload", "JsonPayload", "FormPayload", "Opened", "Upstream", "extra
 CONNECT_TIMEOUT_S = 5.0
 _ERROR_BODY_LIMIT = 64 * 1024
 _LOG_TAIL_BYTES = 256 * 1024
+_JSON_HEADERS = [("Content-Type", "application/json")]
 
 
 class Payload(Protocol):
@@ -280,13 +281,12 @@ class Upstream:
     ) -> Opened:
         body, ctype = payload.render(cand)
         pool = self.pools[be.name]
-        headers = [("Content-Type", ctype)]
+        headers = _JSON_HEADERS if ctype == "application/json" else [("Content-Type", ctype)]
         warmup = be.cfg.warmup_timeout_s
         deadline: float | None = None
         if last_resort and be.down_since is not None:
             deadline = be.down_since + warmup
         delay = 0.1
-        where = f"backend {be.name!r} on {be.host}"
         while True:
             refused = False
             try:
@@ -294,21 +294,26 @@ class Upstream:
             except http1.ConnectRefused:
                 refused = True
                 signal = "connection refused"
+                where = _where(be)
             except http1.ConnectFailed as exc:
+                where = _where(be)
                 be.breaker.failure()
                 raise UpstreamUnreachable(f"{where} is unreachable ({be.cfg.base_url}): {exc.strerror or exc}") from None
             except http1.ReadTimeout:
+                where = _where(be)
                 be.breaker.success()
                 raise UpstreamTimeout(
                     f"{where} accepted the request but sent no answer within {be.cfg.request_timeout_s:g}s"
                 ) from None
             except (http1.Disconnected, http1.MalformedResponse) as exc:
+                where = _where(be)
                 raise UpstreamError(f"{where} closed the connection without answering ({exc})",
                                     upstream=str(exc)) from None
             else:
                 be.breaker.success()
                 if resp.status < 400:
                     return Opened(cand, be, resp, image, False)
+                where = _where(be)
                 raw = await _read_limited(resp)
                 text = raw.decode("utf-8", "replace")
                 msg = extract_message(text)
@@ -341,7 +346,7 @@ class Upstream:
             delay = min(delay * 1.6, 1.0)
 
     async def _answer_error(self, be: BackendRuntime, cand: Candidate, status: int, msg: str) -> GatewayError:
-        where = f"backend {be.name!r} on {be.host}"
+        where = _where(be)
         detail = msg
         if be.kind is BackendKind.LLAMA_SWAP and status >= 500 and ("start" in msg.lower() or "exited" in msg.lower()):
             lines = await self._llama_swap_log_errors(be)
@@ -379,6 +384,10 @@ class Upstream:
                 if len(others) >= 2:
                     break
         return picked + others[::-1]
+
+
+def _where(be: BackendRuntime) -> str:
+    return f"backend {be.name!r} on {be.host}"
 
 
 async def _read_limited(resp: http1.Response) -> bytes:
