@@ -47,7 +47,7 @@ class Runtime:
         if with_hosts:
             from .hosts import HostsService
 
-            self.hosts = HostsService(self.catalog, state_dir=self.state_dir, gateway_url=lambda: self.url)
+            self.hosts = HostsService(self.catalog, state_dir=self.state_dir, gateway_url=lambda: self.url, state=self.state)
         self.gateway = Gateway(
             self.catalog,
             self.state,

