@@ -394,7 +394,11 @@ class OpenAIApi:
             else:
                 _usage_from_bytes(rec, data)
         rec.status = resp.status
-        return web.Response(status=resp.status, body=data, headers={**ctx.headers, "Content-Type": ctype})
+        headers = {**ctx.headers, "Content-Type": ctype}
+        enc = resp.headers.get("content-encoding")
+        if enc is not None:
+            headers["Content-Encoding"] = enc
+        return web.Response(status=resp.status, body=data, headers=headers)
 
     def _check_chat_output(self, rec: RequestRecord, obj: dict[str, Any], data: bytes, strip: bool,
                            want_json: bool) -> bytes:
