@@ -183,5 +183,14 @@ async def test_llama_swap_starts_the_model_on_demand() -> None:
                 assert (await hc.post("/api/models/unload")).text == "OK"
             await h.gw.prober.probe_all()
             assert h.gw.snapshot().models[0].loaded is False
+        # The stand-in's own surface, as the hosts service and operators use it.
+        async with httpx.AsyncClient(base_url=swap.url, timeout=120) as hc:
+            assert set((await hc.get("/api/version")).json()) == {"version", "commit", "build_date"}
+            r = await hc.get("/upstream/gs/health")  # by alias, loading the model on the way
+            assert r.status_code == 200 and r.json()["status"] == "ok"
+            assert (await hc.post("/api/models/unload/nope")).status_code == 404
+            r = await hc.post("/v1/chat/completions", json={"model": "nope", "messages": MSG})
+            assert r.status_code == 400 and r.text == "could not find real modelID for nope\n"
+            assert "Health check passed" in (await hc.get("/logs")).text
     finally:
         await swap.stop()

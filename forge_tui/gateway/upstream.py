@@ -226,10 +226,17 @@ class Upstream:
             return f"{c.backend}: down ({be.detail or 'health probe failed'})"
         return f"{c.backend}: skipped"
 
-    def _others_usable(self, order: tuple[Candidate, ...] | list[Candidate], i: int) -> bool:
-        """Is a later candidate on another backend able to serve (so a startup signal means: move on)?"""
-        me = order[i].backend
-        return any(self.backends[c.backend].usable() and c.backend != me for c in order[i + 1:])
+    def _others_usable(self, order: tuple[Candidate, ...] | list[Candidate], i: int, *, refused: bool) -> bool:
+        """Can a later candidate serve (so a startup signal means: move on rather than wait)?
+
+        A refused connection rules out the whole backend; a model still loading on a llama-swap
+        does not rule out another model that backend already has up."""
+        me = order[i]
+        for c in order[i + 1:]:
+            elsewhere = c.backend != me.backend or (not refused and c.model != me.model)
+            if elsewhere and self.backends[c.backend].usable():
+                return True
+        return False
 
     async def _attempt(
         self,
@@ -326,7 +333,7 @@ class Upstream:
                 else:
                     raise await self._answer_error(be, cand, resp.status, msg)
             # A startup signal: move on if something else can serve, else wait it out.
-            if self._others_usable(order, index):
+            if self._others_usable(order, index, refused=refused):
                 if refused:
                     be.breaker.failure()
                     raise UpstreamUnreachable(f"{where}: {signal}")
