@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
+import socket
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +28,15 @@ def _default_config() -> str:
         if candidate.exists():
             return str(candidate)
     return "config/forge.yaml"
+
+
+def _actor() -> str:
+    """Who the audit log names for changes made from this console."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "operator"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -80,7 +91,7 @@ async def _console(args: argparse.Namespace, config: str) -> int:
         await rt.stop()
         return _fail(str(exc))
     try:
-        app = ForgeApp(LocalControl(rt))
+        app = ForgeApp(LocalControl(rt), actor=_actor(), api_key=rt.api_keys[0] if rt.api_keys else None)
         await app.run_async()
     finally:
         await rt.stop()
@@ -102,7 +113,7 @@ async def _attach(args: argparse.Namespace) -> int:
         await control.close()
         return _fail(str(exc))
     try:
-        await ForgeApp(control).run_async()
+        await ForgeApp(control, actor=_actor(), api_key=args.api_key).run_async()
     finally:
         await control.close()
     return 0
@@ -199,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("attach", help="open the console against a running `forge-tui serve`")
     a.add_argument("url", help="gateway base URL, e.g. http://127.0.0.1:8600")
     a.add_argument("--token", default=None, help="admin token (default: $FORGE_ADMIN_TOKEN)")
+    a.add_argument("--api-key", default=None, help="caller API key for smoke requests, if the gateway needs one")
 
     sm = sub.add_parser("smoke", help="smoke roles through a running gateway; exit 1 on any failure")
     sm.add_argument("roles", nargs="*", help="roles to smoke (default: every role)")
