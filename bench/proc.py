@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
-__all__ = ["pin_to_cpu", "pin_pid", "cpu_seconds", "rss_mb", "serve_until_stopped", "CLK_TCK"]
+__all__ = ["pin_to_cpu", "pin_pid", "cpu_seconds", "rss_mb", "serve_until_stopped", "CLK_TCK", "ForeignLoad"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -42,6 +44,37 @@ def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MiB, from /proc/<pid>/statm."""
     resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return resident * PAGE / (1024 * 1024)
+
+
+class ForeignLoad:
+    """CPU time the rest of the machine used while the benchmark ran (other jobs sharing the cores).
+
+    Machine busy time from /proc/stat minus this process and its reaped children (every program the
+    benchmark starts is a child it waits for), so read ``stop()`` after all of them have exited.
+    """
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._busy0 = self._machine_busy()
+        self._ours0 = self._ours()
+
+    @staticmethod
+    def _machine_busy() -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        steal = fields[7] if len(fields) > 7 else 0
+        return (sum(fields[:8]) - idle - steal) / CLK_TCK
+
+    @staticmethod
+    def _ours() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def stop(self) -> float:
+        """Average share of one CPU used by other processes, in percent."""
+        wall = time.perf_counter() - self._t0
+        foreign = (self._machine_busy() - self._busy0) - (self._ours() - self._ours0)
+        return max(0.0, 100.0 * foreign / wall) if wall > 0 else 0.0
 
 
 def serve_until_stopped(start: Callable[[], Awaitable[asyncio.Server]]) -> int:

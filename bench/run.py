@@ -37,7 +37,7 @@ from typing import Callable
 from .catalog import ROLE, write_catalog
 from .console_host import ACK_ENV, PROBE_BYTES
 from .load import LoadSpec, percentile
-from .proc import cpu_seconds, pin_pid, pin_to_cpu, rss_mb
+from .proc import ForeignLoad, cpu_seconds, pin_pid, pin_to_cpu, rss_mb
 
 __all__ = ["Sizes", "MODES", "REQUIRED_KEYS", "TARGETS", "OPTIONAL_TARGETS", "run_benchmark"]
 
@@ -633,8 +633,10 @@ def markdown(s: dict[str, object], command: str) -> str:
         f"Machine: {m['cpus']} CPUs ({m['processor']}), Python {m['python']}, {m['platform']}; "
         + ("the system under test pinned alone on one CPU, upstream + load generator on the other."
            if m["pinned"] else "no CPU pinning."),
-        "Other processes shared the machine during the run, so absolute figures drift between runs; the ratios "
-        "between targets, measured in the same run, are what the budget judges.",
+        f"Other processes used {float(s.get('foreign_cpu_pct', 0.0)):.0f} % of one CPU on average during the run "  # type: ignore[arg-type]
+        "(from /proc/stat, the benchmark's own processes excluded): the more, the noisier the figures. "
+        "Absolute figures drift between runs; the ratios between targets, measured in the same run, are what "
+        "the budget judges.",
         "",
         "## Budget",
         "",
@@ -674,6 +676,7 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
     targets = tuple(t for t in order if t in targets or t == "direct")  # every "added" figure is relative to direct
     results: dict[str, TargetResult] = {}
     t_run = time.perf_counter()
+    foreign = ForeignLoad()
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
         work = Path(tmp)
         upstream = await start_bench_process(
@@ -716,5 +719,6 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
             await upstream.stop()
     summary = summarize(results, mode, sut_cpu is not None)
     summary["forge_args"] = " ".join(forge_args)
+    summary["foreign_cpu_pct"] = foreign.stop()
     summary["wall_s"] = time.perf_counter() - t_run
     return summary
