@@ -55,6 +55,11 @@ def _new_request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
+class _SseResponse(web.StreamResponse):
+    # Headers leave with the first chunk (one send, not two): a smaller time to first chunk.
+    _send_headers_immediately = False
+
+
 class Ctx:
     """Per-request state: the record being filled and the headers every answer carries."""
 
@@ -431,7 +436,7 @@ class OpenAIApi:
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             return await self._relay_json(ctx, opened, chat=True, strip=strip, want_json=want_json)
         rec = ctx.rec
-        out = web.StreamResponse(status=200, headers={
+        out = _SseResponse(status=200, headers={
             **ctx.headers,
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
