@@ -39,6 +39,7 @@ class LoadSpec:
     requests: int = 1000
     time_cap_s: float = 10.0
     checkpoint_every: int = 0
+    warmup: int = 0  # requests sent first on the same connections, not measured
     headers: dict[str, str] = field(default_factory=dict)
     cpu: int | None = None
 
@@ -153,8 +154,8 @@ class _Conn(asyncio.Protocol):
                 self.transport.close()
 
 
-async def run_load(spec: LoadSpec, progress: "asyncio.Queue[int] | None" = None) -> LoadResult:
-    """Run one phase and return its summary (all latencies in milliseconds)."""
+async def run_load(spec: LoadSpec) -> LoadResult:
+    """Run one phase (after its unmeasured warm-up) and return its summary, latencies in milliseconds."""
     loop = asyncio.get_running_loop()
     raw = build_request(spec)
     lat: list[int] = []
@@ -164,10 +165,11 @@ async def run_load(spec: LoadSpec, progress: "asyncio.Queue[int] | None" = None)
     statuses: dict[str, int] = {}
     errors = 0
     issued = 0
+    limit = spec.warmup
+    measuring = False
     conns: list[_Conn] = []
-    t_start = time.perf_counter()
-    deadline = t_start + spec.time_cap_s
-    cpu0 = _cpu()
+    held: list[_Conn | None] = [None] * spec.concurrency  # each worker keeps its connection across stages
+    deadline = time.perf_counter() + spec.time_cap_s
     next_ckpt = spec.checkpoint_every or 0
 
     async def connect() -> _Conn | None:
@@ -178,14 +180,14 @@ async def run_load(spec: LoadSpec, progress: "asyncio.Queue[int] | None" = None)
         conns.append(c)
         return c
 
-    async def worker() -> None:
+    async def worker(w: int) -> None:
         nonlocal issued, errors, events_total, bursts_total, next_ckpt
-        conn: _Conn | None = None
-        while issued < spec.requests and time.perf_counter() < deadline:
+        while issued < limit and time.perf_counter() < deadline:
+            conn = held[w]
             if conn is None or conn.transport is None:
-                conn = await connect()
+                conn = held[w] = await connect()
                 if conn is None:
-                    errors += 1
+                    errors += measuring
                     await asyncio.sleep(0.01)
                     continue
             issued += 1
@@ -193,10 +195,12 @@ async def run_load(spec: LoadSpec, progress: "asyncio.Queue[int] | None" = None)
             try:
                 status = await conn.send(raw)
             except (ConnectionError, MalformedHTTP, ValueError, RuntimeError):
-                errors += 1
-                conn = None
+                errors += measuring
+                held[w] = None
                 continue
             t1 = time.perf_counter_ns()
+            if not measuring:
+                continue
             key = str(status)
             statuses[key] = statuses.get(key, 0) + 1
             if not 200 <= status < 300:
@@ -213,8 +217,6 @@ async def run_load(spec: LoadSpec, progress: "asyncio.Queue[int] | None" = None)
                     per_event[i].append(t - t0)
             if next_ckpt and len(lat) >= next_ckpt:
                 print(f"CKPT {len(lat)}", flush=True)
-                if progress is not None:
-                    progress.put_nowait(len(lat))
                 next_ckpt += spec.checkpoint_every
 
     async def watchdog() -> None:
@@ -226,13 +228,18 @@ async def run_load(spec: LoadSpec, progress: "asyncio.Queue[int] | None" = None)
 
     dog = loop.create_task(watchdog())
     try:
-        await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+        if spec.warmup:
+            await asyncio.gather(*(worker(w) for w in range(spec.concurrency)))
+        issued, limit, measuring = 0, spec.requests, True
+        t_start = time.perf_counter()
+        cpu0 = _cpu()
+        await asyncio.gather(*(worker(w) for w in range(spec.concurrency)))
     finally:
         dog.cancel()
-        elapsed = time.perf_counter() - t_start
         for c in conns:
             if c.transport is not None:
                 c.transport.close()
+    elapsed = time.perf_counter() - t_start
     cpu_pct = 100.0 * (_cpu() - cpu0) / elapsed if elapsed > 0 else 0.0
     ms = sorted(x / 1e6 for x in lat)
     ttfc_ms = sorted(x / 1e6 for x in ttfc)

@@ -33,7 +33,16 @@ def pin_pid(pid: int, cpus: set[int]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far, all threads, from /proc/<pid>/stat."""
+    """CPU time of ``pid`` so far, all threads.
+
+    Read from the process's CPU-time clock (the scheduler's nanosecond runtime, what
+    ``clock_getcpuclockid(3)`` returns): /proc/<pid>/stat's utime + stime are sampled at the
+    timer tick, too coarse for slices of a fraction of a second. /proc is the fallback.
+    """
+    try:
+        return time.clock_gettime((~pid << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    except OSError:
+        pass
     raw = Path(f"/proc/{pid}/stat").read_text()
     fields = raw[raw.rindex(")") + 2 :].split()  # the command name may contain spaces
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)

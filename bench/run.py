@@ -68,7 +68,7 @@ PTY_SIZE = (48, 160)  # rows, columns
 
 @dataclass(frozen=True)
 class Sizes:
-    """Request counts per phase; every phase also has a time cap."""
+    """Request counts per phase (split over ``rounds`` slices); every slice also has a time cap."""
 
     warmup: int
     c1: int
@@ -76,17 +76,26 @@ class Sizes:
     c32: int
     stream: int
     mem: int  # the memory run (RSS sampled along the way): 100k where it fits
-    phase_cap_s: float
+    rounds: int  # each phase is measured in this many slices, the targets taking turns
+    phase_cap_s: float  # per slice
     mem_cap_s: float  # the memory run's own cap; the run's overall cap may shorten it
     total_cap_s: float  # the whole run; memory runs are shortened to stay inside it
-    reserve_s: float  # what a target needs besides its memory run (start, warm-up, other phases)
+    reserve_s: float  # the least a later target's memory run is left
 
 
 MODES: dict[str, Sizes] = {
-    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 40.0, 240.0, 1500.0, 60.0),
-    "quick": Sizes(1000, 1500, 4000, 6000, 400, 100_000, 10.0, 75.0, 170.0, 14.0),
-    "tiny": Sizes(100, 100, 200, 300, 40, 600, 10.0, 15.0, 150.0, 5.0),  # the smoke test's machinery check
+    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 5, 20.0, 240.0, 1500.0, 30.0),
+    "quick": Sizes(1000, 1500, 4000, 6000, 450, 100_000, 3, 6.0, 75.0, 170.0, 8.0),
+    "tiny": Sizes(100, 100, 200, 300, 40, 600, 2, 10.0, 15.0, 150.0, 3.0),  # the smoke test's machinery check
 }
+
+# (phase, concurrency, stream, the Sizes field with its request count)
+PHASES: tuple[tuple[str, int, bool, str], ...] = (
+    ("c1", 1, False, "c1"),
+    ("c8", 8, False, "c8"),
+    ("c32", 32, False, "c32"),
+    ("stream8", 8, True, "stream"),
+)
 
 
 class BenchError(Exception):
@@ -112,6 +121,15 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
+    def pause(self) -> None:
+        """SIGSTOP: while another target is measured, this one takes no CPU at all."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def diagnostics(self) -> str:
         out = ""
         if self.log_path is not None and self.log_path.exists():
@@ -127,6 +145,7 @@ class Server:
         if self.ack_read is not None:
             loop.remove_reader(self.ack_read)
         if self.proc.returncode is None:
+            self.resume()  # a stopped process would hold SIGTERM until continued
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
             self.proc.send_signal(signal.SIGTERM)
@@ -326,7 +345,10 @@ class TargetResult:
 
 
 class KeyProber:
-    """Presses F12 in the console's terminal every 250 ms and times the acknowledgement."""
+    """Presses F12 in the console's terminal every 250 ms and times the acknowledgement.
+
+    It presses only while the console is being measured (``run``/``halt`` around each slice).
+    """
 
     def __init__(self, srv: Server) -> None:
         assert srv.pty_master is not None and srv.ack_read is not None
@@ -335,11 +357,7 @@ class KeyProber:
         self.misses = 0
         self._acks: asyncio.Queue[float] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        fd = self.srv.ack_read
-        assert fd is not None
+        fd = srv.ack_read
 
         def on_ack() -> None:
             data = os.read(fd, 64)
@@ -347,15 +365,17 @@ class KeyProber:
             for _ in data:
                 self._acks.put_nowait(now)
 
-        loop.add_reader(fd, on_ack)
-        self._task = loop.create_task(self._run())
+        asyncio.get_running_loop().add_reader(fd, on_ack)
 
-    async def _run(self) -> None:
+    def run(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._press())
+
+    async def _press(self) -> None:
         master = self.srv.pty_master
         assert master is not None
         while True:
             while not self._acks.empty():
-                self._acks.get_nowait()  # a late ack of a missed press
+                self._acks.get_nowait()  # a late ack of a press whose wait was cut short
             t0 = time.perf_counter()
             os.write(master, PROBE_BYTES)
             try:
@@ -365,83 +385,111 @@ class KeyProber:
                 self.misses += 1
             await asyncio.sleep(KEY_PERIOD_S)
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            self._task = None
+
+    def close(self) -> None:
         if self.srv.ack_read is not None:
             asyncio.get_running_loop().remove_reader(self.srv.ack_read)
 
 
-async def measure(srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int | None,
-                  log: Callable[[str], None], mem_cap: Callable[[], float]) -> TargetResult:
-    """Every phase against one target; the server's CPU and memory read from /proc.
+class Target:
+    """One system under test during the run: its server, its results, its CPU, its key prober."""
 
-    ``mem_cap()`` is asked just before the memory run for its time cap (the run's overall cap).
-    """
-    res = TargetResult(srv.name, srv.startup_s)
-    cap = sizes.phase_cap_s
+    def __init__(self, srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int | None,
+                 log: Callable[[str], None]) -> None:
+        self.srv = srv
+        self.sizes = sizes
+        self.load_cpu = load_cpu
+        self.sut_cpu = sut_cpu
+        self.log = log
+        self.res = TargetResult(srv.name, srv.startup_s)
+        self.prober = KeyProber(srv) if srv.pty_master is not None else None
+        self.pausable = srv.name != "direct"  # the upstream serves every target
 
-    def spec(concurrency: int, requests: int, stream: bool = False, time_cap: float = cap,
-             checkpoint_every: int = 0) -> LoadSpec:
-        return LoadSpec(host="127.0.0.1", port=srv.port, body=_chat_body(stream), stream=stream,
-                        concurrency=concurrency, requests=requests, time_cap_s=time_cap,
-                        checkpoint_every=checkpoint_every, cpu=load_cpu)
+    def spec(self, concurrency: int, requests: int, stream: bool = False, time_cap: float | None = None,
+             checkpoint_every: int = 0, warmup: int = 0) -> LoadSpec:
+        return LoadSpec(host="127.0.0.1", port=self.srv.port, body=_chat_body(stream), stream=stream,
+                        concurrency=concurrency, requests=requests,
+                        time_cap_s=self.sizes.phase_cap_s if time_cap is None else time_cap,
+                        checkpoint_every=checkpoint_every, warmup=warmup, cpu=self.load_cpu)
 
-    async def phase(name: str, s: LoadSpec, on_ckpt: Callable[[int], None] | None = None) -> dict[str, object]:
-        if sut_cpu is not None:
-            pin_pid(srv.pid, {sut_cpu})  # threads started since the last phase too
-        cpu0 = cpu_seconds(srv.pid)
-        r = await run_phase(s, on_ckpt)
-        used = cpu_seconds(srv.pid) - cpu0
+    async def phase(self, name: str, s: LoadSpec, on_ckpt: Callable[[int], None] | None = None) -> dict[str, object]:
+        """Resume the server, run one load phase against it, pause it again."""
+        srv, res = self.srv, self.res
+        if self.pausable:
+            srv.resume()
+        if self.sut_cpu is not None:
+            pin_pid(srv.pid, {self.sut_cpu})  # threads started since the last phase too
+        if self.prober is not None:
+            self.prober.run()
+        try:
+            cpu0 = cpu_seconds(srv.pid)
+            r = await run_phase(s, on_ckpt)
+            used = cpu_seconds(srv.pid) - cpu0
+        finally:
+            if self.prober is not None:
+                await self.prober.halt()
+            if self.pausable:
+                srv.pause()
         n = int(r["requests"])  # type: ignore[arg-type]
         res.cpu_ms_per_req[name] = 1000.0 * used / n if n else 0.0
         res.cpu_pct[name] = 100.0 * used / max(1e-9, float(r["elapsed_s"]))  # type: ignore[arg-type]
         res.phases[name] = r
-        log(f"  {srv.name:8s} {name:7s} {n:7d} req {float(r['rps']):9.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
-            f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
-            + (f"  ttfc p50 {float(r['ttfc_p50_ms']):.3f} ms" if s.stream else ""))
+        self.log(f"  {srv.name:8s} {name:9s} {n:7d} req {float(r['rps']):8.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
+                 f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
+                 + (f"  ttfc p50 {float(r['ttfc_p50_ms']):.3f} ms" if s.stream else ""))
         if int(r["errors"]):  # type: ignore[arg-type]
-            log(f"  {srv.name}: {r['errors']} errors in {name}: statuses {r['statuses']}")
+            self.log(f"  {srv.name}: {r['errors']} errors in {name}: statuses {r['statuses']}")
         return r
 
-    await phase("warmup", spec(8, sizes.warmup))
-    await phase("warmup1", spec(1, max(50, sizes.warmup // 5)))
-    res.rss_mb_warm = rss_mb(srv.pid)
-    prober = KeyProber(srv) if srv.pty_master is not None else None
-    if prober is not None:
-        prober.start()
-    try:
-        await phase("c1", spec(1, sizes.c1))
-        await phase("c8", spec(8, sizes.c8))
-        # Throughput at c32: the best of three slices, because other work on a shared machine can
-        # only ever lower it; the slice kept brings its latencies and CPU figures along.
-        slices = [await phase(f"c32.{k}", spec(32, max(1, sizes.c32 // 3))) for k in range(3)]
-        best = max(range(3), key=lambda k: float(slices[k]["rps"]))  # type: ignore[arg-type]
-        res.phases["c32"] = slices[best]
-        res.cpu_ms_per_req["c32"] = res.cpu_ms_per_req[f"c32.{best}"]
-        res.cpu_pct["c32"] = res.cpu_pct[f"c32.{best}"]
-        await phase("stream8", spec(8, sizes.stream, stream=True))
-        every = max(1, sizes.mem // 20)
+    async def warm(self) -> None:
+        await self.phase("warmup", self.spec(8, self.sizes.warmup))
+        await self.phase("warmup1", self.spec(1, max(50, self.sizes.warmup // 5)))
+        self.res.rss_mb_warm = rss_mb(self.srv.pid)
+
+    async def slice(self, phase: str, concurrency: int, stream: bool, requests: int, k: int) -> None:
+        await self.phase(f"{phase}.{k}", self.spec(concurrency, requests, stream, warmup=max(20, 2 * concurrency)))
+
+    def pick_best(self, phase: str, stream: bool) -> None:
+        """The slice least disturbed by other work on the machine stands for the phase: the highest
+        throughput (equivalently, the lowest mean latency) or, for streams, the lowest TTFC p50."""
+        res = self.res
+        names = [k for k in res.phases if k.startswith(phase + ".")]
+        key: Callable[[str], float] = (
+            (lambda k: float(res.phases[k]["ttfc_p50_ms"])) if stream  # type: ignore[arg-type]
+            else (lambda k: -float(res.phases[k]["rps"])))  # type: ignore[arg-type]
+        best = min(names, key=key)
+        res.phases[phase] = res.phases[best]
+        res.cpu_ms_per_req[phase] = res.cpu_ms_per_req[best]
+        res.cpu_pct[phase] = res.cpu_pct[best]
+
+    async def memory_run(self, cap_s: float) -> None:
+        res, srv = self.res, self.srv
+        every = max(1, self.sizes.mem // 20)
 
         def sample(done: int) -> None:
             res.rss_samples.append((done, rss_mb(srv.pid)))
 
-        r = await phase("mem", spec(32, sizes.mem, time_cap=mem_cap(), checkpoint_every=every), sample)
-    finally:
-        if prober is not None:
-            await prober.stop()
-            res.key_latency_ms, res.key_misses = prober.latencies, prober.misses
-    res.mem_requests = int(r["requests"])  # type: ignore[arg-type]
-    res.rss_mb_end = rss_mb(srv.pid)
-    half = res.mem_requests / 2
-    mids = [rss for done, rss in res.rss_samples if done <= half]
-    res.rss_mb_mid = mids[-1] if mids else res.rss_mb_warm
-    res.pty_bytes = srv.pty_bytes
-    return res
+        r = await self.phase("mem", self.spec(32, self.sizes.mem, time_cap=cap_s, checkpoint_every=every), sample)
+        res.mem_requests = int(r["requests"])  # type: ignore[arg-type]
+        res.rss_mb_end = rss_mb(srv.pid)
+        half = res.mem_requests / 2
+        mids = [rss for done, rss in res.rss_samples if done <= half]
+        res.rss_mb_mid = mids[-1] if mids else res.rss_mb_warm
+
+    def finish(self) -> TargetResult:
+        if self.prober is not None:
+            self.prober.close()
+            self.res.key_latency_ms, self.res.key_misses = self.prober.latencies, self.prober.misses
+        self.res.pty_bytes = self.srv.pty_bytes
+        return self.res
 
 
 # ------------------------------------------------------------------ summary
@@ -668,57 +716,80 @@ def _cpus() -> tuple[int | None, int | None]:
 
 async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS, pin: bool = True,
                         forge_args: tuple[str, ...] = (), log: Callable[[str], None] = print) -> dict[str, object]:
-    """Measure ``targets`` (direct always first); ``forge_args`` are appended to both forge-tui commands."""
+    """Measure ``targets`` side by side; ``forge_args`` are appended to both forge-tui commands.
+
+    Every target is started (and its startup timed) and warmed up in turn, then paused with
+    SIGSTOP. Each phase is measured in ``rounds`` slices with the targets taking turns (only the
+    one being measured runs), so work that other programs put on the machine falls on all of them
+    alike; the best slice of each target stands for the phase. The memory runs come last, one
+    target at a time.
+    """
     sizes = MODES[mode]
     sut_cpu, side_cpu = _cpus() if pin else (None, None)
     pin_to_cpu(side_cpu)
     order = ("direct", "floor", *OPTIONAL_TARGETS, "gateway", "console")
-    targets = tuple(t for t in order if t in targets or t == "direct")  # every "added" figure is relative to direct
-    results: dict[str, TargetResult] = {}
+    names = tuple(t for t in order if t in targets or t == "direct")  # every "added" figure is relative to direct
     t_run = time.perf_counter()
     foreign = ForeignLoad()
-    with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
-        work = Path(tmp)
-        upstream = await start_bench_process(
-            "direct", "bench.upstream", ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)],
-            side_cpu)
-        log(f"upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid}); SUT CPU {sut_cpu}, "
-            f"load/upstream CPU {side_cpu}; mode {mode}")
-        deadline = t_run + sizes.total_cap_s
-        try:
-            for i, name in enumerate(targets):
-                t0 = time.perf_counter()
-                after = len(targets) - i - 1
-
-                def mem_cap(after: int = after) -> float:
-                    # leave each later target its reserve plus an even share of what remains
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    if me is not None:  # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: nothing stays stopped
+        loop.add_signal_handler(signal.SIGTERM, me.cancel)
+    live: dict[str, Target] = {}
+    servers: list[Server] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
+            work = Path(tmp)
+            upstream = await start_bench_process(
+                "direct", "bench.upstream", ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)],
+                side_cpu)
+            servers.append(upstream)
+            log(f"upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid}); SUT CPU {sut_cpu}, "
+                f"load/upstream CPU {side_cpu}; mode {mode}")
+            try:
+                for name in names:
+                    srv = upstream if name == "direct" else await _start_target(
+                        name, upstream.port, sut_cpu, work, forge_args)
+                    if srv is not upstream:
+                        servers.append(srv)
+                    log(f"{name}: first answer after {srv.startup_s:.3f} s (pid {srv.pid})")
+                    live[name] = Target(srv, sizes, side_cpu, sut_cpu if name != "direct" else None, log)
+                    await live[name].warm()
+                for phase, conc, stream, field_name in PHASES:
+                    per_slice = max(1, getattr(sizes, field_name) // sizes.rounds)
+                    for k in range(sizes.rounds):
+                        turn = names[k % len(names):] + names[:k % len(names)]
+                        for name in turn:
+                            await live[name].slice(phase, conc, stream, per_slice, k)
+                    for t in live.values():
+                        t.pick_best(phase, stream)
+                deadline = t_run + sizes.total_cap_s
+                for i, name in enumerate(names):
+                    after = len(names) - i - 1
+                    # leave each later target at least its reserve; the gateways need the most time
                     left = deadline - time.perf_counter() - after * sizes.reserve_s
-                    return max(2.0, min(sizes.mem_cap_s, left / (after + 1) if after else left))
-
-                if name == "direct":
-                    results[name] = await measure(upstream, sizes, side_cpu, None, log, mem_cap)
-                    continue
-                srv: Server
-                if name in ("floor", "aiohttp"):
-                    module = "bench.floor" if name == "floor" else "bench.aiohttp_floor"
-                    srv = await start_bench_process(name, module, ["--upstream", f"127.0.0.1:{upstream.port}"],
-                                                    sut_cpu)
-                else:
-                    port = _free_port()
-                    cfg = write_catalog(work / f"{name}.yaml", f"http://127.0.0.1:{upstream.port}",
-                                        work / f"state-{name}", port)
-                    starter = start_gateway if name == "gateway" else start_console
-                    srv = await starter(cfg, port, sut_cpu, work, forge_args)
-                log(f"{name}: first answer after {srv.startup_s:.3f} s (pid {srv.pid})")
-                try:
-                    results[name] = await measure(srv, sizes, side_cpu, sut_cpu, log, mem_cap)
-                finally:
+                    await live[name].memory_run(max(2.0, min(sizes.mem_cap_s, left)))
+            finally:
+                for srv in reversed(servers):
                     await srv.stop()
-                log(f"{name}: done in {time.perf_counter() - t0:.1f} s")
-        finally:
-            await upstream.stop()
+    finally:
+        if me is not None:
+            loop.remove_signal_handler(signal.SIGTERM)
+    results = {name: t.finish() for name, t in live.items()}
     summary = summarize(results, mode, sut_cpu is not None)
     summary["forge_args"] = " ".join(forge_args)
+    summary["rounds"] = sizes.rounds
     summary["foreign_cpu_pct"] = foreign.stop()
     summary["wall_s"] = time.perf_counter() - t_run
     return summary
+
+
+async def _start_target(name: str, upstream_port: int, cpu: int | None, work: Path,
+                        forge_args: tuple[str, ...]) -> Server:
+    if name in ("floor", "aiohttp"):
+        module = "bench.floor" if name == "floor" else "bench.aiohttp_floor"
+        return await start_bench_process(name, module, ["--upstream", f"127.0.0.1:{upstream_port}"], cpu)
+    port = _free_port()
+    cfg = write_catalog(work / f"{name}.yaml", f"http://127.0.0.1:{upstream_port}", work / f"state-{name}", port)
+    starter = start_gateway if name == "gateway" else start_console
+    return await starter(cfg, port, cpu, work, forge_args)
