@@ -6,6 +6,7 @@ A recording upstream holds requests open on demand, which a real llama.cpp serve
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import time
 from typing import AsyncIterator
@@ -43,8 +44,8 @@ async def test_port_in_use_is_a_clear_error_not_an_exit(up: RecordingUpstream) -
         other = Gateway(cat, RoutingState(cat, None), telemetry=Telemetry(None))
         with pytest.raises(GatewayBindError) as ei:
             await other.start("127.0.0.1", h.gw.port)
-        assert f"port {h.gw.port} on 127.0.0.1 is already in use" in str(ei.value)
-        assert isinstance(ei.value, OSError)
+        assert str(ei.value).startswith(f"port {h.gw.port} on 127.0.0.1 is already in use")
+        assert isinstance(ei.value, OSError) and ei.value.errno == errno.EADDRINUSE
         with pytest.raises(RuntimeError):
             await h.gw.start("127.0.0.1", 0)
         async with httpx.AsyncClient(base_url=h.url) as c:

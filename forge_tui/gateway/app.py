@@ -185,7 +185,9 @@ class Gateway:
                 msg = f"not allowed to listen on {host}:{port} (ports below 1024 need privileges)"
             else:
                 msg = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            raise GatewayBindError(exc.errno or 0, msg) from None
+            err = GatewayBindError(msg)
+            err.errno = exc.errno  # str(err) stays the plain message
+            raise err from None
         self._runner = runner
         addr = runner.addresses[0]
         self.port = int(addr[1])
