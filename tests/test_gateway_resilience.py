@@ -18,7 +18,7 @@ import pytest
 
 from forge_tui.launch import free_port
 from forge_tui.telemetry import ErrorClass
-from tests.support.gateway_harness import Harness, make_catalog, running_gateway
+from tests.support.gateway_harness import make_catalog, running_gateway
 from tests.support.recording_upstream import RecordingUpstream
 
 MSG = [{"role": "user", "content": "hi"}]
