@@ -115,7 +115,8 @@ class BuildSettings(_Strict):
 
     source_dir: str = "~/src/llama.cpp"
     build_dir: str = "build"  # relative to source_dir
-    ref: str = "master"
+    # A git ref only: a leading "-" would be read by git as an option (--upload-pack=...).
+    ref: str = Field("master", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
     backend: str = "cpu"  # hip, cuda, metal, vulkan, cpu
     gpu_target: str | None = None  # e.g. gfx1151 for Strix Halo
     configure: str | None = None  # full configure command; derived from backend when absent
