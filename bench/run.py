@@ -64,6 +64,7 @@ STARTUP_CAP_S = 30.0
 KEY_PERIOD_S = 0.25
 KEY_TIMEOUT_S = 5.0
 PTY_SIZE = (48, 160)  # rows, columns
+RESUME_SETTLE_S = 0.15  # after SIGCONT, timers that fell due while stopped run before the slice starts
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,7 @@ class Target:
         srv, res = self.srv, self.res
         if self.pausable:
             srv.resume()
+            await asyncio.sleep(RESUME_SETTLE_S)
         if self.sut_cpu is not None:
             pin_pid(srv.pid, {self.sut_cpu})  # threads started since the last phase too
         if self.prober is not None:
