@@ -45,12 +45,12 @@ def _fail(msg: str, code: int = 2) -> int:
 
 
 # ------------------------------------------------------------------ gateway-backed commands
-async def _serve(args: argparse.Namespace, config: str, banner: str | None = None) -> int:
+async def _serve(args: argparse.Namespace, config: str, banner: str | None = None, catalog: Any = None) -> int:
     from .gateway.app import GatewayBindError
     from .runtime import Runtime
     from .telemetry import HistoryError
 
-    rt = Runtime(config, state_dir=args.state_dir, host=args.host, port=args.port,
+    rt = Runtime(config, catalog=catalog, state_dir=args.state_dir, host=args.host, port=args.port,
                  admin_token=args.admin_token, api_keys=tuple(args.api_key or ()), with_hosts=not args.no_hosts)
     if rt.host not in ("127.0.0.1", "localhost", "::1") and not rt.api_keys:
         print(f"forge-tui: warning: listening on {rt.host} without caller API keys (--api-key)", file=sys.stderr)
@@ -76,14 +76,14 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
     return 0
 
 
-async def _console(args: argparse.Namespace, config: str) -> int:
+async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -> int:
     from .console.app import ForgeApp
     from .control.local import LocalControl
     from .gateway.app import GatewayBindError
     from .runtime import Runtime
     from .telemetry import HistoryError
 
-    rt = Runtime(config, state_dir=args.state_dir, host=args.host, port=args.port,
+    rt = Runtime(config, catalog=catalog, state_dir=args.state_dir, host=args.host, port=args.port,
                  admin_token=args.admin_token, api_keys=tuple(args.api_key or ()), with_hosts=not args.no_hosts)
     try:
         await rt.start()
@@ -124,6 +124,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(DEMO_CONFIG)
     backends = LocalBackends(catalog)
+    if args.backend_ports == "auto":
+        catalog = backends.with_free_ports()
     n = sum(1 for _ in backends.launchable())
     print(f"forge-tui demo: starting {n} local llama.cpp servers (Gemma 3 270M, CPU)...", flush=True)
     try:
@@ -132,8 +134,8 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail(f"demo backends did not start: {exc}")
     try:
         if args.headless:
-            return asyncio.run(_serve(args, str(DEMO_CONFIG), banner="forge-tui demo: Ctrl-C to stop"))
-        return asyncio.run(_console(args, str(DEMO_CONFIG)))
+            return asyncio.run(_serve(args, str(DEMO_CONFIG), banner="forge-tui demo: Ctrl-C to stop", catalog=catalog))
+        return asyncio.run(_console(args, str(DEMO_CONFIG), catalog=catalog))
     finally:
         backends.stop()
 
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="start local llama.cpp backends and open the console on the demo config")
     d.add_argument("--headless", action="store_true", help="serve only, no console")
+    d.add_argument("--backend-ports", choices=("config", "auto"), default="config",
+                   help="llama.cpp ports: as in demo.yaml (18431-18433), or free ones picked at start")
     _gateway_opts(d)
 
     a = sub.add_parser("attach", help="open the console against a running `forge-tui serve`")

@@ -183,6 +183,15 @@ class LocalBackends:
         self.log_dir = log_dir
         self.servers: dict[str, LlamaServerProcess] = {}
 
+    def with_free_ports(self) -> Catalog:
+        """A copy of the catalog whose launched backends listen on free ports (tests, second demos)."""
+        backends = dict(self.catalog.backends)
+        for name, b in self.catalog.backends.items():
+            if b.launch is not None and self.catalog.hosts[b.host].transport == "local":
+                backends[name] = b.model_copy(update={"base_url": f"http://127.0.0.1:{free_port()}"})
+        self.catalog = self.catalog.model_copy(update={"backends": backends})
+        return self.catalog
+
     def launchable(self) -> Iterable[tuple[str, Launch, int]]:
         for name, b in self.catalog.backends.items():
             host = self.catalog.hosts[b.host]
