@@ -352,3 +352,92 @@ def test_telemetry_never_imports_textual() -> None:
     code = "import sys, forge_tui.telemetry, forge_tui.telemetry.replay; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- per-model and per-host windows ----------------------------------------------------------------
+
+
+def test_model_and_host_windows_exact() -> None:
+    """The same records seen by role, by model and by host: counts add up, percentiles per view."""
+    tel = Telemetry(None, window_s=60, bucket_s=10)
+    for i, ms in enumerate((10.0, 20.0, 30.0, 40.0)):  # bucket [100, 110)
+        tel.record(rec(100 + i, role="default-chat", model="gemma-4-31b", host="furnace", latency_ms=ms,
+                       ttft_ms=float(i + 1)))
+    tel.record(rec(105, role="priority-chat", model="gemma-4-31b", host="crucible", latency_ms=100.0, ttft_ms=50.0))
+    tel.record(rec(115, role="priority-chat", model="gemma-4-31b", host="crucible", latency_ms=200.0, ttft_ms=60.0))
+    tel.record(rec(116, role="vision", model="gemma-4-e4b", host="crucible", latency_ms=1000.0, status=502,
+                   error_class=ErrorClass.UPSTREAM_ERROR, error="unknown model architecture: 'gemma4'"))
+    tel.record(rec(117, role=None, model=None, host=None, status=404, error_class=ErrorClass.NOT_FOUND))
+    info = tel.info(now=119)
+
+    models = {m.role: m for m in info.models}
+    assert list(models) == ["(unrouted)", "gemma-4-31b", "gemma-4-e4b"]
+    big = models["gemma-4-31b"]
+    assert (big.count, big.errors) == (6, 0)
+    assert (big.p50_ms, big.p95_ms) == (30.0, 200.0)  # of 10 20 30 40 100 200
+    assert (big.ttft_p50_ms, big.ttft_p95_ms) == (3.0, 60.0)  # of 1 2 3 4 50 60
+    assert big.rps == pytest.approx(6 / 19)
+    # its series merges both roles' samples within a bucket
+    points = [(p.t, p.count, p.p50_ms, p.p95_ms) for p in big.series if p.count]
+    assert points == [(100.0, 5, 30.0, 100.0), (110.0, 1, 200.0, 200.0)]
+    assert (models["gemma-4-e4b"].count, models["gemma-4-e4b"].errors, models["gemma-4-e4b"].p50_ms) == (1, 1, 1000.0)
+    assert models["gemma-4-e4b"].ttft_p95_ms is None
+    assert (models["(unrouted)"].count, models["(unrouted)"].errors) == (1, 1)
+
+    hosts = {h.role: h for h in info.hosts}
+    assert list(hosts) == ["(unrouted)", "crucible", "furnace"]
+    assert (hosts["furnace"].count, hosts["furnace"].p50_ms, hosts["furnace"].p95_ms) == (4, 20.0, 40.0)
+    assert (hosts["furnace"].ttft_p50_ms, hosts["furnace"].ttft_p95_ms) == (2.0, 4.0)
+    crucible = hosts["crucible"]
+    assert (crucible.count, crucible.errors, crucible.p50_ms, crucible.p95_ms) == (3, 1, 200.0, 1000.0)
+    assert (crucible.ttft_p50_ms, crucible.ttft_p95_ms) == (50.0, 60.0)
+    assert len(crucible.series) == 6 and [p.count for p in crucible.series] == [0, 0, 0, 0, 1, 2]
+
+    roles = {r.role: r for r in info.roles}  # the role view is unchanged by the new keying
+    assert (roles["priority-chat"].count, roles["priority-chat"].p50_ms, roles["priority-chat"].p95_ms) == (
+        2, 100.0, 200.0)
+    assert roles["default-chat"].ttft_p95_ms == 4.0
+    for view in (info.roles, info.models, info.hosts):
+        assert sum(s.count for s in view) == 8
+        assert sum(s.errors for s in view) == 2
+    assert info.errors_by_target == {"vision/gemma-4-e4b": 1, "(unrouted)/-": 1}
+
+
+def test_model_view_weighs_each_routes_reservoir() -> None:
+    """One model on two hosts in one bucket: a busy route's full reservoir stands for 5000 requests,
+    so ten slow requests on the quiet route are 0.2 % of the model, not 13 % (unweighted)."""
+    tel = Telemetry(None, samples_per_bucket=64)
+    for i in range(5000):
+        tel.record(rec(1000 + i / 1000, host="furnace", latency_ms=float(i % 1000 + 1)))
+    for i in range(10):
+        tel.record(rec(1005 + i / 10, host="crucible", latency_ms=100_000.0))
+    [model] = tel.info(now=1009).models
+    assert model.count == 5010
+    assert 850 <= model.p95_ms <= 1000
+    hosts = {h.role: h for h in tel.info(now=1009).hosts}
+    assert hosts["crucible"].p50_ms == 100_000.0 and hosts["furnace"].count == 5000
+
+
+def test_many_distinct_models_and_hosts_keep_memory_fixed() -> None:
+    """Every request names a new model and host: routes per bucket stop at 2 * max_keys (64), samples
+    and the info() views stay bounded, and every request is still counted in every view."""
+    tel = Telemetry(None, window_s=60, bucket_s=10, samples_per_bucket=16)
+    roles = ["default-chat", "vision", "embed"]
+    sizes = []
+    for i in range(60_000):  # 100 requests a second for 600 s: the window turns over ten times
+        tel.record(rec(i / 100, role=roles[i % 3], model=f"m{i}", host=f"h{i}", latency_ms=float(i % 100),
+                       ttft_ms=2.0))
+        if i in (29_999, 59_999):
+            sizes.append(tel.memory_stats())
+    for s in sizes:
+        assert s["buckets"] <= 7
+        assert s["routes"] <= 7 * 128
+        assert s["samples"] <= 7 * 128 * 2 * 16
+    assert sizes[0] == sizes[1]  # flat: the second half costs nothing more
+    info = tel.info(now=599.995)  # window = buckets [540, 600), 6000 requests
+    assert len(info.models) == len(info.hosts) == 64  # the busiest 63 and "(other)"
+    for view in (info.roles, info.models, info.hosts):
+        assert sum(s.count for s in view) == 6000
+    assert {r.role: r.count for r in info.roles} == {"default-chat": 2000, "vision": 2000, "embed": 2000}
+    other = next(m for m in info.models if m.role == "(other)")
+    assert other.count == 6000 - 63 and other.p50_ms is not None

@@ -97,12 +97,17 @@ class SeriesPoint(_M):
 
 
 class RoleStats(_M):
+    """Window figures of one group of requests. In ``TelemetryInfo.roles`` ``role`` is the role name;
+    in ``TelemetryInfo.models`` it holds the model id and in ``TelemetryInfo.hosts`` the host name
+    (``(unrouted)``: requests that never got that far; ``(other)``: names folded past the cap)."""
+
     role: str
     count: int = 0
     errors: int = 0
     p50_ms: float | None = None
     p95_ms: float | None = None
     ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
     rps: float = 0.0
     series: list[SeriesPoint] = []
 
@@ -145,6 +150,8 @@ class TelemetryInfo(_M):
     rps: float = 0.0
     inflight: int = 0
     roles: list[RoleStats] = []
+    models: list[RoleStats] = []  # the same window per model id (``RoleStats.role`` holds the id)
+    hosts: list[RoleStats] = []  # the same window per host (``RoleStats.role`` holds the host name)
     errors_by_class: dict[str, int] = {}
     errors_by_target: dict[str, int] = {}  # "role/model" -> count
     last_errors: list[ErrorInfo] = []

@@ -30,6 +30,8 @@ def merged_percentiles(parts: Sequence[tuple[Sequence[float], float]], qs: Seque
     parts = [(v, w) for v, w in parts if v]
     if not parts:
         return [None for _ in qs]
+    if len(parts) == 1:  # one part: its weight is uniform, so it cancels out
+        return [rank_percentile(parts[0][0], q) for q in qs]
     union: list[float] = []
     for v, _ in parts:
         union.extend(v)

@@ -19,8 +19,8 @@ from pathlib import Path
 from ..control.schema import ErrorInfo, RequestInfo, RoleStats, SeriesPoint, TelemetryInfo
 from ._history import History
 from ._metrics import PromMetrics, render
-from ._percentiles import merged_percentiles, rank_percentile
-from ._windows import OVERFLOW, RollingWindows
+from ._percentiles import merged_percentiles
+from ._windows import OVERFLOW, RollingWindows, Route
 from .records import ErrorClass, RequestRecord
 
 __all__ = ["Telemetry"]
@@ -31,10 +31,11 @@ Listener = Callable[[RequestRecord], None]
 
 
 @dataclass(slots=True)
-class _RoleCopy:
-    """One role in one bucket, read under the lock so the maths runs outside it."""
+class _RouteCopy:
+    """One (role, model, host) route in one bucket, read under the lock so the maths runs outside it."""
 
     index: int
+    route: Route
     count: int
     errors: int
     lat_seen: int
@@ -45,7 +46,7 @@ class _RoleCopy:
 
 @dataclass(slots=True)
 class _Sorted:
-    """Sorted samples of one (bucket, role), kept until that bucket sees another request."""
+    """Sorted samples of one (bucket, route), kept until that route sees another request in that bucket."""
 
     lat_seen: int
     ttft_seen: int
@@ -67,6 +68,56 @@ def _error_info(r: RequestRecord) -> ErrorInfo:
         time=r.time, request_id=r.request_id, error_class=r.error_class.value, status=r.status, role=r.role,
         model=r.model, host=r.host, backend=r.backend, message=r.error or "",
     )
+
+
+def _parts(items: list[tuple[_RouteCopy, _Sorted]], ttft: bool = False) -> list[tuple[list[float], float]]:
+    """Sorted samples per route, each weighted by how many requests one sample stands for
+    (a full reservoir stands for more requests than it holds)."""
+    if ttft:
+        return [(s.ttft, c.ttft_seen / len(s.ttft)) for c, s in items if s.ttft]
+    return [(s.lat, c.lat_seen / len(s.lat)) for c, s in items if s.lat]
+
+
+def _view(
+    pairs: list[tuple[_RouteCopy, _Sorted]], dim: int, first_idx: int, now_idx: int, bucket_s: float, span: float,
+    max_keys: int | None,
+) -> list[RoleStats]:
+    """Fold routes into one view: dim 0 by role, 1 by model, 2 by host; sorted by name. Past
+    ``max_keys`` names, the busiest ``max_keys - 1`` stay and the rest fold into ``(other)``."""
+    groups: dict[str, list[tuple[_RouteCopy, _Sorted]]] = {}
+    for pair in pairs:
+        groups.setdefault(pair[0].route[dim], []).append(pair)
+    if max_keys is not None and len(groups) > max_keys:
+        folded = groups.pop(OVERFLOW, [])  # already folded per bucket
+        ranked = sorted(groups, key=lambda k: (-sum(c.count for c, _ in groups[k]), k))
+        kept = {k: groups[k] for k in ranked[: max_keys - 1]}
+        for k in ranked[max_keys - 1 :]:
+            folded.extend(groups[k])
+        kept[OVERFLOW] = folded
+        groups = kept
+    out: list[RoleStats] = []
+    for name in sorted(groups):
+        items = groups[name]
+        by_idx: dict[int, list[tuple[_RouteCopy, _Sorted]]] = {}
+        for pair in items:
+            by_idx.setdefault(pair[0].index, []).append(pair)
+        series = []
+        for idx in range(first_idx, now_idx + 1):
+            here = by_idx.get(idx)
+            if here is None:
+                series.append(SeriesPoint(t=idx * bucket_s, count=0))
+            else:
+                p50, p95 = merged_percentiles(_parts(here), (0.50, 0.95))
+                series.append(SeriesPoint(t=idx * bucket_s, count=sum(c.count for c, _ in here), p50_ms=p50,
+                                          p95_ms=p95))
+        count = sum(c.count for c, _ in items)
+        p50, p95 = merged_percentiles(_parts(items), (0.50, 0.95))
+        ttft_p50, ttft_p95 = merged_percentiles(_parts(items, ttft=True), (0.50, 0.95))
+        out.append(RoleStats(
+            role=name, count=count, errors=sum(c.errors for c, _ in items), p50_ms=p50, p95_ms=p95,
+            ttft_p50_ms=ttft_p50, ttft_p95_ms=ttft_p95, rps=count / span, series=series,
+        ))
+    return out
 
 
 class Telemetry:
@@ -155,21 +206,22 @@ class Telemetry:
     # -- readers ------------------------------------------------------------------------------
 
     def info(self, inflight: int = 0, now: float | None = None) -> TelemetryInfo:
-        """The console's view: per-role windows with percentiles and series, errors, recent requests."""
+        """The console's view: windows per role, model and host with percentiles and series,
+        errors, recent requests."""
         now = _time.time() if now is None else now
         w = self._windows
         cache = self._sorted
         with self._lock:
             now_idx, buckets = w.live_buckets(now)
-            copies: dict[str, list[_RoleCopy]] = {}
+            copies: list[_RouteCopy] = []
             by_class: dict[str, int] = {}
             by_target: dict[str, int] = {}
             for b in buckets:
-                for role, rb in b.roles.items():
-                    hit = cache.get((b.index, role))
+                for route, rb in b.routes.items():
+                    hit = cache.get((b.index, route))
                     fresh = hit is not None and hit.lat_seen == rb.lat_seen and hit.ttft_seen == rb.ttft_seen
-                    copies.setdefault(role, []).append(_RoleCopy(
-                        b.index, rb.count, rb.errors, rb.lat_seen, rb.ttft_seen,
+                    copies.append(_RouteCopy(
+                        b.index, route, rb.count, rb.errors, rb.lat_seen, rb.ttft_seen,
                         None if fresh else rb.lat[:], None if fresh else rb.ttft[:],  # array slices: memcpy
                     ))
                 for ec, n in b.errors_by_class.items():
@@ -189,43 +241,24 @@ class Telemetry:
         window_start = first_idx * w.bucket_s
         span = now - max(window_start, first)
         span = max(span, 1.0)  # right after the first request, do not report a rate of thousands
-        live: dict[tuple[int, str], _Sorted] = {}
-        roles: list[RoleStats] = []
-        window_count = 0
-        for role in sorted(copies):
-            cs = copies[role]
-            count = sum(c.count for c in cs)
-            window_count += count
-            by_idx: dict[int, tuple[_RoleCopy, _Sorted]] = {}
-            for c in cs:
-                key = (c.index, role)
-                srt = cache.get(key) if c.lat is None else None
-                if srt is None:
-                    srt = _Sorted(c.lat_seen, c.ttft_seen, sorted(c.lat or ()), sorted(c.ttft or ()))
-                live[key] = srt
-                by_idx[c.index] = (c, srt)
-            series = []
-            for idx in range(first_idx, now_idx + 1):
-                hit = by_idx.get(idx)
-                if hit is None:
-                    series.append(SeriesPoint(t=idx * w.bucket_s, count=0))
-                else:
-                    lat = hit[1].lat
-                    series.append(SeriesPoint(t=idx * w.bucket_s, count=hit[0].count,
-                                              p50_ms=rank_percentile(lat, 0.50), p95_ms=rank_percentile(lat, 0.95)))
-            # a full reservoir stands for more requests than it holds: weigh each sample accordingly
-            lat_parts = [(s.lat, c.lat_seen / len(s.lat)) for c, s in by_idx.values() if s.lat]
-            ttft_parts = [(s.ttft, c.ttft_seen / len(s.ttft)) for c, s in by_idx.values() if s.ttft]
-            p50, p95 = merged_percentiles(lat_parts, (0.50, 0.95))
-            [ttft_p50] = merged_percentiles(ttft_parts, (0.50,))
-            roles.append(RoleStats(
-                role=role, count=count, errors=sum(c.errors for c in cs), p50_ms=p50, p95_ms=p95,
-                ttft_p50_ms=ttft_p50, rps=count / span, series=series,
-            ))
+        live: dict[tuple[int, Route], _Sorted] = {}
+        pairs: list[tuple[_RouteCopy, _Sorted]] = []
+        for c in copies:
+            key = (c.index, c.route)
+            srt = cache.get(key) if c.lat is None else None
+            if srt is None:
+                srt = _Sorted(c.lat_seen, c.ttft_seen, sorted(c.lat or ()), sorted(c.ttft or ()))
+            live[key] = srt
+            pairs.append((c, srt))
         self._sorted = live  # only buckets still in the window stay cached
+        # roles are few by construction (unknown names are 404s); models and hosts fold past max_keys
+        views = [_view(pairs, dim, first_idx, now_idx, w.bucket_s, span, None if dim == 0 else w.max_keys)
+                 for dim in range(3)]
+        roles, models, hosts = views
+        window_count = sum(r.count for r in roles)
         return TelemetryInfo(
             window_s=w.nbuckets * w.bucket_s, total=total, rps=window_count / span, inflight=inflight, roles=roles,
-            errors_by_class=by_class, errors_by_target=by_target,
+            models=models, hosts=hosts, errors_by_class=by_class, errors_by_target=by_target,
             last_errors=[_error_info(r) for r in reversed(errors)],
             recent=[_request_info(r) for r in reversed(recent)], thinking_leaks=leaks,
         )
@@ -254,6 +287,7 @@ class Telemetry:
             return {
                 "buckets": self._windows.bucket_count(),
                 "samples": self._windows.sample_count(),
+                "routes": self._windows.route_count(),
                 "series": self._metrics.series_count(),
                 "recent": len(self._recent),
                 "last_errors": len(self._last_errors),

@@ -1,9 +1,17 @@
-"""Rolling in-memory windows: per-role time buckets with bounded latency samples.
+"""Rolling in-memory windows: time buckets keyed by route (role, model, host), bounded samples.
+
+One entry per distinct (role, model, host) route in a bucket, so a request costs one dict lookup
+and one reservoir update however many views there are; the reader folds routes into the per-role,
+per-model and per-host views (a route belongs to exactly one of each, so counts add up exactly and
+percentiles merge the routes' samples, weighted).
 
 Memory is fixed whatever the request rate: at most ``window_s / bucket_s`` buckets, at most
-``max_keys`` roles and error targets per bucket, and at most ``samples`` latencies (and TTFTs) per
-role per bucket (reservoir sampling beyond that; the reader weighs a full reservoir by what it
-stands for). Percentiles are computed by the reader (``_percentiles``), never per request.
+``2 * max_keys`` routes and ``max_keys`` error targets per bucket, and at most ``samples`` latencies
+(and TTFTs) per route per bucket (reservoir sampling beyond that; the reader weighs a full reservoir
+by what it stands for). Past ``max_keys`` routes in a bucket, a new route keeps its role but folds
+its model and host into ``(other)``; past ``2 * max_keys`` everything folds, so a flood of odd model
+or host names costs nothing more. Percentiles are computed by the reader (``_percentiles``),
+never per request.
 """
 
 from __future__ import annotations
@@ -14,15 +22,20 @@ from dataclasses import dataclass, field
 
 from .records import ErrorClass, RequestRecord
 
-__all__ = ["UNROUTED", "OVERFLOW", "RoleBucket", "Bucket", "RollingWindows"]
+__all__ = ["UNROUTED", "OVERFLOW", "Route", "RoleBucket", "Bucket", "RollingWindows"]
 
 _OK = ErrorClass.OK
-UNROUTED = "(unrouted)"  # requests that never resolved to a role (404, malformed body, ...)
-OVERFLOW = "(other)"  # beyond max_keys distinct names in one bucket: memory stays bounded
+UNROUTED = "(unrouted)"  # requests that never resolved to a role / model / host (404, malformed body, ...)
+OVERFLOW = "(other)"  # beyond the per-bucket key cap: memory stays bounded
+_ALL_OTHER = (OVERFLOW, OVERFLOW, OVERFLOW)
+
+Route = tuple[str, str, str]  # (role, model, host); each UNROUTED when the request never got that far
 
 
 @dataclass(slots=True)
 class RoleBucket:
+    """Counters and samples of one route in one bucket."""
+
     count: int = 0
     errors: int = 0
     lat_seen: int = 0
@@ -34,13 +47,13 @@ class RoleBucket:
 @dataclass(slots=True)
 class Bucket:
     index: int  # floor(time / bucket_s)
-    roles: dict[str, RoleBucket] = field(default_factory=dict)
+    routes: dict[Route, RoleBucket] = field(default_factory=dict)
     errors_by_class: dict[ErrorClass, int] = field(default_factory=dict)
     errors_by_target: dict[str, int] = field(default_factory=dict)
 
 
 class RollingWindows:
-    """Time-bucketed counters and latency samples per role over the last ``window_s`` seconds.
+    """Time-bucketed counters and latency samples per route over the last ``window_s`` seconds.
 
     Not locked: the owner (``Telemetry``) serialises ``add`` against ``snapshot``.
     """
@@ -90,14 +103,17 @@ class RollingWindows:
             if b is None:
                 return
         role = rec.role or UNROUTED
-        roles = b.roles
-        rb = roles.get(role)
+        key = (role, rec.model or UNROUTED, rec.host or UNROUTED)
+        routes = b.routes
+        rb = routes.get(key)
         if rb is None:
-            if len(roles) >= self.max_keys:
-                role = OVERFLOW
-                rb = roles.get(role)
+            n = len(routes)
+            if n >= self.max_keys:  # fold the model and host first: the role view stays exact longest
+                rb = routes.get(key := (role, OVERFLOW, OVERFLOW))
+                if rb is None and n >= 2 * self.max_keys:
+                    rb = routes.get(key := _ALL_OTHER)
             if rb is None:
-                rb = roles[role] = RoleBucket()
+                rb = routes[key] = RoleBucket()
         rb.count += 1
         cap = self.samples
         n = rb.lat_seen = rb.lat_seen + 1
@@ -137,4 +153,7 @@ class RollingWindows:
         return len(self._buckets)
 
     def sample_count(self) -> int:
-        return sum(len(rb.lat) + len(rb.ttft) for b in self._buckets.values() for rb in b.roles.values())
+        return sum(len(rb.lat) + len(rb.ttft) for b in self._buckets.values() for rb in b.routes.values())
+
+    def route_count(self) -> int:
+        return sum(len(b.routes) for b in self._buckets.values())
