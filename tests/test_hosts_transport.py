@@ -22,7 +22,7 @@ from forge_tui.hosts.transport import (
     SshTransport,
     remote_command,
 )
-from tests.support.sshd import Sshd, keygen, sshd_available, start_sshd
+from tests.support.sshd import SshAgent, Sshd, keygen, sshd_available, start_ssh_agent, start_sshd
 
 INJECTION = "x; touch {marker}; $(touch {marker}) `touch {marker}` | touch {marker} && touch {marker}"
 
@@ -195,6 +195,36 @@ async def test_wrong_client_key_is_unreachable_with_reason(sshd: Sshd, tmp_path:
     t = SshTransport("box", sshd.address, settings(sshd, key_file=str(stranger)))
     with pytest.raises(HostUnreachable, match="refused our key"):
         await t.run(["true"], 10)
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[SshAgent]:
+    """A real ssh-agent on a private socket, killed (by its own pid) in teardown."""
+    running = start_ssh_agent(tmp_path / "agent")
+    yield running
+    running.stop()
+
+
+@pytest.mark.sshd
+async def test_agent_key_authenticates(sshd: Sshd, agent: SshAgent, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``key_file: null``: the key comes from the agent named by SSH_AUTH_SOCK, never from a file."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh default keys can stand in for the agent
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    without = SshTransport("box", sshd.address, settings(sshd, key_file=None))
+    with pytest.raises(HostUnreachable, match="refused our key.*ssh agent / default keys"):
+        await without.run(["true"], 10)
+    await without.close()
+
+    agent.add(sshd.client_key)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.socket))
+    t = SshTransport("box", sshd.address, settings(sshd, key_file=None))
+    try:
+        res = await t.run(["sh", "-c", 'printf "%s" "$1"', "sh", "from the agent"], 10)
+        assert res.ok and res.out == "from the agent"
+        assert t.connects == 1
+    finally:
+        await t.close()
 
 
 @pytest.mark.sshd

@@ -16,7 +16,7 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 
-__all__ = ["SSHD", "Sshd", "sshd_available", "free_port", "keygen", "start_sshd"]
+__all__ = ["SSHD", "Sshd", "SshAgent", "sshd_available", "free_port", "keygen", "start_sshd", "start_ssh_agent"]
 
 
 def sshd_available() -> str | None:
@@ -179,3 +179,47 @@ def _accepts(address: str, port: int, netns: str | None) -> bool:
             return True
     except OSError:
         return False
+
+
+@dataclass
+class SshAgent:
+    """A real OpenSSH ``ssh-agent`` in the foreground on a private socket; ``stop()`` is idempotent."""
+
+    socket: Path
+    proc: subprocess.Popen[bytes] | None
+
+    def add(self, key: Path) -> None:
+        env = {**os.environ, "SSH_AUTH_SOCK": str(self.socket)}
+        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True, timeout=10)
+        listed = subprocess.run(["ssh-add", "-l"], env=env, check=True, capture_output=True, text=True, timeout=10)
+        if "forge-test" not in listed.stdout:
+            raise RuntimeError(f"ssh-agent does not list the key: {listed.stdout!r}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+        self.socket.unlink(missing_ok=True)
+
+
+def start_ssh_agent(workdir: Path, timeout_s: float = 10.0) -> SshAgent:
+    """``ssh-agent -D -a SOCK``: no fork, so the test owns the pid it kills."""
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        raise RuntimeError("ssh-agent/ssh-add not installed (Debian: openssh-client)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    sock = workdir / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = SshAgent(sock, proc)
+    deadline = time.monotonic() + timeout_s
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            agent.stop()
+            raise RuntimeError(f"ssh-agent did not create {sock} within {timeout_s}s")
+        time.sleep(0.05)
+    return agent
