@@ -313,12 +313,14 @@ async def test_t_and_T_smoke_through_the_real_port(forge: Forge) -> None:
                          what="the smoke requests in telemetry")
 
 
+@pytest.mark.parametrize("mode", ["embedded", "attached"])
 async def test_t_fails_with_the_reason_when_the_backend_is_down(
-    llama_server, llama_server_factory, tmp_path: Path  # type: ignore[no-untyped-def]
+    mode: str, llama_server, llama_server_factory, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    """A role on a real server that is then killed: the smoke fails and says why."""
+    """A role on a real server of its own (not the shared one) that is then killed: the smoke
+    fails and says why, embedded and attached alike."""
     spare = llama_server_factory()
-    rt, control = await _start(console_catalog(llama_server.url, spare_url=spare.url), tmp_path, "embedded")
+    rt, control = await _start(console_catalog(llama_server.url, spare_url=spare.url), tmp_path, mode)
     try:
         app = ForgeApp(control, refresh_s=0.2)
         async with app.run_test(size=SIZE) as pilot:
