@@ -58,6 +58,13 @@ REQUIRED_KEYS = (
     "rss_growth_mb_second_half",
     "startup_s",
 )
+# Shown after the required keys in the table and in RESULTS.md.
+EXTRA_KEYS = (
+    "console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
+    "stream_batched_pct_gateway", "cpu_ms_per_req_gateway", "cpu_ms_per_req_console", "cpu_ms_per_req_floor",
+    "cpu_pct_c32_floor", "cpu_pct_c32_gateway", "cpu_capacity_ratio_gateway_floor", "loadgen_headroom_x",
+    "foreign_cpu_pct",
+)
 STREAM_EVENTS = 8  # SSE events the upstream sends per stream (the last one also carries [DONE])
 CHUNK_GAP_MS = 2.0
 STARTUP_CAP_S = 30.0
@@ -78,6 +85,7 @@ class Sizes:
     stream: int
     mem: int  # the memory run (RSS sampled along the way): 100k where it fits
     rounds: int  # each phase is measured in this many slices, the targets taking turns
+    starts: int  # each target is started this many times; its startup time is the best of them
     phase_cap_s: float  # per slice
     mem_cap_s: float  # the memory run's own cap; the run's overall cap may shorten it
     total_cap_s: float  # the whole run; memory runs are shortened to stay inside it
@@ -85,9 +93,9 @@ class Sizes:
 
 
 MODES: dict[str, Sizes] = {
-    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 5, 20.0, 240.0, 1500.0, 30.0),
-    "quick": Sizes(1000, 1500, 4000, 6000, 450, 100_000, 3, 6.0, 75.0, 170.0, 8.0),
-    "tiny": Sizes(100, 100, 200, 300, 40, 600, 2, 10.0, 15.0, 150.0, 3.0),  # the smoke test's machinery check
+    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 5, 5, 20.0, 240.0, 1500.0, 30.0),
+    "quick": Sizes(1000, 1500, 4000, 6000, 450, 100_000, 3, 3, 6.0, 75.0, 170.0, 8.0),
+    "tiny": Sizes(100, 100, 200, 300, 40, 600, 2, 1, 10.0, 15.0, 150.0, 3.0),  # the smoke test's machinery check
 }
 
 # (phase, concurrency, stream, the Sizes field with its request count)
@@ -331,7 +339,8 @@ async def run_phase(spec: LoadSpec, on_checkpoint: Callable[[int], None] | None 
 @dataclass
 class TargetResult:
     name: str
-    startup_s: float
+    startup_s: float  # the best of ``startups`` (other programs on the machine can only add to it)
+    startups: list[float] = field(default_factory=list)
     phases: dict[str, dict[str, object]] = field(default_factory=dict)
     cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
     cpu_pct: dict[str, float] = field(default_factory=dict)  # of one core: ~100 when the server is the limit
@@ -557,6 +566,12 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         out["console_key_misses"] = c.key_misses
         out["console_pty_kb_per_s"] = c.pty_bytes / 1024 / max(1e-9, sum(
             float(ph["elapsed_s"]) for ph in c.phases.values()))  # type: ignore[arg-type]
+    if g is not None and "floor" in results:
+        # CPU capacity: requests per second each could serve with a whole CPU to itself. When the
+        # floor's CPU is not busy at c32 (the load side is the limit), its measured req/s is only a
+        # lower bound, and this ratio is the stricter reading of the throughput budget.
+        cf, cg = results["floor"].cpu_ms_per_req.get("mem", 0.0), g.cpu_ms_per_req.get("mem", 0.0)
+        out["cpu_capacity_ratio_gateway_floor"] = cf / cg if cg else 0.0
     if "floor" in results:
         out["loadgen_headroom_x"] = out["rps_c32_direct"] / max(1e-9, float(out["rps_c32_floor"]))  # type: ignore[operator]
     out["budget"] = budget(out)
@@ -582,7 +597,13 @@ def budget(s: dict[str, object]) -> dict[str, dict[str, object]]:
     check("added_p99_ms_c8 <= 5", v, 5.0, None if v is None else v <= 5.0)
     g, f = get("rps_c32_gateway"), get("rps_c32_floor")
     if g is not None and f:
-        check("rps_c32_gateway >= 0.5 x floor", g / f, 0.5, g / f >= 0.5, f"{g:.0f} vs {f:.0f} req/s")
+        busy = get("cpu_pct_c32_floor") or 0.0
+        cap = get("cpu_capacity_ratio_gateway_floor")
+        note = f"{g:.0f} vs {f:.0f} req/s"
+        if busy < 90.0:
+            note += (f"; the floor's CPU was {busy:.0f} % busy, so its req/s is a lower bound"
+                     + (f" (CPU-capacity ratio {cap:.2f})" if cap is not None else ""))
+        check("rps_c32_gateway >= 0.5 x floor", g / f, 0.5, g / f >= 0.5, note)
     v = get("console_cost_pct")
     misses = get("console_key_misses")
     check("console_cost_pct <= 10", v, 10.0, None if v is None else v <= 10.0)
@@ -630,7 +651,8 @@ def table(s: dict[str, object]) -> str:
     def ph(phase: str, key: str, fmt: str = "{:.3f}") -> Callable[[dict[str, object]], str]:
         return lambda t: fmt.format(float(t["phases"][phase][key]))  # type: ignore[index]
 
-    row("startup to first answer (s)", lambda t: f"{float(t['startup_s']):.3f}")
+    row("startup to first answer (s, best)", lambda t: f"{float(t['startup_s']):.3f}")
+    row("startup, every start (s)", lambda t: " ".join(f"{float(x):.2f}" for x in t["startups"]))  # type: ignore[union-attr]
     for c in ("c1", "c8", "c32"):
         row(f"{c}: req/s", ph(c, "rps", "{:.0f}"))
         row(f"{c}: p50 / p95 / p99 (ms)", lambda t, c=c: " / ".join(
@@ -655,9 +677,7 @@ def table(s: dict[str, object]) -> str:
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("")
-    for k in REQUIRED_KEYS + ("console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms",
-                              "chunk_added_p50_ms_gateway", "stream_batched_pct_gateway", "cpu_ms_per_req_gateway",
-                              "cpu_ms_per_req_floor", "loadgen_headroom_x"):
+    for k in REQUIRED_KEYS + EXTRA_KEYS:
         if k in s:
             lines.append(f"{k:32s} {float(s[k]):10.3f}")  # type: ignore[arg-type]
     lines.append("")
@@ -698,10 +718,7 @@ def markdown(s: dict[str, object], command: str) -> str:
         lines.append(f"| {name} | {item['value']} | {'pass' if item['ok'] else '**fail**'}{note} |")
     lines += ["", "## Figures", "", "```", table(s).split("\n\n")[0], "```", "",
               "Key figures (JSON keys of `--json`):", "", "| key | value |", "|---|---:|"]
-    for k in REQUIRED_KEYS + ("console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms",
-                              "chunk_added_p50_ms_gateway", "stream_batched_pct_gateway",
-                              "cpu_ms_per_req_gateway", "cpu_ms_per_req_console", "cpu_ms_per_req_floor",
-                              "loadgen_headroom_x"):
+    for k in REQUIRED_KEYS + EXTRA_KEYS:
         if k in s:
             lines.append(f"| `{k}` | {float(s[k]):.3f} |")  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
@@ -750,12 +767,20 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
                 f"load/upstream CPU {side_cpu}; mode {mode}")
             try:
                 for name in names:
-                    srv = upstream if name == "direct" else await _start_target(
-                        name, upstream.port, sut_cpu, work, forge_args)
-                    if srv is not upstream:
+                    startups = [upstream.startup_s]
+                    srv = upstream
+                    if name != "direct":
+                        startups = []
+                        for attempt in range(sizes.starts):  # earlier starts are stopped again: a restart
+                            srv = await _start_target(name, upstream.port, sut_cpu, work, forge_args)
+                            startups.append(srv.startup_s)
+                            if attempt < sizes.starts - 1:
+                                await srv.stop()
                         servers.append(srv)
-                    log(f"{name}: first answer after {srv.startup_s:.3f} s (pid {srv.pid})")
+                    log(f"{name}: first answer after {', '.join(f'{x:.3f}' for x in startups)} s (pid {srv.pid})")
                     live[name] = Target(srv, sizes, side_cpu, sut_cpu if name != "direct" else None, log)
+                    live[name].res.startups = startups
+                    live[name].res.startup_s = min(startups)
                     await live[name].warm()
                 for phase, conc, stream, field_name in PHASES:
                     per_slice = max(1, getattr(sizes, field_name) // sizes.rounds)
