@@ -187,3 +187,102 @@ def test_table_cells_compare_their_style_too() -> None:
     assert _same(Text("gemma", style="bold"), Text("gemma", style="bold"))
     assert not _same(Text("gemma", style="bold"), Text("gemma"))  # Text == alone says equal
     assert not _same(Text("a"), Text("b"))
+
+
+# -- Latency grouping and Errors per host ---------------------------------------------------------
+
+
+def _grouped_snapshot() -> "Snapshot":
+    """Hand-built: two roles, two models, two hosts, plus the "(unrouted)" pseudo-series in each view."""
+    from forge_tui.control.schema import RoleStats, SeriesPoint, Snapshot, TelemetryInfo
+
+    t0 = 1_775_822_400.0
+
+    def stats(name: str, p50: float, errors: int = 0) -> RoleStats:
+        series = [SeriesPoint(t=t0 - 60 + 10 * k, count=1, p50_ms=p50, p95_ms=2 * p50) for k in range(6)]
+        return RoleStats(role=name, count=6, errors=errors, p50_ms=p50, p95_ms=2 * p50, rps=0.1, series=series)
+
+    unrouted = RoleStats(role="(unrouted)", count=2, errors=2, p50_ms=1.0, p95_ms=1.0, rps=0.03,
+                         series=[SeriesPoint(t=t0 - 10, count=2, p50_ms=1.0, p95_ms=1.0)])
+    tel = TelemetryInfo(
+        window_s=600, total=14, rps=0.23,
+        roles=[unrouted, stats("default-chat", 800), stats("vision", 5000, errors=1)],
+        models=[unrouted, stats("gemma-4-31b", 800), stats("gemma-4-e4b", 5000, errors=1)],
+        hosts=[unrouted, stats("anvil", 5000, errors=1), stats("furnace", 800)],
+        errors_by_class={"upstream_error": 1, "not_found": 2},
+        errors_by_target={"vision/gemma-4-e4b": 1, "(unrouted)/-": 2},
+    )
+    return Snapshot(gateway_url="http://127.0.0.1:8600", telemetry=tel, taken_at=t0)
+
+
+def test_latency_groups_skip_unrouted_but_keep_its_rate() -> None:
+    from forge_tui.console.widgets.latency import group_stats, legend
+
+    tel = _grouped_snapshot().telemetry
+    assert [s.role for s in group_stats(tel, "role")] == ["default-chat", "vision"]
+    assert [s.role for s in group_stats(tel, "model")] == ["gemma-4-31b", "gemma-4-e4b"]
+    assert [s.role for s in group_stats(tel, "host")] == ["anvil", "furnace"]
+    text = legend(tel, "host").plain
+    assert "anvil 5000ms/10.0s 0.10/s" in text and "furnace 800ms/1600ms" in text and "unrouted" not in text
+
+
+async def test_latency_pane_g_cycles_role_model_host() -> None:
+    from textual.app import App, ComposeResult
+
+    from forge_tui.console.widgets.latency import LatencyChart, LatencyPane
+
+    from .console_support import widget_text
+
+    class _Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LatencyPane(id="pane-latency")
+
+    app = _Host()
+    async with app.run_test(size=(100, 24)) as pilot:
+        pane = app.query_one(LatencyPane)
+        pane.snapshot = _grouped_snapshot()
+        pane.focus()
+        await pilot.pause()
+        chart = app.query_one(LatencyChart)
+        summary = app.query_one("#latency-summary")
+        assert "forge.latency.group" in {b.id for b in LatencyPane.BINDINGS}  # type: ignore[union-attr]
+        assert pane.border_title == "Latency by role"
+        assert chart.lines == ["default-chat p50", "default-chat p95", "vision p50", "vision p95"]
+        assert "default-chat" in widget_text(summary) and "gemma-4-31b" not in widget_text(summary)
+        await pilot.press("g")
+        await pilot.pause()
+        assert pane.border_title == "Latency by model"
+        assert chart.lines == ["gemma-4-31b p50", "gemma-4-31b p95", "gemma-4-e4b p50", "gemma-4-e4b p95"]
+        assert "gemma-4-31b" in widget_text(summary) and "default-chat" not in widget_text(summary)
+        await pilot.press("g")
+        await pilot.pause()
+        assert pane.border_title == "Latency by host"
+        assert [x for x in chart.lines if x.endswith("p50")] == ["anvil p50", "furnace p50"]
+        assert "anvil" in widget_text(summary)
+        await pilot.press("g")
+        await pilot.pause()
+        assert pane.group == "role" and chart.lines[0] == "default-chat p50"
+        assert "0.23 req/s" in str(pane.border_subtitle)  # "(unrouted)" still counts toward the rate
+
+
+async def test_errors_pane_counts_per_host() -> None:
+    from textual.app import App, ComposeResult
+
+    from forge_tui.console.widgets.errors import ErrorsPane
+
+    from .console_support import widget_text
+
+    class _Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ErrorsPane()
+
+    app = _Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = app.query_one(ErrorsPane)
+        pane.snapshot = _grouped_snapshot()
+        await pilot.pause()
+        text = widget_text(app.query_one("#errors-body"))
+        head = text.splitlines()[0]
+        assert "class" in head and "role/model" in head and "host" in head
+        assert "anvil" in text and "furnace" not in text  # hosts without errors are not listed
+        assert "vision/gemma-4-e4b" in text

@@ -1,4 +1,4 @@
-"""Errors pane: counts per error class and per role/model, then the last messages in full."""
+"""Errors pane: counts per error class, per role/model and per host, then the last messages in full."""
 
 from __future__ import annotations
 
@@ -57,7 +57,11 @@ class ErrorsPane(VerticalScroll):
             parts.append(Text("no errors in the window", style="green"))
         else:
             grid = Table.grid(padding=(0, 3))
-            grid.add_row(_counts("class", by_class), _counts("role/model", tel.errors_by_target))
+            tables = [_counts("class", by_class), _counts("role/model", tel.errors_by_target)]
+            by_host = {h.role: h.errors for h in tel.hosts if h.errors}
+            if by_host:  # "(unrouted)": errors before any host was chosen (404, bad body)
+                tables.append(_counts("host", by_host))
+            grid.add_row(*tables)
             parts.append(grid)
             parts.append(Text("last errors", style="bold underline"))
             for e in sorted(tel.last_errors, key=lambda e: e.time, reverse=True):

@@ -1,80 +1,135 @@
-"""Latency pane: p50/p95 per role over the window as a plotext chart, plus requests/s."""
+"""Latency pane: p50/p95 over the window as a plotext chart, plus requests/s.
+
+The chart and its legend follow one grouping: per role (the default), per model or per host,
+cycled with ``g`` while the pane has focus. Requests that never resolved a route ("(unrouted)":
+404s, malformed bodies) count toward req/s but get no line: their latency says nothing about a
+backend.
+"""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from ...control.schema import Snapshot
+from ...control.schema import RoleStats, Snapshot, TelemetryInfo
 from ..format import ms
 
-__all__ = ["LatencyPane", "LatencyChart"]
+__all__ = ["GROUPS", "UNROUTED", "LatencyPane", "LatencyChart", "group_stats", "legend"]
 
-# Fixed colours per role position so a role keeps its colour between redraws.
+# Fixed colours per series position so a series keeps its colour between redraws.
 # (plotext colour, Rich colour) pairs: the two libraries name some colours differently.
 PALETTE = (("cyan", "cyan"), ("orange", "dark_orange"), ("green", "green"), ("magenta", "magenta"),
            ("yellow", "yellow"), ("blue", "blue"), ("red", "red"))
+
+GROUPS: tuple[str, ...] = ("role", "model", "host")
+UNROUTED = "(unrouted)"  # the telemetry's name for requests that never resolved a route
+
+
+def group_stats(tel: TelemetryInfo, group: str) -> list[RoleStats]:
+    """The window figures of one grouping, without the "(unrouted)" pseudo-series."""
+    stats = {"role": tel.roles, "model": tel.models, "host": tel.hosts}[group]
+    return [s for s in stats if s.role != UNROUTED]
+
+
+def legend(tel: TelemetryInfo, group: str) -> Text:
+    """One entry per charted series, coloured like its line: name p50/p95 rate."""
+    line = Text()
+    for index, stats in enumerate(group_stats(tel, group)):
+        if line:
+            line.append("  ")
+        line.append("■ ", style=PALETTE[index % len(PALETTE)][1])
+        line.append(f"{stats.role} ", style="bold")
+        line.append(f"{ms(stats.p50_ms)}/{ms(stats.p95_ms)} {stats.rps:.2f}/s")
+    if not line:
+        line.append(f"p50/p95 per {group} appear here once requests arrive", style="dim")
+    return line
 
 
 class LatencyChart(PlotextPlot):
     """The chart alone; x is minutes before the snapshot, so a replayed window draws the same."""
 
     snapshot: reactive[Snapshot | None] = reactive(None)
+    group: reactive[str] = reactive("role")
 
-    def watch_snapshot(self, snapshot: Snapshot | None) -> None:
+    def __init__(self, *, name: str | None = None, id: str | None = None,  # noqa: A002 - Textual's keyword
+                 classes: str | None = None, disabled: bool = False) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self.lines: list[str] = []  # labels of the lines last drawn (what the operator sees)
+
+    def watch_snapshot(self) -> None:
+        self._draw()
+
+    def watch_group(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        snapshot = self.snapshot
         if snapshot is None:
             return
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         now = snapshot.taken_at
-        drawn = 0
-        for index, stats in enumerate(snapshot.telemetry.roles):
+        lines: list[str] = []
+        for index, stats in enumerate(group_stats(snapshot.telemetry, self.group)):
             color = PALETTE[index % len(PALETTE)][0]
             p50 = [((p.t - now) / 60.0, p.p50_ms) for p in stats.series if p.p50_ms is not None]
             p95 = [((p.t - now) / 60.0, p.p95_ms) for p in stats.series if p.p95_ms is not None]
             if p50:
                 plt.plot([x for x, _ in p50], [y for _, y in p50], label=f"{stats.role} p50", color=color,
                          marker="braille")
-                drawn += 1
+                lines.append(f"{stats.role} p50")
             if p95:
                 plt.plot([x for x, _ in p95], [y for _, y in p95], label=f"{stats.role} p95", color=color,
                          marker="dot")
+                lines.append(f"{stats.role} p95")
         window_min = snapshot.telemetry.window_s / 60.0
         plt.xlim(-window_min, 0)
         plt.xlabel("minutes ago")
         plt.ylabel("ms")
-        if not drawn:
+        if not lines:
             plt.title("no requests in the window yet")
+        self.lines = lines
         self.refresh()
 
 
-class LatencyPane(Vertical):
+class LatencyPane(Vertical, can_focus=True):
+    BINDINGS = [Binding("g", "cycle_group", "Group by", id="forge.latency.group")]
+
     snapshot: reactive[Snapshot | None] = reactive(None)
+    group: reactive[str] = reactive("role")
 
     def compose(self) -> ComposeResult:
         yield Static(id="latency-summary")
-        yield LatencyChart(id="latency-chart").data_bind(LatencyPane.snapshot)
+        yield LatencyChart(id="latency-chart").data_bind(LatencyPane.snapshot, LatencyPane.group)
 
     def on_mount(self) -> None:
-        self.border_title = "Latency"
+        self._title()
 
-    def watch_snapshot(self, snapshot: Snapshot | None) -> None:
-        if snapshot is None or not self.is_mounted:
+    def action_cycle_group(self) -> None:
+        self.group = GROUPS[(GROUPS.index(self.group) + 1) % len(GROUPS)]
+
+    def _title(self) -> None:
+        self.border_title = f"Latency by {self.group}"
+
+    def watch_group(self) -> None:
+        if self.is_mounted:
+            self._title()
+            self._summary()
+
+    def watch_snapshot(self) -> None:
+        if self.is_mounted:
+            self._summary()
+
+    def _summary(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is None:
             return
         tel = snapshot.telemetry
         self.border_subtitle = f"{tel.rps:.2f} req/s · {tel.total} req in {tel.window_s / 60:.0f} min"
-        line = Text()
-        for index, stats in enumerate(tel.roles):
-            if line:
-                line.append("  ")
-            line.append("■ ", style=PALETTE[index % len(PALETTE)][1])
-            line.append(f"{stats.role} ", style="bold")
-            line.append(f"{ms(stats.p50_ms)}/{ms(stats.p95_ms)} {stats.rps:.2f}/s")
-        if not tel.roles:
-            line.append("p50/p95 per role appear here once requests arrive", style="dim")
-        self.query_one("#latency-summary", Static).update(line)
+        self.query_one("#latency-summary", Static).update(legend(tel, self.group))
