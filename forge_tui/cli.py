@@ -104,8 +104,19 @@ async def _attach(args: argparse.Namespace) -> int:
     from .console.app import ForgeApp
     from .control.base import ControlError
     from .control.remote import RemoteControl
+    from .gateway.admin_token import TOKEN_FILE_NAME, read_token_file
 
+    # The admin API always wants a token: --token, then $FORGE_ADMIN_TOKEN, then --token-file.
     token = args.token or os.environ.get("FORGE_ADMIN_TOKEN")
+    if not token and args.token_file:
+        try:
+            token = read_token_file(args.token_file)
+        except ValueError as exc:
+            return _fail(str(exc))
+    if not token:
+        return _fail(f"attach needs the gateway's admin token: pass --token, set $FORGE_ADMIN_TOKEN, or "
+                     f"--token-file PATH; without a configured token `forge-tui serve` writes a per-run one to "
+                     f"<state dir>/{TOKEN_FILE_NAME} and prints that path when it starts")
     control = RemoteControl(args.url, token)
     try:
         await control.snapshot()  # fail before drawing anything if the gateway or token is wrong
@@ -213,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("attach", help="open the console against a running `forge-tui serve`")
     a.add_argument("url", help="gateway base URL, e.g. http://127.0.0.1:8600")
-    a.add_argument("--token", default=None, help="admin token (default: $FORGE_ADMIN_TOKEN)")
+    a.add_argument("--token", default=None, help="admin token (default: $FORGE_ADMIN_TOKEN, then --token-file)")
+    a.add_argument("--token-file", default=None, metavar="PATH",
+                   help="read the admin token from this file (the admin.token `forge-tui serve` wrote)")
     a.add_argument("--api-key", default=None, help="caller API key for smoke requests, if the gateway needs one")
 
     sm = sub.add_parser("smoke", help="smoke roles through a running gateway; exit 1 on any failure")

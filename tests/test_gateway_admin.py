@@ -1,4 +1,5 @@
-"""The admin API: token and loopback rules, snapshot, audit, eligible models, swap / rollback /
+"""The admin API: token rules (always a token; a generated 0600 token file when none is configured),
+refusal of browser (cross-site) requests and of non-JSON changes, snapshot, audit, eligible models, swap / rollback /
 trial rollback / deprecation through ``forge_tui.operations``, preflight and jobs through the real
 ``HostsService`` (local transport), and the lead's ``RemoteControl`` client against it.
 
@@ -7,17 +8,18 @@ Backends are recording upstreams so each test can see which model a request reac
 from __future__ import annotations
 
 import datetime as dt
+import stat
 from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
 import pytest
-from aiohttp.test_utils import make_mocked_request
 
+from forge_tui import cli
 from forge_tui.control.remote import RemoteControl
 from forge_tui.control.schema import AuditInfo, ChangeResult, PreflightResult, Snapshot
 from forge_tui.gateway.admin import AdminApi
-from forge_tui.gateway.errors import Unauthorized
+from forge_tui.gateway.admin_token import read_token_file
 from forge_tui.hosts import HostsService
 from tests.support.gateway_harness import Harness, make_catalog, running_gateway
 from tests.support.recording_upstream import RecordingUpstream
@@ -71,23 +73,133 @@ async def test_token_is_required(gw: Harness) -> None:
         assert (await c.get("/admin/snapshot")).status_code == 200
 
 
-async def test_without_a_token_only_loopback_is_served(up: RecordingUpstream) -> None:
-    async with running_gateway(_catalog(up.url)) as h:
+async def test_without_a_configured_token_the_gateway_writes_a_0600_token_file(
+        up: RecordingUpstream, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    async with running_gateway(_catalog(up.url), state_dir=state_dir) as h:
+        path = h.gw.admin_token_path
+        assert path == state_dir / "admin.token" and path.is_file()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        token = read_token_file(path)
+        assert token == h.gw.admin_token and len(token) >= 32
+        assert [p.name for p in state_dir.iterdir() if p.name.startswith(".admin.token")] == []  # no temp left
         async with _admin(h, None) as c:
-            assert (await c.get("/admin/snapshot")).status_code == 200  # we are on 127.0.0.1
-        # A peer that is not loopback (a unit check of the decision: no second interface in tests).
-        api = AdminApi(h.gw, None)
+            r = await c.get("/admin/snapshot")  # we are on 127.0.0.1: loopback alone is not enough
+            assert r.status_code == 401 and "admin.token" in r.json()["error"]["message"]
+            r = await c.post("/admin/trial/rollback", json={})
+            assert r.status_code == 401
+        assert h.state.audit_log(10) == [] and h.state.role("default-chat").model == "gemma-4"
+        async with _admin(h, token) as c:
+            assert (await c.get("/admin/snapshot")).status_code == 200
+        rc = RemoteControl(h.url, read_token_file(path))
+        try:
+            assert (await rc.rollback_trial(actor="ops")).ok
+        finally:
+            await rc.close()
+    assert not path.exists()  # the token dies with the run
 
-        class Peer:
-            def get_extra_info(self, name: str, default: object = None) -> object:
-                return ("192.0.2.7", 40000) if name == "peername" else default
 
-            def is_closing(self) -> bool:
-                return False
+async def test_each_run_gets_its_own_token_and_no_state_dir_keeps_it_in_memory(up: RecordingUpstream) -> None:
+    async with running_gateway(_catalog(up.url)) as h1:
+        assert h1.gw.admin_token_path is None
+        async with _admin(h1, None) as c:
+            assert (await c.get("/admin/snapshot")).status_code == 401
+        async with _admin(h1, h1.gw.admin_token) as c:
+            assert (await c.get("/admin/snapshot")).status_code == 200
+        async with running_gateway(_catalog(up.url)) as h2:
+            assert h2.gw.admin_token != h1.gw.admin_token
+            async with _admin(h2, h1.gw.admin_token) as c:
+                assert (await c.get("/admin/snapshot")).status_code == 401
 
-        with pytest.raises(Unauthorized) as ei:
-            api._authorize(make_mocked_request("GET", "/admin/snapshot", transport=Peer()))
-        assert ei.value.status == 403 and "loopback" in ei.value.message
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+], ids=["origin", "origin-null", "fetch-cross-site", "fetch-same-site"])
+async def test_browser_requests_are_refused_even_with_the_token(gw: Harness, headers: dict[str, str]) -> None:
+    async with _admin(gw) as c:
+        r = await c.post("/admin/trial/rollback", json={"actor": "evil"}, headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "cross_site_refused"
+        r = await c.post("/admin/roles/default-chat/swap", json={"model": "qwen3"}, headers=headers)
+        assert r.status_code == 403
+        assert (await c.get("/admin/snapshot", headers=headers)).status_code == 403
+        assert (await c.get("/admin/audit")).json() == []  # nothing changed
+        assert gw.state.role("default-chat").model == "gemma-4"
+        # What a browser sends for a typed URL or a same-origin request still passes (with the token).
+        for ok in ("none", "same-origin"):
+            assert (await c.get("/admin/snapshot", headers={"Sec-Fetch-Site": ok})).status_code == 200
+
+
+async def test_changes_must_be_json(gw: Harness) -> None:
+    async with _admin(gw) as c:
+        for headers, body in (({"Content-Type": "text/plain"}, b'{"actor": "evil"}'),
+                              ({"Content-Type": "application/x-www-form-urlencoded"}, b"actor=evil"),
+                              ({"Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
+                              ({}, b"")):
+            r = await c.post("/admin/trial/rollback", content=body, headers=headers)
+            assert r.status_code == 415, (headers, r.text)
+            assert r.json()["error"]["code"] == "unsupported_media_type"
+        assert (await c.get("/admin/audit")).json() == []
+        assert gw.state.role("default-chat").model == "gemma-4"
+        # The same change as JSON goes through (charset parameters are fine).
+        r = await c.post("/admin/trial/rollback", content=b"{}",
+                         headers={"Content-Type": "application/json; charset=utf-8"})
+        assert r.status_code == 200 and r.json()["ok"]
+        assert len((await c.get("/admin/audit")).json()) == 1
+
+
+async def test_no_job_starts_from_a_refused_request(up: RecordingUpstream, tmp_path: Path) -> None:
+    cat = _catalog(up.url)
+    hosts = HostsService(cat, state_dir=tmp_path / "state", probe_interval_s=60)
+    await hosts.start()
+    try:
+        async with running_gateway(cat, state_dir=tmp_path / "state", admin_token=TOKEN, hosts=hosts) as h:
+            async with _admin(h) as c:
+                job = {"kind": "verify", "host": "local"}
+                r = await c.post("/admin/jobs", json=job, headers={"Origin": "http://localhost:3000"})
+                assert r.status_code == 403
+                r = await c.post("/admin/jobs", content=b'{"kind": "verify", "host": "local"}',
+                                 headers={"Content-Type": "text/plain"})
+                assert r.status_code == 415
+            async with _admin(h, None) as c:
+                assert (await c.post("/admin/jobs", json=job)).status_code == 401
+            assert hosts.jobs() == []
+            async with _admin(h) as c:  # a well-formed request does reach the jobs handler
+                r = await c.post("/admin/jobs", json={"kind": "dance", "host": "local"})
+                assert r.status_code == 400 and "unknown job kind" in r.json()["error"]["message"]
+            assert hosts.jobs() == []
+    finally:
+        await hosts.close()
+
+
+def test_admin_api_refuses_to_run_without_a_token() -> None:
+    with pytest.raises(ValueError, match="needs a token"):
+        AdminApi(None, "")  # type: ignore[arg-type]
+
+
+async def test_attach_finds_its_token(tmp_path: Path, gw: Harness, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FORGE_ADMIN_TOKEN", raising=False)
+    parse = cli.build_parser().parse_args
+    assert await cli._attach(parse(["attach", gw.url])) == 2
+    err = capsys.readouterr().err
+    assert "--token-file" in err and "$FORGE_ADMIN_TOKEN" in err and "admin.token" in err
+
+    assert await cli._attach(parse(["attach", gw.url, "--token-file", str(tmp_path / "nope")])) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token\n")
+    assert await cli._attach(parse(["attach", gw.url, "--token-file", str(wrong)])) == 2
+    assert "HTTP 401" in capsys.readouterr().err  # the file was read and its token sent
+    # --token wins over the file, $FORGE_ADMIN_TOKEN too: a wrong one there is what gets sent.
+    monkeypatch.setenv("FORGE_ADMIN_TOKEN", "also-wrong")
+    good = tmp_path / "good.token"
+    good.write_text(TOKEN + "\n")
+    assert await cli._attach(parse(["attach", gw.url, "--token-file", str(good)])) == 2
+    assert "HTTP 401" in capsys.readouterr().err
 
 
 async def test_snapshot_audit_and_eligible(gw: Harness) -> None:
@@ -184,7 +296,7 @@ async def test_preflight_blocks_a_swap_unless_forced(up: RecordingUpstream, tmp_
                 r = await c.post("/admin/jobs", json={"kind": "dance", "host": "local"})
                 assert r.status_code == 400 and "unknown job kind" in r.json()["error"]["message"]
                 assert (await c.get("/admin/jobs/nope/log")).status_code == 404
-                assert (await c.post("/admin/jobs/nope/cancel")).status_code == 404
+                assert (await c.post("/admin/jobs/nope/cancel", json={})).status_code == 404
                 snap = Snapshot.model_validate((await c.get("/admin/snapshot")).json())
                 assert [hi.name for hi in snap.hosts] == ["local"]
     finally:

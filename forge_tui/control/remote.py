@@ -1,4 +1,8 @@
-"""Control of a headless ``forge-tui serve`` through its admin API (``forge-tui attach``)."""
+"""Control of a headless ``forge-tui serve`` through its admin API (``forge-tui attach``).
+
+Every change is a JSON body (``{}`` when there is nothing to say): the admin API refuses
+changes that are not ``Content-Type: application/json`` (its guard against cross-site forms).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from .schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 __all__ = ["RemoteControl"]
 
 _audit_list = TypeAdapter(list[AuditInfo])
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class RemoteControl:
@@ -32,6 +37,8 @@ class RemoteControl:
 
     async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                     change: bool = False) -> Any:
+        if json is None and method in _BODY_METHODS:
+            json = {}  # httpx then sends Content-Type: application/json
         try:
             resp = await self._client.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
@@ -43,8 +50,10 @@ class RemoteControl:
                 msg = resp.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 msg = resp.text[:300]
-            if resp.status_code in (401, 403):
+            if resp.status_code == 401:
                 msg = f"admin API refused the token: {msg}"
+            elif resp.status_code == 403:
+                msg = f"admin API refused the request: {msg}"
             raise ControlError(f"{method} {path}: HTTP {resp.status_code}: {msg}")
         return resp.json()
 

@@ -1,14 +1,17 @@
 """The admin API (``forge-tui attach`` drives a headless gateway through it).
 
-Protected by the admin token (``Authorization: Bearer <token>`` or ``x-forge-admin-token``);
-with no token configured it answers loopback peers only. Changes go through
-``forge_tui.operations``, the same code the embedded console calls.
+Always protected by a token (``Authorization: Bearer <token>`` or ``x-forge-admin-token``):
+the configured one, else a per-run one the gateway generates (see ``admin_token``). Being on
+loopback is not enough: a web page in a local browser is on loopback too. Browser requests
+are refused outright (an ``Origin`` header, or ``Sec-Fetch-Site`` other than ``none`` /
+``same-origin``), and changes must be ``Content-Type: application/json``, which a cross-site
+form or a no-CORS fetch cannot send. Changes go through ``forge_tui.operations``, the same
+code the embedded console calls.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -18,7 +21,16 @@ from pydantic import BaseModel, ValidationError
 from .. import operations
 from ..control.schema import ChangeResult, DeprecateRequest, SwapRequest
 from ..state import ChangeRefused
-from .errors import CallerError, Conflict, GatewayError, NotFound, Unauthorized, Unavailable
+from .errors import (
+    CallerError,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -27,6 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["AdminApi"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# What a browser sends for a request the user typed or bookmarked, or one from the same origin.
+_FETCH_SITES_OK = frozenset({"none", "same-origin"})
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -38,9 +54,11 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 class AdminApi:
-    def __init__(self, gw: "Gateway", token: str | None) -> None:
+    def __init__(self, gw: "Gateway", token: str) -> None:
+        if not token:
+            raise ValueError("the admin API needs a token (the gateway generates one when none is configured)")
         self.gw = gw
-        self._tokens = (f"Bearer {token}".encode(), token.encode()) if token else None
+        self._tokens = (f"Bearer {token}".encode(), token.encode())
 
     def routes(self) -> list[web.RouteDef]:
         w = self._wrap
@@ -60,24 +78,33 @@ class AdminApi:
         ]
 
     def _authorize(self, request: web.Request) -> None:
-        if self._tokens is None:
-            try:
-                loopback = ipaddress.ip_address((request.remote or "").split("%")[0]).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                raise Unauthorized(
-                    "the admin API has no token configured and only answers loopback callers; "
-                    "set gateway.admin_token_env (FORGE_ADMIN_TOKEN) to use it remotely",
-                    code="admin_loopback_only", status=403,
-                )
-            return
+        """Refuse browsers (403), then a missing or wrong token (401), then a non-JSON change (415)."""
+        h = request.headers
+        if "Origin" in h:
+            raise Forbidden(f"the admin API refuses requests sent by a web page (Origin: {h['Origin'][:100]})",
+                            code="cross_site_refused")
+        site = h.get("Sec-Fetch-Site")
+        if site is not None and site.lower() not in _FETCH_SITES_OK:
+            raise Forbidden(f"the admin API refuses requests sent by a web page (Sec-Fetch-Site: {site[:40]})",
+                            code="cross_site_refused")
         bearer, raw = self._tokens
-        got_bearer = request.headers.get("Authorization", "").encode()
-        got_header = request.headers.get("x-forge-admin-token", "").encode()
-        if not (hmac.compare_digest(got_bearer, bearer) or hmac.compare_digest(got_header, raw)):
-            raise Unauthorized("missing or wrong admin token (Authorization: Bearer <token> or x-forge-admin-token)",
-                               code="invalid_admin_token")
+        got_bearer = h.get("Authorization", "").encode("utf-8", "replace")
+        got_header = h.get("x-forge-admin-token", "").encode("utf-8", "replace")
+        # Both comparisons always run: the time taken says nothing about which header was close.
+        ok_bearer = hmac.compare_digest(got_bearer, bearer)
+        ok_header = hmac.compare_digest(got_header, raw)
+        if not (ok_bearer or ok_header):
+            raise Unauthorized(
+                "missing or wrong admin token (Authorization: Bearer <token> or x-forge-admin-token); "
+                "without a configured token the gateway generates one per run and writes it to admin.token "
+                "in its state directory (forge-tui attach --token-file)",
+                code="invalid_admin_token",
+            )
+        if request.method in _BODY_METHODS and request.content_type != "application/json":
+            got = h.get("Content-Type") or "none"
+            raise UnsupportedMediaType(
+                f"admin changes must be sent as Content-Type: application/json (got {got[:80]}); "
+                f"send {{}} when there is nothing to say")
 
     def _wrap(self, impl: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:

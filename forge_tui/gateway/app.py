@@ -3,7 +3,12 @@
     gw = Gateway(catalog, state, telemetry=tel, admin_token=..., api_keys=(), hosts=None)
     await gw.start("127.0.0.1", 0)    # GatewayBindError (never sys.exit) when the port is taken
     gw.url, gw.port, gw.inflight, gw.snapshot()
+    gw.admin_token, gw.admin_token_path   # the admin API's token; the 0600 file it was written to, if any
     await gw.stop(drain_timeout=10)   # stop accepting, let in-flight requests finish, close the client
+
+The admin API always requires a token. With none configured the gateway generates one per run;
+``start()`` writes it to ``<state_dir>/admin.token`` (mode 0600) once the port is bound, so a
+second gateway that fails to bind never clobbers a running one's file; ``stop()`` removes it.
 
 No signal handlers are installed and nothing is logged per request; ``AppRunner`` + ``TCPSite``
 keep the console's loop in charge.
@@ -16,6 +21,7 @@ import errno
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Sequence
 
 import aiohttp
@@ -25,6 +31,7 @@ from ..config.models import Catalog
 from ..control.schema import Snapshot
 from ..state import AuditEntry, RoutingState
 from .admin import AdminApi
+from .admin_token import TOKEN_FILE_NAME, new_token, remove_token_file, write_token_file
 from .api import OpenAIApi
 from .backends import READY, BackendRuntime, Breaker, HealthProber, Limiter
 from .errors import GatewayBindError
@@ -86,10 +93,16 @@ class Gateway:
         self._upstream: Upstream | None = None
         self.url = ""
         self.port = 0
-        self.app = self._build_app(admin_token)
+        # An empty configured token counts as none: the admin API is never open.
+        self._token_generated = not admin_token
+        self.admin_token: str = admin_token or new_token()
+        # Where start() writes a generated token (None: configured token, or no state dir: memory only).
+        self.admin_token_path: Path | None = (
+            state.state_dir / TOKEN_FILE_NAME if self._token_generated and state.state_dir is not None else None)
+        self.app = self._build_app(self.admin_token)
 
     # ------------------------------------------------------------------ wiring
-    def _build_app(self, admin_token: str | None) -> web.Application:
+    def _build_app(self, admin_token: str) -> web.Application:
         app = web.Application(client_max_size=int(self.settings.max_body_mb * 1024 * 1024))
         self.openai = OpenAIApi(self)
         self.admin = AdminApi(self, admin_token)
@@ -189,6 +202,13 @@ class Gateway:
             err.errno = exc.errno  # str(err) stays the plain message
             raise err from None
         self._runner = runner
+        if self.admin_token_path is not None:
+            try:
+                write_token_file(self.admin_token_path, self.admin_token)
+            except OSError as exc:
+                log.warning("cannot write the admin token to %s (%s); it stays in memory only: set "
+                            "FORGE_ADMIN_TOKEN to choose one", self.admin_token_path, exc.strerror or exc)
+                self.admin_token_path = None
         addr = runner.addresses[0]
         self.port = int(addr[1])
         shown = host if host not in ("", "0.0.0.0", "::") else ("127.0.0.1" if host != "::" else "::1")
@@ -211,6 +231,8 @@ class Gateway:
                 self._idle = None
         await runner.cleanup()
         self._unsubscribe()
+        if self.admin_token_path is not None:
+            remove_token_file(self.admin_token_path, self.admin_token)
 
     # ------------------------------------------------------------------ views
     def snapshot(self) -> Snapshot:

@@ -6,6 +6,8 @@ so the caller, the operator's panes and ``/metrics`` all tell the same story::
     GatewayError            500 gateway_error         a fault in forge itself
     ├── CallerError         400 caller_error          malformed JSON, wrong types, unreadable audio
     │   ├── Unauthorized    401 caller_error          missing or wrong API key / admin token
+    │   ├── Forbidden       403 caller_error          a cross-site (browser) request to the admin API
+    │   ├── UnsupportedMediaType 415 caller_error     an admin change not sent as application/json
     │   └── Conflict        409 caller_error          an admin change was refused
     ├── NotFound            404 not_found             unknown role, model or route
     ├── PayloadTooLarge     413 payload_too_large     body over max_body_mb, audio over the cap
@@ -29,6 +31,8 @@ __all__ = [
     "GatewayError",
     "CallerError",
     "Unauthorized",
+    "Forbidden",
+    "UnsupportedMediaType",
     "Conflict",
     "NotFound",
     "PayloadTooLarge",
@@ -95,6 +99,18 @@ class Unauthorized(CallerError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class Forbidden(CallerError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class UnsupportedMediaType(CallerError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class Conflict(CallerError):
