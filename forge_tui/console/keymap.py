@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
-__all__ = ["KeySpec", "APP_KEYS", "MAIN_KEYS", "ALL_KEYS", "bindings"]
+__all__ = ["KeySpec", "APP_KEYS", "MAIN_KEYS", "ALL_KEYS", "PANE_KEYS", "HELP_KEYS", "bindings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,14 @@ MAIN_KEYS: tuple[KeySpec, ...] = (
 )
 
 ALL_KEYS: tuple[KeySpec, ...] = APP_KEYS + MAIN_KEYS
+
+# Keys bound on a pane (active while it has focus); listed on the help screen too.
+PANE_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("forge.latency.group", "g", "cycle_group", "Group by",
+            "Latency pane (focused): group the chart by role, model or host."),
+)
+
+HELP_KEYS: tuple[KeySpec, ...] = ALL_KEYS + PANE_KEYS
 
 
 def bindings(specs: tuple[KeySpec, ...]) -> list[Binding]:

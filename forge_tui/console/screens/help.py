@@ -10,7 +10,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from ..keymap import ALL_KEYS, KeySpec
+from ..keymap import HELP_KEYS, KeySpec
 
 __all__ = ["HelpScreen", "key_table"]
 
@@ -38,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog dialog-wide", id="help-dialog"):
             yield Label("forge keys", classes="dialog-title")
             with VerticalScroll():
-                yield Static(key_table(ALL_KEYS, self._keymap))
+                yield Static(key_table(HELP_KEYS, self._keymap))
                 yield Static(
                     Text(
                         "s/r/t act on the selected row of Roles, d on Models, b/v on Hosts. "

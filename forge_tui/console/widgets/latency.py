@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -18,6 +17,7 @@ from textual_plotext import PlotextPlot
 
 from ...control.schema import RoleStats, Snapshot, TelemetryInfo
 from ..format import ms
+from ..keymap import PANE_KEYS, bindings
 
 __all__ = ["GROUPS", "UNROUTED", "LatencyPane", "LatencyChart", "group_stats", "legend"]
 
@@ -99,7 +99,7 @@ class LatencyChart(PlotextPlot):
 
 
 class LatencyPane(Vertical, can_focus=True):
-    BINDINGS = [Binding("g", "cycle_group", "Group by", id="forge.latency.group")]
+    BINDINGS = bindings(PANE_KEYS)
 
     snapshot: reactive[Snapshot | None] = reactive(None)
     group: reactive[str] = reactive("role")
