@@ -1,8 +1,10 @@
 """Audio routes: the 30 s cap read from the WAV header (413 before anything is forwarded), 400 for a
 missing or unreadable audio part, and faithful multipart / JSON pass-through to the sidecar.
 
-Real WAV files come from sox and espeak-ng (Debian); their durations are cross-checked against
-``soxi``. The audio sidecar is a recording upstream: the test must see the exact bytes forwarded."""
+The core cases build their WAVs with the stdlib ``wave`` module (``forge_tui.smoke.tiny_wav``), so
+they need nothing installed. Extra cross-checks use WAVs written by sox and espeak-ng (Debian): the
+header duration against ``soxi``, sox's 31 s file refused the same way, a speech file forwarded
+intact. The audio sidecar is a recording upstream: the test must see the exact bytes forwarded."""
 
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ def _sox_tone(path: Path, seconds: float, rate: int = 16000) -> bytes:
     subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path), "synth", str(seconds), "sine",
                     "440"], check=True, capture_output=True, timeout=60)
     return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def long_wav() -> bytes:
+    """31 s of 16 kHz mono: one second over the cap."""
+    return tiny_wav(31.0)
 
 
 @pytest.fixture
@@ -72,9 +80,14 @@ def test_unreadable_audio() -> None:
             wav_duration(junk)
 
 
-@needs_sox
-async def test_31_second_wav_is_refused_before_forwarding(gw: Harness, sidecar: RecordingUpstream, tmp_path) -> None:
-    wav = _sox_tone(tmp_path / "long.wav", 31)
+def test_header_duration_of_stdlib_wavs() -> None:
+    for secs, rate in ((31.0, 16000), (2.5, 44100), (0.25, 8000)):
+        assert wav_duration(tiny_wav(secs, rate)) == pytest.approx(secs, abs=1e-3)
+
+
+async def test_31_second_wav_is_refused_before_forwarding(gw: Harness, sidecar: RecordingUpstream,
+                                                          long_wav: bytes) -> None:
+    wav = long_wav
     async with httpx.AsyncClient(base_url=gw.url) as c:
         r = await c.post("/v1/audio_qa", data={"model": "audio-qa", "prompt": "what is this?"},
                          files={"file": ("long.wav", wav, "audio/wav")})
@@ -91,22 +104,40 @@ async def test_31_second_wav_is_refused_before_forwarding(gw: Harness, sidecar: 
     assert r.status_code == 413 and sidecar.requests == []
 
 
+async def test_multipart_audio_and_image_are_forwarded_intact(gw: Harness, sidecar: RecordingUpstream) -> None:
+    await _forwarded_intact(gw, sidecar, tiny_wav(2.0), "clip.wav")
+
+
+@needs_sox
+async def test_sox_made_31_second_wav_is_refused_too(gw: Harness, sidecar: RecordingUpstream, tmp_path) -> None:
+    """Cross-check with a WAV from another writer (sox), in case its header differs from the stdlib's."""
+    wav = _sox_tone(tmp_path / "long.wav", 31)
+    async with httpx.AsyncClient(base_url=gw.url) as c:
+        r = await c.post("/v1/audio_qa", data={"model": "audio-qa"}, files={"file": ("long.wav", wav, "audio/wav")})
+    assert r.status_code == 413 and "31.0 s long" in r.json()["error"]["message"]
+    assert sidecar.requests == []
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (Debian) is not installed")
 async def test_speech_wav_is_forwarded_intact(gw: Harness, sidecar: RecordingUpstream, tmp_path) -> None:
+    """Cross-check with real speech written by espeak-ng."""
     p = tmp_path / "speech.wav"
     subprocess.run(["espeak-ng", "-w", str(p), "the forge gateway is listening"], check=True, timeout=60)
-    wav = p.read_bytes()
+    await _forwarded_intact(gw, sidecar, p.read_bytes(), "speech.wav")
+
+
+async def _forwarded_intact(gw: Harness, sidecar: RecordingUpstream, wav: bytes, name: str) -> None:
     png = b"\x89PNG\r\n\x1a\nfake-image-bytes"
     async with httpx.AsyncClient(base_url=gw.url) as c:
         r = await c.post("/v1/audio_qa", data={"model": "audio-qa", "prompt": "who is speaking?"},
-                         files={"file": ("speech.wav", wav, "audio/wav"), "image": ("x.png", png, "image/png")})
+                         files={"file": (name, wav, "audio/wav"), "image": ("x.png", png, "image/png")})
     assert r.status_code == 200, r.text
     assert r.headers["x-forge-route"] == "role=audio-qa; model=qwen-omni; host=local; backend=audio"
     fwd = sidecar.requests[-1]
     assert fwd.path == "/v1/audio_qa"
     assert fwd.body["model"] == "omni" and fwd.body["prompt"] == "who is speaking?"
     assert fwd.body["file"] == wav and fwd.body["image"] == png
-    assert fwd.body["_filenames"] == {"file": "speech.wav", "image": "x.png"}
+    assert fwd.body["_filenames"] == {"file": name, "image": "x.png"}
     assert (await gw.record(r.headers["x-forge-request-id"])).image is True
 
 
@@ -146,11 +177,28 @@ async def test_transcriptions_pass_through(gw: Harness, sidecar: RecordingUpstre
     assert fwd.body["model"] == "whisper" and fwd.body["file"] == wav and fwd.body["language"] == "en"
 
 
-@needs_sox
-async def test_long_input_audio_in_chat_is_refused(gw: Harness, sidecar: RecordingUpstream, tmp_path) -> None:
-    wav = _sox_tone(tmp_path / "long.wav", 31)
+async def test_long_input_audio_in_chat_is_refused(gw: Harness, sidecar: RecordingUpstream, long_wav: bytes) -> None:
+    wav = long_wav
     with pytest.raises(openai.APIStatusError) as ei:
         await gw.client().chat.completions.create(model="audio-qa", messages=[{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}]}])
     assert ei.value.status_code == 413
     assert sidecar.requests == []
+
+
+async def test_auto_routes_a_chat_with_input_audio_to_audio_qa(gw: Harness, sidecar: RecordingUpstream) -> None:
+    b64 = base64.b64encode(tiny_wav(0.5)).decode()
+    audio_msg = [{"role": "user", "content": [
+        {"type": "text", "text": "what do you hear?"},
+        {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]}]
+    raw = await gw.client().chat.completions.with_raw_response.create(model="auto", messages=audio_msg)
+    assert raw.headers["x-forge-route"].startswith("role=audio-qa; model=qwen-omni;")
+    fwd = sidecar.requests[-1]
+    assert fwd.path == "/v1/chat/completions" and fwd.body["model"] == "omni"
+    assert fwd.body["messages"] == audio_msg  # the audio part travels untouched
+    rec = await gw.record(raw.headers["x-forge-request-id"])
+    assert rec.role == "audio-qa" and rec.model == "qwen-omni"
+    # The same chat without the audio part is plain chat.
+    raw = await gw.client().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": [{"type": "text", "text": "what do you hear?"}]}])
+    assert raw.headers["x-forge-route"].startswith("role=default-chat; model=chatty;")
