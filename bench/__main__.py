@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(table(summary))
     print(f"\n(wall time {float(summary['wall_s']):.0f} s, mode {mode}; other processes used "
-          f"{float(summary['foreign_cpu_pct']):.0f} % of a CPU meanwhile)")  # type: ignore[arg-type]
+          f"{float(summary['foreign_cpu_pct']):.0f} % of a CPU meanwhile)")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     if args.markdown:

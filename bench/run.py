@@ -32,7 +32,7 @@ import termios
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .catalog import ROLE, write_catalog
 from .console_host import ACK_ENV, PROBE_BYTES
@@ -42,6 +42,7 @@ from .proc import ForeignLoad, cpu_seconds, pin_pid, pin_to_cpu, rss_mb
 __all__ = ["Sizes", "MODES", "REQUIRED_KEYS", "TARGETS", "OPTIONAL_TARGETS", "run_benchmark"]
 
 REPO = Path(__file__).resolve().parent.parent
+Phase = dict[str, Any]  # one load phase's result, as the load generator reports it (LoadResult as JSON)
 TARGETS = ("direct", "floor", "gateway", "console")
 # Measured on request (--targets): the thinnest aiohttp proxy, to split the gateway's cost into
 # what the framework costs and what forge's own work costs.
@@ -183,7 +184,7 @@ def _free_port() -> int:
 
 
 def _chat_body(stream: bool) -> str:
-    body: dict[str, object] = {"model": ROLE, "messages": [{"role": "user", "content": "Say hello in five words."}],
+    body: dict[str, Any] = {"model": ROLE, "messages": [{"role": "user", "content": "Say hello in five words."}],
                                "max_tokens": 32}
     if stream:
         body["stream"] = True
@@ -305,13 +306,13 @@ async def start_console(config: Path, port: int, cpu: int | None, workdir: Path,
 
 
 # ------------------------------------------------------------------ load phases
-async def run_phase(spec: LoadSpec, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, object]:
+async def run_phase(spec: LoadSpec, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One phase in a fresh load-generator process; returns its LoadResult as a dict."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.load", json.dumps(asdict(spec)), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=str(REPO), env=_child_env())
     assert proc.stdout is not None and proc.stderr is not None
-    result: dict[str, object] | None = None
+    result: dict[str, Any] | None = None
     deadline = time.perf_counter() + spec.time_cap_s + 30.0
     try:
         while True:
@@ -341,7 +342,7 @@ class TargetResult:
     name: str
     startup_s: float  # the best of ``startups`` (other programs on the machine can only add to it)
     startups: list[float] = field(default_factory=list)
-    phases: dict[str, dict[str, object]] = field(default_factory=dict)
+    phases: dict[str, Phase] = field(default_factory=dict)
     cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
     cpu_pct: dict[str, float] = field(default_factory=dict)  # of one core: ~100 when the server is the limit
     rss_mb_warm: float = 0.0
@@ -430,7 +431,7 @@ class Target:
                         time_cap_s=self.sizes.phase_cap_s if time_cap is None else time_cap,
                         checkpoint_every=checkpoint_every, warmup=warmup, cpu=self.load_cpu)
 
-    async def phase(self, name: str, s: LoadSpec, on_ckpt: Callable[[int], None] | None = None) -> dict[str, object]:
+    async def phase(self, name: str, s: LoadSpec, on_ckpt: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Resume the server, run one load phase against it, pause it again."""
         srv, res = self.srv, self.res
         if self.pausable:
@@ -449,14 +450,14 @@ class Target:
                 await self.prober.halt()
             if self.pausable:
                 srv.pause()
-        n = int(r["requests"])  # type: ignore[arg-type]
+        n = int(r["requests"])
         res.cpu_ms_per_req[name] = 1000.0 * used / n if n else 0.0
-        res.cpu_pct[name] = 100.0 * used / max(1e-9, float(r["elapsed_s"]))  # type: ignore[arg-type]
+        res.cpu_pct[name] = 100.0 * used / max(1e-9, float(r["elapsed_s"]))
         res.phases[name] = r
         self.log(f"  {srv.name:8s} {name:9s} {n:7d} req {float(r['rps']):8.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
                  f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
                  + (f"  ttfc p50 {float(r['ttfc_p50_ms']):.3f} ms" if s.stream else ""))
-        if int(r["errors"]):  # type: ignore[arg-type]
+        if int(r["errors"]):
             self.log(f"  {srv.name}: {r['errors']} errors in {name}: statuses {r['statuses']}")
         return r
 
@@ -474,8 +475,8 @@ class Target:
         res = self.res
         names = [k for k in res.phases if k.startswith(phase + ".")]
         key: Callable[[str], float] = (
-            (lambda k: float(res.phases[k]["ttfc_p50_ms"])) if stream  # type: ignore[arg-type]
-            else (lambda k: -float(res.phases[k]["rps"])))  # type: ignore[arg-type]
+            (lambda k: float(res.phases[k]["ttfc_p50_ms"])) if stream
+            else (lambda k: -float(res.phases[k]["rps"])))
         best = min(names, key=key)
         res.phases[phase] = res.phases[best]
         res.cpu_ms_per_req[phase] = res.cpu_ms_per_req[best]
@@ -489,7 +490,7 @@ class Target:
             res.rss_samples.append((done, rss_mb(srv.pid)))
 
         r = await self.phase("mem", self.spec(32, self.sizes.mem, time_cap=cap_s, checkpoint_every=every), sample)
-        res.mem_requests = int(r["requests"])  # type: ignore[arg-type]
+        res.mem_requests = int(r["requests"])
         res.rss_mb_end = rss_mb(srv.pid)
         half = res.mem_requests / 2
         mids = [rss for done, rss in res.rss_samples if done <= half]
@@ -504,13 +505,13 @@ class Target:
 
 
 # ------------------------------------------------------------------ summary
-def _f(phases: dict[str, dict[str, object]], phase: str, key: str) -> float:
-    return float(phases[phase][key])  # type: ignore[arg-type]
+def _f(phases: dict[str, Phase], phase: str, key: str) -> float:
+    return float(phases[phase][key])
 
 
-def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict[str, object]:
+def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict[str, Any]:
     """The flat figures of the issue (each a number), the per-target detail and the budget verdicts."""
-    out: dict[str, object] = {
+    out: dict[str, Any] = {
         "mode": mode,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "pinned": pinned,
@@ -565,7 +566,7 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         out["console_key_presses"] = len(keys) + c.key_misses
         out["console_key_misses"] = c.key_misses
         out["console_pty_kb_per_s"] = c.pty_bytes / 1024 / max(1e-9, sum(
-            float(ph["elapsed_s"]) for ph in c.phases.values()))  # type: ignore[arg-type]
+            float(ph["elapsed_s"]) for ph in c.phases.values()))
     if g is not None and "floor" in results:
         # CPU capacity: requests per second each could serve with a whole CPU to itself. When the
         # floor's CPU is not busy at c32 (the load side is the limit), its measured req/s is only a
@@ -573,19 +574,19 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         cf, cg = results["floor"].cpu_ms_per_req.get("mem", 0.0), g.cpu_ms_per_req.get("mem", 0.0)
         out["cpu_capacity_ratio_gateway_floor"] = cf / cg if cg else 0.0
     if "floor" in results:
-        out["loadgen_headroom_x"] = out["rps_c32_direct"] / max(1e-9, float(out["rps_c32_floor"]))  # type: ignore[operator]
+        out["loadgen_headroom_x"] = out["rps_c32_direct"] / max(1e-9, float(out["rps_c32_floor"]))
     out["budget"] = budget(out)
     out["targets"] = {name: asdict(t) for name, t in results.items()}
     return out
 
 
-def budget(s: dict[str, object]) -> dict[str, dict[str, object]]:
+def budget(s: dict[str, Any]) -> dict[str, Phase]:
     """The issue's budget, item by item: value, limit, verdict (absent figures are not judged)."""
     def get(k: str) -> float | None:
         v = s.get(k)
         return float(v) if isinstance(v, (int, float)) else None
 
-    items: dict[str, dict[str, object]] = {}
+    items: dict[str, Phase] = {}
 
     def check(name: str, value: float | None, limit: float, ok: bool | None, note: str = "") -> None:
         if value is not None and ok is not None:
@@ -639,38 +640,40 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def table(s: dict[str, object]) -> str:
+def table(s: dict[str, Any]) -> str:
     """The human summary printed at the end of a run."""
     targets = s["targets"]
     assert isinstance(targets, dict)
     rows = [("", *targets.keys())]
 
-    def row(label: str, fn: Callable[[dict[str, object]], str]) -> None:
+    def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
         rows.append((label, *(fn(t) for t in targets.values())))
 
-    def ph(phase: str, key: str, fmt: str = "{:.3f}") -> Callable[[dict[str, object]], str]:
-        return lambda t: fmt.format(float(t["phases"][phase][key]))  # type: ignore[index]
+    def ph(phase: str, key: str, fmt: str = "{:.3f}") -> Callable[[dict[str, Any]], str]:
+        return lambda t: fmt.format(float(t["phases"][phase][key]))
 
     row("startup to first answer (s, best)", lambda t: f"{float(t['startup_s']):.3f}")
-    row("startup, every start (s)", lambda t: " ".join(f"{float(x):.2f}" for x in t["startups"]))  # type: ignore[union-attr]
+    row("startup, every start (s)", lambda t: " ".join(f"{float(x):.2f}" for x in t["startups"]))
+    def pcts(phase: str) -> Callable[[dict[str, Any]], str]:
+        return lambda t: " / ".join(f"{float(t['phases'][phase][k]):.2f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
+
     for c in ("c1", "c8", "c32"):
         row(f"{c}: req/s", ph(c, "rps", "{:.0f}"))
-        row(f"{c}: p50 / p95 / p99 (ms)", lambda t, c=c: " / ".join(
-            f"{float(t['phases'][c][k]):.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")))  # type: ignore[index]
+        row(f"{c}: p50 / p95 / p99 (ms)", pcts(c))
     row("stream c8: TTFC p50 / p99 (ms)", lambda t: " / ".join(
-        f"{float(t['phases']['stream8'][k]):.2f}" for k in ("ttfc_p50_ms", "ttfc_p99_ms")))  # type: ignore[index]
+        f"{float(t['phases']['stream8'][k]):.2f}" for k in ("ttfc_p50_ms", "ttfc_p99_ms")))
     row("stream c8: last event p50 (ms)", lambda t: f"{float(t['phases']['stream8']['event_p50_ms'][-1]):.2f}"
-        if t["phases"]["stream8"]["event_p50_ms"] else "-")  # type: ignore[index]
+        if t["phases"]["stream8"]["event_p50_ms"] else "-")
     row("stream c8: reads with events/stream", ph("stream8", "bursts_per_stream", "{:.2f}"))
-    row("CPU per request (ms, c32 run)", lambda t: f"{float(t['cpu_ms_per_req']['c32']):.3f}")  # type: ignore[index]
-    row("CPU per request (ms, memory run)", lambda t: f"{float(t['cpu_ms_per_req']['mem']):.3f}")  # type: ignore[index]
+    row("CPU per request (ms, c32 run)", lambda t: f"{float(t['cpu_ms_per_req']['c32']):.3f}")
+    row("CPU per request (ms, memory run)", lambda t: f"{float(t['cpu_ms_per_req']['mem']):.3f}")
     row("RSS after warm-up (MB)", lambda t: f"{float(t['rss_mb_warm']):.1f}")
     row("memory run requests", lambda t: f"{int(t['mem_requests'])}")
     row("RSS at half / end (MB)", lambda t: f"{float(t['rss_mb_mid']):.1f} / {float(t['rss_mb_end']):.1f}")
     row("memory run req/s", ph("mem", "rps", "{:.0f}"))
-    row("server CPU busy at c32 (% of a core)", lambda t: f"{float(t['cpu_pct']['c32']):.0f}")  # type: ignore[index]
+    row("server CPU busy at c32 (% of a core)", lambda t: f"{float(t['cpu_pct']['c32']):.0f}")
     row("errors (all phases)", lambda t: str(sum(int(p["errors"]) for k, p in t["phases"].items()
-                                                 if k != "c32")))  # type: ignore[union-attr]
+                                                 if k != "c32")))
     row("load generator CPU at c32 (%)", ph("c32", "loadgen_cpu_pct", "{:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
@@ -679,7 +682,7 @@ def table(s: dict[str, object]) -> str:
     lines.append("")
     for k in REQUIRED_KEYS + EXTRA_KEYS:
         if k in s:
-            lines.append(f"{k:32s} {float(s[k]):10.3f}")  # type: ignore[arg-type]
+            lines.append(f"{k:32s} {float(s[k]):10.3f}")
     lines.append("")
     b = s["budget"]
     assert isinstance(b, dict)
@@ -689,7 +692,7 @@ def table(s: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def markdown(s: dict[str, object], command: str) -> str:
+def markdown(s: dict[str, Any], command: str) -> str:
     """The run as a Markdown page (bench/RESULTS.md, copied into the README's performance section)."""
     m = s["machine"]
     assert isinstance(m, dict)
@@ -699,11 +702,11 @@ def markdown(s: dict[str, object], command: str) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Last run: `{command}` on {when}, mode `{s['mode']}`, wall time {float(s['wall_s']):.0f} s.",  # type: ignore[arg-type]
+        f"Last run: `{command}` on {when}, mode `{s['mode']}`, wall time {float(s['wall_s']):.0f} s.",
         f"Machine: {m['cpus']} CPUs ({m['processor']}), Python {m['python']}, {m['platform']}; "
         + ("the system under test pinned alone on one CPU, upstream + load generator on the other."
            if m["pinned"] else "no CPU pinning."),
-        f"Other processes used {float(s.get('foreign_cpu_pct', 0.0)):.0f} % of one CPU on average during the run "  # type: ignore[arg-type]
+        f"Other processes used {float(s.get('foreign_cpu_pct', 0.0)):.0f} % of one CPU on average during the run "
         "(from /proc/stat, the benchmark's own processes excluded): the more, the noisier the figures. "
         "Absolute figures drift between runs; the ratios between targets, measured in the same run, are what "
         "the budget judges.",
@@ -720,7 +723,7 @@ def markdown(s: dict[str, object], command: str) -> str:
               "Key figures (JSON keys of `--json`):", "", "| key | value |", "|---|---:|"]
     for k in REQUIRED_KEYS + EXTRA_KEYS:
         if k in s:
-            lines.append(f"| `{k}` | {float(s[k]):.3f} |")  # type: ignore[arg-type]
+            lines.append(f"| `{k}` | {float(s[k]):.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -734,7 +737,7 @@ def _cpus() -> tuple[int | None, int | None]:
 
 
 async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS, pin: bool = True,
-                        forge_args: tuple[str, ...] = (), log: Callable[[str], None] = print) -> dict[str, object]:
+                        forge_args: tuple[str, ...] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure ``targets`` side by side; ``forge_args`` are appended to both forge-tui commands.
 
     Every target is started (and its startup timed) and warmed up in turn, then paused with
