@@ -48,6 +48,27 @@ async def _until(cond, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+class _CountingListener:
+    """Listens where a stopped backend used to: counts connection attempts, answers nothing."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self, port: int) -> "_CountingListener":
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        return self
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
 async def test_dead_backend_falls_back_visibly(two) -> None:
     a, b = two
     port = a.port
@@ -111,13 +132,20 @@ async def test_everything_down_is_a_clear_unreachable_error(two) -> None:
             await h.client().chat.completions.create(model="default-chat", messages=MSG)
         assert ei.value.status_code == 503 and "startup timeout" in ei.value.body["message"]
         assert "a: " in ei.value.body["message"] and "connection refused" in ei.value.body["message"]
-        # Both circuits are open now: the next request fails fast, naming each backend and why.
-        t0 = time.monotonic()
-        with pytest.raises(openai.APIStatusError) as ei:
-            await h.client().chat.completions.create(model="default-chat", messages=MSG)
-        assert time.monotonic() - t0 < 2
+        # Both circuits are open now: the next request fails fast, naming each backend and why,
+        # without touching either backend (a listener on each port sees no connection attempt).
+        assert h.gw.backends["a"].breaker.state() == "open" and h.gw.backends["b"].breaker.state() == "open"
+        listeners = [await _CountingListener().start(a.port), await _CountingListener().start(b.port)]
+        try:
+            with pytest.raises(openai.APIStatusError) as ei:
+                await h.client().chat.completions.create(model="default-chat", messages=MSG)
+            assert [lst.connections for lst in listeners] == [0, 0]
+        finally:
+            for lst in listeners:
+                await lst.stop()
         msg = ei.value.body["message"]
         assert ei.value.status_code == 502 and "a: circuit open" in msg and "b: circuit open" in msg
+        assert h.gw.backends["a"].breaker.state() == "open" and h.gw.backends["b"].breaker.state() == "open"
         rec = await h.record(ei.value.response.headers["x-forge-request-id"])
         assert rec.error_class is ErrorClass.UPSTREAM_UNREACHABLE
 
