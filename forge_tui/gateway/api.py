@@ -44,7 +44,8 @@ __all__ = ["OpenAIApi", "Ctx"]
 log = logging.getLogger("forge_tui.gateway")
 
 _UPSTREAM_READ_ERRORS = (http1.Disconnected, http1.MalformedResponse)
-_CLIENT_GONE = (ConnectionResetError, aiohttp.ClientConnectionResetError)
+# aiohttp >= 3.10.6 raises its own subclass of ConnectionResetError; older ones the builtin.
+_CLIENT_GONE = (ConnectionResetError, getattr(aiohttp, "ClientConnectionResetError", ConnectionResetError))
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 # Request ids: a per-process random prefix and a counter (unique, and cheaper than urandom per request).
 _RID_PREFIX = os.urandom(4).hex()
@@ -55,9 +56,25 @@ def _new_request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
-class _SseResponse(web.StreamResponse):
-    # Headers leave with the first chunk (one send, not two): a smaller time to first chunk.
-    _send_headers_immediately = False
+def _sse_response_class(base: type[web.StreamResponse] = web.StreamResponse) -> type[web.StreamResponse]:
+    """The response class for relayed streams: headers leave with the first chunk when we can.
+
+    aiohttp >= 3.12 sends a StreamResponse's headers on ``prepare()`` unless the (private) class
+    flag ``_send_headers_immediately`` is false, in which case they go out with the first write
+    (one send, not two: a smaller time to first chunk). Only set the flag where it exists with
+    that meaning; elsewhere (older or newer aiohttp) the public behaviour, headers sent on
+    ``prepare()``, is correct too, just one packet more.
+    """
+    if getattr(base, "_send_headers_immediately", None) is not True:
+        return base
+
+    class _SseResponse(base):  # type: ignore[misc,valid-type]
+        _send_headers_immediately = False
+
+    return _SseResponse
+
+
+_SseResponse = _sse_response_class()
 
 
 class Ctx:
