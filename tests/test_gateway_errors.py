@@ -205,3 +205,40 @@ async def test_refused_port_without_fallback_is_a_startup_timeout(tmp_path) -> N
         assert "startup timeout" in ei.value.body["message"] and "connection refused" in ei.value.body["message"]
         rec = await h.record(ei.value.response.headers["x-forge-request-id"])
         assert rec.error_class is ErrorClass.UPSTREAM_STARTUP
+
+
+async def test_a_bug_in_forge_is_a_500_gateway_error_and_the_next_request_is_served(
+        gw: Harness, up: RecordingUpstream, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A fault inside forge (injected: route resolution raises once) is told apart from the
+    caller's, the backend's and the model's: 500, OpenAI error shape, class gateway_error."""
+    from forge_tui.gateway import routing
+
+    real_resolve = routing.RouteTable.resolve
+    calls = {"n": 0}
+
+    def resolve_with_a_bug(self, *args: Any, **kwargs: Any):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a bug in route resolution")
+        return real_resolve(self, *args, **kwargs)
+
+    monkeypatch.setattr(routing.RouteTable, "resolve", resolve_with_a_bug)
+    async with httpx.AsyncClient(base_url=gw.url) as c:
+        with caplog.at_level("ERROR", logger="forge_tui.gateway"):
+            r = await c.post("/v1/chat/completions", json={"model": "default-chat", "messages": MSG})
+        assert r.status_code == 500
+        err = _shape(r)
+        assert err["type"] == "server_error" and err["code"] == "gateway_error"
+        assert "gateway error: KeyError" in err["message"] and "a bug in route resolution" in err["message"]
+        assert any("gateway error on /v1/chat/completions" in m for m in caplog.messages)  # the operator sees it
+        assert up.requests == []
+        rec = await gw.record(r.headers["x-forge-request-id"])
+        assert rec.status == 500 and rec.error_class is ErrorClass.GATEWAY_ERROR
+        # The gateway keeps serving: the next request (same client, same connection pool) is answered.
+        r2 = await c.post("/v1/chat/completions", json={"model": "default-chat", "messages": MSG})
+        assert r2.status_code == 200 and r2.json()["choices"][0]["message"]["content"]
+        assert (await gw.record(r2.headers["x-forge-request-id"])).error_class is ErrorClass.OK
+        assert calls["n"] == 2 and len(up.requests) == 1
+        assert gw.gw.inflight == 0
+        metrics = (await c.get("/metrics")).text
+    assert 'error_class="gateway_error"} 1' in metrics
