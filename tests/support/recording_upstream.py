@@ -127,7 +127,8 @@ class RecordingUpstream:
     # ------------------------------------------------------------------ endpoints
     async def _health(self, request: web.Request) -> web.Response:
         self.health_checks += 1
-        return self._loading() or web.json_response({"status": "ok"})
+        loading = self._loading()  # not `or`: a response is an empty mapping (falsy) in aiohttp < 3.12
+        return loading if loading is not None else web.json_response({"status": "ok"})
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
