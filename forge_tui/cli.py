@@ -62,6 +62,10 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
     for w in rt.state.warnings:
         print(f"forge-tui: {w}", file=sys.stderr)
     print(f"forge-tui {__version__}: gateway listening on {rt.url} (config {config}, state {rt.state_dir})", flush=True)
+    token_path = rt.gateway.admin_token_path
+    if token_path is not None:
+        print(f"forge-tui: admin token written to {token_path} "
+              f"(forge-tui attach {rt.url} --token-file {token_path})", flush=True)
     if banner:
         print(banner, flush=True)
     stop = asyncio.Event()
