@@ -228,11 +228,14 @@ class RecordedControl:
 
 async def wait_until(pilot: Pilot[object], cond: Callable[[], object], *, timeout: float = 30.0,
                      what: str = "condition") -> None:
-    """Let the app run until ``cond()`` is true; fail with ``what`` after ``timeout`` seconds."""
+    """Let the app run until ``cond()`` is true; fail with ``what`` after ``timeout`` seconds, or at
+    once if the app has exited (an exited app would never make ``cond()`` true)."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        if not pilot.app.is_running:
+            raise AssertionError(f"the app exited (return code {pilot.app.return_code}) while waiting for {what}")
         await pilot.pause(0.05)
         await asyncio.sleep(0)
 

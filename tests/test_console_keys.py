@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -29,13 +33,16 @@ from forge_tui.console.screens.job import JobScreen
 from forge_tui.console.screens.main import MainScreen
 from forge_tui.console.screens.smoke import SmokeScreen
 from forge_tui.console.screens.swap import SwapScreen
-from forge_tui.console.widgets import ModelsTable, RequestsPane, RolesTable
+from forge_tui.console.widgets import HostsList, ModelsTable, RequestsPane, RolesTable
 from forge_tui.control.base import Control
 from forge_tui.control.local import LocalControl
 from forge_tui.control.remote import RemoteControl
 from forge_tui.runtime import Runtime
 
 from .console_support import ADMIN_TOKEN, console_catalog, wait_until, widget_text
+from .support.fake_llama_build import FakeLlamaRepo, lab_catalog_data, make_repo
+from .support.gguf_files import lab_models_dir
+from .support.sshd import Sshd, sshd_available, start_sshd
 
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(240)]
 
@@ -593,3 +600,204 @@ async def test_keys_can_be_remapped_by_binding_id(forge: Forge) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the main screen")
         footer_keys = {(k.key, k.description) for k in screen.query("FooterKey")}  # type: ignore[attr-defined]
         assert ("ctrl+s", "Swap") in footer_keys and ("s", "Swap") not in footer_keys
+
+
+# ---------------------------------------------------------------------------------------- sshd host
+# The host "box" is a real OpenSSH sshd on loopback (tests/support/sshd.py); its llama.cpp tree is
+# the small CMake stand-in of tests/support/fake_llama_build.py (the real build is too long for CI;
+# the job runs the real commands it derives for a cpu backend); its backend is the real llama.cpp
+# server, so the jobs' regression and smoke steps go through the gateway for real.
+
+
+@pytest.fixture
+def box_sshd(tmp_path: Path) -> Iterator[Sshd]:
+    reason = sshd_available()
+    if reason:
+        pytest.skip(reason)
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def box_models(tmp_path_factory: pytest.TempPathFactory, unknown_arch_gguf: Path) -> Path:
+    return lab_models_dir(tmp_path_factory.mktemp("box-models"), unknown_arch_gguf)
+
+
+@pytest.fixture
+def box_repo(tmp_path: Path) -> FakeLlamaRepo:
+    if shutil.which("cmake") is None or shutil.which("cc") is None:
+        pytest.skip("cmake and a C compiler are needed for the stand-in llama.cpp tree")
+    return make_repo(tmp_path / "llama")
+
+
+async def _box_forge(sshd: Sshd, repo: FakeLlamaRepo | None, models: Path, llama_url: str, tmp_path: Path,
+                     *, build: str | None = None, probe_interval_s: float | None = None) -> Forge:
+    data = lab_catalog_data(sshd, repo, models, llama_url, tmp_path / "restarts.log", build=build,
+                            gateway={"health_interval_s": 1, "history": False})
+    rt = Runtime(tmp_path / "box.yaml", catalog=Catalog.model_validate(data), state_dir=tmp_path / "state",
+                 host="127.0.0.1", port=0, admin_token=ADMIN_TOKEN, with_hosts=True, history=False)
+    if probe_interval_s is not None and rt.hosts is not None:
+        rt.hosts.probe_interval_s = probe_interval_s  # Runtime has no knob for it; read by every probe loop
+    await rt.start()
+    return Forge(rt, LocalControl(rt))
+
+
+async def _close(forge: Forge) -> None:
+    await forge.control.close()
+    await forge.runtime.stop(drain_timeout=5)
+
+
+async def _open_job(pilot, app: ForgeApp, key: str) -> JobScreen:  # type: ignore[no-untyped-def]
+    """Press ``key`` on the selected host (b and v start at once, no question); the job screen opens."""
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(app.screen, JobScreen), what="the job screen")
+    screen = app.screen
+    assert isinstance(screen, JobScreen)
+    return screen
+
+
+def _binary_version(repo: FakeLlamaRepo) -> str:
+    out = subprocess.run([str(repo.binary()), "--version"], capture_output=True, text=True, timeout=30)
+    return out.stderr.splitlines()[0]
+
+
+@pytest.mark.sshd
+async def test_b_rebuilds_an_sshd_host_with_a_live_log_and_history(
+    box_sshd: Sshd, box_repo: FakeLlamaRepo, box_models: Path, llama_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    forge = await _box_forge(box_sshd, box_repo, box_models, llama_server.url, tmp_path)
+    before = _binary_version(box_repo)
+    try:
+        app = _app(forge)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _ready(pilot, app)
+            await wait_until(pilot, lambda: screen.selected_host == "box", what="the box host")
+            job_screen = await _open_job(pilot, app, "b")
+            assert (job_screen.job.kind, job_screen.job.host) == ("rebuild", "box")
+            # Streamed: log lines arrive while the job still runs, and more follow.
+            seen: list[tuple[bool, int]] = []
+
+            def done() -> bool:
+                seen.append((job_screen.finished, len(job_screen.lines)))
+                return job_screen.finished and bool(job_screen.lines) and not job_screen.workers
+
+            await wait_until(pilot, done, timeout=200, what="the rebuild to finish with its log")
+            running = [n for finished, n in seen if not finished and n > 0]
+            assert running and seen[-1][1] > running[0], "the log did not stream while the job ran"
+            job = job_screen.job
+            assert job.state == "succeeded", job_screen.lines[-10:]
+            assert job.steps_done == job.steps_total == 11
+            assert job_screen.query_one(ProgressBar).progress == job.steps_total
+            log = "\n".join(job_screen.lines)
+            assert "   $ cmake --build build --config Release -j" in log and "Built target llama-server" in log
+            assert "succeeded" in widget_text(job_screen.query_one("#job-title"))
+            await wait_until(pilot, lambda: app.snapshot is not None
+                             and any(j.id == job.id and j.state == "succeeded" for j in app.snapshot.jobs),
+                             what="the finished job in the snapshot")
+        assert _binary_version(box_repo) != before
+        assert _binary_version(box_repo).endswith(f"commit {box_repo.commits['v2'][:9]})")
+        history = forge.runtime.state_dir / "jobs" / "history.jsonl"
+        rec = json.loads(history.read_text().splitlines()[-1])
+        assert (rec["id"], rec["kind"], rec["host"], rec["state"]) == (job.id, "rebuild", "box", "succeeded")
+    finally:
+        await _close(forge)
+
+
+def _sleeping(tag: str) -> bool:
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if f"sleep {tag}" in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+@pytest.mark.sshd
+async def test_q_asks_while_a_job_runs(
+    box_sshd: Sshd, box_repo: FakeLlamaRepo, box_models: Path, llama_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """A rebuild whose build step sleeps (bounded; the cancel at the end kills it): q must ask."""
+    tag = f"{50 + os.getpid() % 1000}.75"  # a sleep nobody else runs
+    forge = await _box_forge(box_sshd, box_repo, box_models, llama_server.url, tmp_path,
+                             build=f"sleep {tag} && cmake --build build --target llama-server")
+    before = _binary_version(box_repo)
+    try:
+        app = _app(forge)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _ready(pilot, app)
+            await wait_until(pilot, lambda: screen.selected_host == "box", what="the box host")
+            job_screen = await _open_job(pilot, app, "b")
+
+            def building() -> bool:
+                job = next((j for j in (app.snapshot.jobs if app.snapshot else []) if j.id == job_screen.job.id), None)
+                assert job is None or job.state == "running", (job, job_screen.lines[-10:])
+                return job is not None and job.step == "build"
+
+            await wait_until(pilot, building, timeout=60, what="the rebuild to reach its (sleeping) build step")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the quit confirmation")
+            body = widget_text(app.screen.query_one(".dialog-body"))
+            assert "jobs running: rebuild box" in " ".join(body.split())
+            assert app.is_running and app.return_code is None
+            await pilot.press("n")
+            await wait_until(pilot, lambda: app.screen is job_screen, what="back to the job screen")
+            await pilot.pause(0.3)
+            assert app.is_running and app.return_code is None and not job_screen.finished
+            # The job went on; now cancel it (which restores the old build).
+            await pilot.press("c")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the cancel confirmation")
+            await pilot.press("y")
+            await wait_until(pilot, lambda: job_screen.finished, timeout=60, what="the job to stop")
+            assert job_screen.job.state == "cancelled", job_screen.job
+        deadline = time.monotonic() + 10
+        while _sleeping(tag) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert not _sleeping(tag), "the remote build kept running after the cancel"
+        assert _binary_version(box_repo) == before
+    finally:
+        await _close(forge)
+
+
+def _meminfo_total_gb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024 / 2**30
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+@pytest.mark.sshd
+async def test_hosts_pane_shows_sshd_probe_data_then_unreachable(
+    box_sshd: Sshd, box_models: Path, llama_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Real probes over the real sshd fill the Hosts pane; stopping sshd turns the host unreachable."""
+    forge = await _box_forge(box_sshd, None, box_models, llama_server.url, tmp_path, probe_interval_s=0.5)
+    total = f"/{round(_meminfo_total_gb(), 2):.1f}G"
+    try:
+        app = _app(forge)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _ready(pilot, app)
+            pane = screen.query_one(HostsList)
+
+            def box_line() -> str:
+                text = widget_text(pane)
+                return next((line for line in text.splitlines() if line.strip("│ ").startswith("box ")), "")
+
+            await wait_until(pilot, lambda: "● up" in box_line() and "/proc/meminfo" in box_line(), timeout=60,
+                             what="the box host up with its memory reading")
+            line = box_line()
+            assert total in line, (total, line)
+            assert "█" in line or "░" in line  # the bar
+            assert "unreachable" not in widget_text(pane)
+
+            box_sshd.stop()
+            await wait_until(pilot, lambda: "✖ unreachable" in box_line(), timeout=60,
+                             what="the box host unreachable in the pane")
+            text = " ".join(widget_text(pane).split())
+            assert "cannot reach" in text or "no SSH answer" in text or "SSH to" in text, text
+    finally:
+        await _close(forge)

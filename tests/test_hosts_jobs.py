@@ -24,7 +24,8 @@ from forge_tui.config.models import Catalog
 from forge_tui.hosts.rebuild import JobTimeouts
 from forge_tui.hosts.service import HostsService
 from forge_tui.runtime import Runtime
-from tests.support.fake_llama_build import FakeLlamaRepo, make_repo
+from tests.support.fake_llama_build import FakeLlamaRepo, lab_catalog_data, make_repo
+from tests.support.gguf_files import lab_models_dir
 from tests.support.sshd import Sshd, sshd_available, start_sshd
 
 pytestmark = [pytest.mark.sshd, pytest.mark.llama]
@@ -44,22 +45,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 @pytest.fixture(scope="module")
 def gguf_dir(tmp_path_factory: pytest.TempPathFactory, unknown_arch_gguf: Path) -> Path:
-    """Model files on the "host": the real Gemma 3 GGUF, a tiny gemma4 one, the gemma9 one."""
-    import gguf
-    import numpy as np
-
-    from forge_tui.launch import resolve_gguf
-
-    d = tmp_path_factory.mktemp("models")
-    (d / "gemma-3-270m.gguf").symlink_to(resolve_gguf("@gemma3-270m"))
-    w = gguf.GGUFWriter(str(d / "gemma-4-tiny.gguf"), "gemma4")
-    w.add_tensor("x", np.zeros(4, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    shutil.copy(unknown_arch_gguf, d / "gemma9-tiny.gguf")
-    return d
+    return lab_models_dir(tmp_path_factory.mktemp("models"), unknown_arch_gguf)
 
 
 @dataclass
@@ -84,33 +70,8 @@ class Lab:
 
 
 def make_catalog(s: Sshd, repo: FakeLlamaRepo, models_dir: Path, llama_url: str, restart_log: Path,
-                 *, ref: str = "v2", build: str | None = None, extra_models: dict[str, Any] | None = None,
-                 roles: dict[str, Any] | None = None) -> Catalog:
-    build_cfg: dict[str, Any] = {"source_dir": str(repo.source), "ref": ref, "backend": "cpu",
-                                 "restart": f"build/bin/llama-server --version 2>> {restart_log}"}
-    if build:
-        build_cfg["build"] = build
-    models: dict[str, Any] = {
-        "gemma3-chat": {"family": "gemma3", "architecture": "gemma3", "gguf": str(models_dir / "gemma-3-270m.gguf"),
-                        "capabilities": ["chat"], "memory_gb": 0.4, "state": "hot",
-                        "placements": [{"backend": "box-llama"}]},
-        "gemma4-chat": {"family": "gemma3", "architecture": "gemma4", "gguf": str(models_dir / "gemma-4-tiny.gguf"),
-                        "capabilities": ["chat"], "memory_gb": 0.1, "state": "on-demand",
-                        "placements": [{"backend": "box-llama"}]},
-    }
-    models.update(extra_models or {})
-    return Catalog.model_validate({
-        "hosts": {"box": {"address": s.address, "platform": "cpu", "memory_budget_gb": 8,
-                          "model_dirs": [str(models_dir)],
-                          "ssh": {"user": s.user, "port": s.port, "key_file": str(s.client_key),
-                                  "known_hosts": str(s.known_hosts), "connect_timeout_s": 5, "command_timeout_s": 30},
-                          "build": build_cfg}},
-        "backends": {"box-llama": {"host": "box", "kind": "llama-server", "base_url": llama_url,
-                                   "warmup_timeout_s": 30}},
-        "families": {"gemma3": {}},
-        "models": models,
-        "roles": roles or {"default-chat": {"model": "gemma3-chat"}},
-    })
+                 **kw: Any) -> Catalog:
+    return Catalog.model_validate(lab_catalog_data(s, repo, models_dir, llama_url, restart_log, **kw))
 
 
 @pytest.fixture

@@ -16,8 +16,11 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["FakeLlamaRepo", "make_repo", "SERVER_C", "CMAKELISTS"]
+from .sshd import Sshd
+
+__all__ = ["FakeLlamaRepo", "make_repo", "lab_catalog_data", "SERVER_C", "CMAKELISTS"]
 
 CMAKELISTS = r"""
 cmake_minimum_required(VERSION 3.13)
@@ -156,3 +159,41 @@ def make_repo(root: Path, *, build: bool = True) -> FakeLlamaRepo:
         subprocess.run(["cmake", "--build", "build", "--config", "Release", "-j", "2", "--target", "llama-server"],
                        cwd=source, check=True, capture_output=True)
     return repo
+
+
+def lab_catalog_data(s: Sshd, repo: FakeLlamaRepo | None, models_dir: Path, llama_url: str, restart_log: Path,
+                     *, ref: str = "v2", build: str | None = None, extra_models: dict[str, Any] | None = None,
+                     roles: dict[str, Any] | None = None, gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One host ``box`` reached over the real ``s`` with build settings for ``repo``; its backend is
+    the real llama.cpp server at ``llama_url``. ``models_dir`` is laid out by
+    ``gguf_files.lab_models_dir``. The restart command logs the binary it finds to ``restart_log``.
+    Without a ``repo`` the host has no build settings (probes only)."""
+    models: dict[str, Any] = {
+        "gemma3-chat": {"family": "gemma3", "architecture": "gemma3", "gguf": str(models_dir / "gemma-3-270m.gguf"),
+                        "capabilities": ["chat"], "memory_gb": 0.4, "state": "hot",
+                        "placements": [{"backend": "box-llama"}]},
+        "gemma4-chat": {"family": "gemma3", "architecture": "gemma4", "gguf": str(models_dir / "gemma-4-tiny.gguf"),
+                        "capabilities": ["chat"], "memory_gb": 0.1, "state": "on-demand",
+                        "placements": [{"backend": "box-llama"}]},
+    }
+    models.update(extra_models or {})
+    data: dict[str, Any] = {
+        "hosts": {"box": {"address": s.address, "platform": "cpu", "memory_budget_gb": 8,
+                          "model_dirs": [str(models_dir)],
+                          "ssh": {"user": s.user, "port": s.port, "key_file": str(s.client_key),
+                                  "known_hosts": str(s.known_hosts), "connect_timeout_s": 5, "command_timeout_s": 30}}},
+        "backends": {"box-llama": {"host": "box", "kind": "llama-server", "base_url": llama_url,
+                                   "warmup_timeout_s": 30}},
+        "families": {"gemma3": {}},
+        "models": models,
+        "roles": roles or {"default-chat": {"model": "gemma3-chat"}},
+    }
+    if repo is not None:
+        build_cfg: dict[str, Any] = {"source_dir": str(repo.source), "ref": ref, "backend": "cpu",
+                                     "restart": f"build/bin/llama-server --version 2>> {restart_log}"}
+        if build:
+            build_cfg["build"] = build
+        data["hosts"]["box"]["build"] = build_cfg
+    if gateway is not None:
+        data["gateway"] = gateway
+    return data
