@@ -31,6 +31,7 @@ class Runtime:
         api_keys: Sequence[str] = (),
         with_hosts: bool = True,
         history: bool | None = None,
+        probe_interval_s: float = 15.0,
     ) -> None:
         self.config_path = Path(config_path)
         self.catalog = catalog or load_catalog(self.config_path)
@@ -47,7 +48,8 @@ class Runtime:
         if with_hosts:
             from .hosts import HostsService
 
-            self.hosts = HostsService(self.catalog, state_dir=self.state_dir, gateway_url=lambda: self.url, state=self.state)
+            self.hosts = HostsService(self.catalog, state_dir=self.state_dir, gateway_url=lambda: self.url, state=self.state,
+                                      probe_interval_s=probe_interval_s)
         self.gateway = Gateway(
             self.catalog,
             self.state,

@@ -638,9 +638,8 @@ async def _box_forge(sshd: Sshd, repo: FakeLlamaRepo | None, models: Path, llama
     data = lab_catalog_data(sshd, repo, models, llama_url, tmp_path / "restarts.log", build=build,
                             gateway={"health_interval_s": 1, "history": False})
     rt = Runtime(tmp_path / "box.yaml", catalog=Catalog.model_validate(data), state_dir=tmp_path / "state",
-                 host="127.0.0.1", port=0, admin_token=ADMIN_TOKEN, with_hosts=True, history=False)
-    if probe_interval_s is not None and rt.hosts is not None:
-        rt.hosts.probe_interval_s = probe_interval_s  # Runtime has no knob for it; read by every probe loop
+                 host="127.0.0.1", port=0, admin_token=ADMIN_TOKEN, with_hosts=True, history=False,
+                 probe_interval_s=probe_interval_s or 15.0)
     await rt.start()
     return Forge(rt, LocalControl(rt))
 
