@@ -88,7 +88,7 @@ def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
     port = _free_port()
     term = Terminal(f"forge-e2e-{os.getpid()}")
     # COLUMNS/LINES (set under pytest) would override the terminal's real size in the app.
-    command = (f"env -u COLUMNS -u LINES {exe} demo --port {port} --state-dir {tmp_path / 'state'}; "
+    command = (f"env -u COLUMNS -u LINES {exe} demo --port {port} --backend-ports auto --state-dir {tmp_path / 'state'}; "
                "echo FORGE-EXIT=$?; sleep 600")
     term.tmux("new-session", "-d", "-s", term.session, "-x", "160", "-y", "48", command)
     # A detached session may still take tmux's default size; pin the window to 160x48.
@@ -138,7 +138,7 @@ def test_demo_console_in_tmux(terminal: tuple[Terminal, int]) -> None:
     screen = term.wait_for(lambda s: s.count("ready") >= 3 and "default-chat" in s and "s Swap" in s,
                            "the demo's panes with ready backends and the footer", timeout=240)
     for pane in ("Roles", "Hosts", "Models", "Latency", "Errors", "Requests"):
-        assert f"─ {pane} ─" in screen, f"{pane} pane missing:\n{screen}"  # every pane at 160x48
+        assert f"─ {pane} " in screen, f"{pane} pane missing:\n{screen}"  # every pane at 160x48 (titles may go on)
     assert _role_line(screen, "default-chat")[:2] == ["gemma3-270m-b", "gemma3-270m-a"]
 
     assert _route_model(port, "default-chat") == "gemma3-270m-b"
