@@ -355,10 +355,17 @@ class TargetResult:
     pty_bytes: int = 0
 
 
+def _expire(fut: "asyncio.Future[float | None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class KeyProber:
     """Presses F12 in the console's terminal every 250 ms and times the acknowledgement.
 
-    It presses only while the console is being measured (``run``/``halt`` around each slice).
+    It presses only while the console is being measured (``run``/``halt`` around each slice). The
+    wait for an acknowledgement is a plain future with a timer, not ``asyncio.wait_for``, whose
+    cancellation can be lost on Python 3.11 (a lost cancel would leave a prober pressing forever).
     """
 
     def __init__(self, srv: Server) -> None:
@@ -366,44 +373,55 @@ class KeyProber:
         self.srv = srv
         self.latencies: list[float] = []
         self.misses = 0
-        self._acks: asyncio.Queue[float] = asyncio.Queue()
+        self._pending: asyncio.Future[float | None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._halting = False
         fd = srv.ack_read
+        loop = asyncio.get_running_loop()
 
         def on_ack() -> None:
-            data = os.read(fd, 64)
-            now = time.perf_counter()
-            for _ in data:
-                self._acks.put_nowait(now)
+            os.read(fd, 64)
+            if self._pending is not None and not self._pending.done():
+                self._pending.set_result(time.perf_counter())
+            # acks of presses whose wait already ended are dropped here
 
-        asyncio.get_running_loop().add_reader(fd, on_ack)
+        loop.add_reader(fd, on_ack)
 
     def run(self) -> None:
+        self._halting = False
         self._task = asyncio.get_running_loop().create_task(self._press())
 
     async def _press(self) -> None:
+        loop = asyncio.get_running_loop()
         master = self.srv.pty_master
         assert master is not None
-        while True:
-            while not self._acks.empty():
-                self._acks.get_nowait()  # a late ack of a press whose wait was cut short
+        while not self._halting:
+            fut: asyncio.Future[float | None] = loop.create_future()
+            self._pending = fut
             t0 = time.perf_counter()
             os.write(master, PROBE_BYTES)
+            timer = loop.call_later(KEY_TIMEOUT_S, _expire, fut)
             try:
-                t1 = await asyncio.wait_for(self._acks.get(), KEY_TIMEOUT_S)
+                t1 = await fut
+            finally:
+                timer.cancel()
+                self._pending = None
+            if t1 is not None:
                 self.latencies.append((t1 - t0) * 1000.0)
-            except asyncio.TimeoutError:
+            elif not self._halting:
                 self.misses += 1
-            await asyncio.sleep(KEY_PERIOD_S)
+            if not self._halting:
+                await asyncio.sleep(KEY_PERIOD_S)
 
     async def halt(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop pressing; a press still waiting is neither an answer nor a miss."""
+        self._halting = True
+        task, self._task = self._task, None
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_result(None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # our own cancellation still propagates from here
 
     def close(self) -> None:
         if self.srv.ack_read is not None:
