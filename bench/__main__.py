@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("bench: stopped before the end; every process it started has been stopped", file=sys.stderr)
+        return 130
     print(table(summary))
     print(f"\n(wall time {float(summary['wall_s']):.0f} s, mode {mode}; other processes used "
           f"{float(summary['foreign_cpu_pct']):.0f} % of a CPU meanwhile)")

@@ -793,10 +793,18 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
     foreign = ForeignLoad()
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
-    if me is not None:  # SIGTERM (e.g. from `timeout`) unwinds through the finally blocks: nothing stays stopped
-        loop.add_signal_handler(signal.SIGTERM, me.cancel)
     live: dict[str, Target] = {}
     servers: list[Server] = []
+
+    def on_sigterm() -> None:
+        # e.g. from `timeout`: let every paused server run again at once, then unwind through the
+        # finally blocks that stop them all
+        for srv in servers:
+            srv.resume()
+        if me is not None:
+            me.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:
         with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
             work = Path(tmp)
@@ -841,8 +849,7 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
                 for srv in reversed(servers):
                     await srv.stop()
     finally:
-        if me is not None:
-            loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGTERM)
     results = {name: t.finish() for name, t in live.items()}
     summary = summarize(results, mode, sut_cpu is not None)
     summary["forge_args"] = " ".join(forge_args)
