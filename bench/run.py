@@ -469,8 +469,9 @@ class Target:
             if self.pausable:
                 srv.pause()
         n = int(r["requests"])
-        res.cpu_ms_per_req[name] = 1000.0 * used / n if n else 0.0
-        res.cpu_pct[name] = 100.0 * used / max(1e-9, float(r["elapsed_s"]))
+        served = n + (s.warmup if n else 0)  # the slice's warm-up requests were served in the same CPU window
+        res.cpu_ms_per_req[name] = 1000.0 * used / served if served else 0.0
+        res.cpu_pct[name] = res.cpu_ms_per_req[name] * float(r["rps"]) / 10.0  # ms/req x req/s -> % of a core
         res.phases[name] = r
         self.log(f"  {srv.name:8s} {name:9s} {n:7d} req {float(r['rps']):8.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
                  f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
