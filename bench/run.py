@@ -61,7 +61,7 @@ REQUIRED_KEYS = (
 )
 # Shown after the required keys in the table and in RESULTS.md.
 EXTRA_KEYS = (
-    "console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
+    "console_cost_pct_mem_run", "console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
     "stream_batched_pct_gateway", "cpu_ms_per_req_gateway", "cpu_ms_per_req_console", "cpu_ms_per_req_floor",
     "cpu_pct_c32_floor", "cpu_pct_c32_gateway", "cpu_capacity_ratio_gateway_floor", "loadgen_headroom_x",
     "foreign_cpu_pct",
