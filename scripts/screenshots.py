@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from forge_tui.cli import DEMO_CONFIG
-from forge_tui.config import load_catalog
+from forge_tui.config import Catalog, load_catalog
 from forge_tui.console import ForgeApp
 from forge_tui.console.screens.main import MainScreen
 from forge_tui.console.screens.smoke import SmokeScreen
@@ -109,9 +109,9 @@ async def _shoot(rt: Runtime, out: Path) -> list[Path]:
     return written
 
 
-async def _run(out: Path) -> list[Path]:
+async def _run(out: Path, catalog: Catalog) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="forge-shots-") as state:
-        rt = Runtime(DEMO_CONFIG, state_dir=state, history=False)
+        rt = Runtime(DEMO_CONFIG, catalog=catalog, state_dir=state, port=0, history=False)
         await rt.start()
         try:
             assert rt.url is not None
@@ -127,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     backends = LocalBackends(load_catalog(DEMO_CONFIG))
+    catalog = backends.with_free_ports()  # never collide with a running demo
     print("screenshots: starting the demo's llama.cpp servers...", flush=True)
     backends.start()
     try:
-        written = asyncio.run(_run(args.out))
+        written = asyncio.run(_run(args.out, catalog))
     finally:
         backends.stop()
     for path in written:
