@@ -61,9 +61,9 @@ REQUIRED_KEYS = (
 )
 # Shown after the required keys in the table and in RESULTS.md.
 EXTRA_KEYS = (
-    "console_cost_pct_mem_run", "console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
+    "console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
     "stream_batched_pct_gateway", "cpu_ms_per_req_gateway", "cpu_ms_per_req_console", "cpu_ms_per_req_floor",
-    "cpu_pct_c32_floor", "cpu_pct_c32_gateway", "cpu_capacity_ratio_gateway_floor", "loadgen_headroom_x",
+    "rps_c32_burst_gateway", "rps_c32_burst_floor", "cpu_pct_c32_floor", "cpu_pct_c32_gateway", "cpu_capacity_ratio_gateway_floor", "loadgen_headroom_x",
     "foreign_cpu_pct",
 )
 STREAM_EVENTS = 8  # SSE events the upstream sends per stream (the last one also carries [DONE])
@@ -72,6 +72,7 @@ STARTUP_CAP_S = 30.0
 KEY_PERIOD_S = 0.25
 KEY_TIMEOUT_S = 5.0
 PTY_SIZE = (48, 160)  # rows, columns
+MEM_SLICE_WARMUP = 64  # requests each memory-run slice sends before it counts (not part of the 100k)
 RESUME_SETTLE_S = 0.15  # after SIGCONT, timers that fell due while stopped run before the slice starts
 
 
@@ -88,15 +89,14 @@ class Sizes:
     rounds: int  # each phase is measured in this many slices, the targets taking turns
     starts: int  # each target is started this many times; its startup time is the best of them
     phase_cap_s: float  # per slice
-    mem_cap_s: float  # the memory run's own cap; the run's overall cap may shorten it
-    total_cap_s: float  # the whole run; memory runs are shortened to stay inside it
-    reserve_s: float  # the least a later target's memory run is left
+    mem_cap_s: float  # the memory run's own cap (all its slices); the run's overall cap may shorten it
+    total_cap_s: float  # the whole run; memory-run slices are shortened to stay inside it
 
 
 MODES: dict[str, Sizes] = {
-    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 5, 5, 20.0, 240.0, 1500.0, 30.0),
-    "quick": Sizes(1000, 1500, 4000, 6000, 450, 100_000, 3, 3, 6.0, 75.0, 170.0, 8.0),
-    "tiny": Sizes(100, 100, 200, 300, 40, 600, 2, 1, 10.0, 15.0, 150.0, 3.0),  # the smoke test's machinery check
+    "full": Sizes(3000, 5000, 20000, 30000, 2000, 100_000, 5, 5, 20.0, 240.0, 1500.0),
+    "quick": Sizes(1000, 1500, 4000, 6000, 450, 100_000, 3, 3, 6.0, 75.0, 170.0),
+    "tiny": Sizes(100, 100, 200, 300, 40, 600, 2, 1, 10.0, 15.0, 150.0),  # the smoke test's machinery check
 }
 
 # (phase, concurrency, stream, the Sizes field with its request count)
@@ -501,16 +501,36 @@ class Target:
         res.cpu_ms_per_req[phase] = res.cpu_ms_per_req[best]
         res.cpu_pct[phase] = res.cpu_pct[best]
 
-    async def memory_run(self, cap_s: float) -> None:
+    async def memory_slice(self, k: int, requests: int, cap_s: float) -> None:
+        """One slice of the memory run; RSS is sampled along the way against the running total."""
         res, srv = self.res, self.srv
+        done_before = res.mem_requests
         every = max(1, self.sizes.mem // 20)
 
         def sample(done: int) -> None:
-            res.rss_samples.append((done, rss_mb(srv.pid)))
+            res.rss_samples.append((done_before + done, rss_mb(srv.pid)))
 
-        r = await self.phase("mem", self.spec(32, self.sizes.mem, time_cap=cap_s, checkpoint_every=every), sample)
-        res.mem_requests = int(r["requests"])
+        r = await self.phase(f"mem.{k}", self.spec(32, requests, time_cap=cap_s, checkpoint_every=every,
+                                                   warmup=MEM_SLICE_WARMUP), sample)
+        res.mem_requests += int(r["requests"])
         res.rss_mb_end = rss_mb(srv.pid)
+
+    def finish_memory_run(self) -> None:
+        """The memory run as one phase: its slices' totals, and RSS at half way and at the end."""
+        res = self.res
+        names = sorted((k for k in res.phases if k.startswith("mem.")), key=lambda k: int(k.split(".")[1]))
+        slices = [res.phases[k] for k in names]
+        elapsed = sum(float(x["elapsed_s"]) for x in slices)
+        served_k = {k: int(res.phases[k]["requests"]) + MEM_SLICE_WARMUP for k in names}
+        cpu_ms = sum(res.cpu_ms_per_req[k] * served_k[k] for k in names)
+        served = sum(served_k.values())
+        agg = dict(slices[-1])
+        agg.update(requests=res.mem_requests, errors=sum(int(x["errors"]) for x in slices), elapsed_s=elapsed,
+                   rps=res.mem_requests / elapsed if elapsed > 0 else 0.0,
+                   loadgen_cpu_pct=max(float(x["loadgen_cpu_pct"]) for x in slices))
+        res.phases["mem"] = agg
+        res.cpu_ms_per_req["mem"] = cpu_ms / served if served else 0.0
+        res.cpu_pct["mem"] = res.cpu_ms_per_req["mem"] * float(agg["rps"]) / 10.0
         half = res.mem_requests / 2
         mids = [rss for done, rss in res.rss_samples if done <= half]
         res.rss_mb_mid = mids[-1] if mids else res.rss_mb_warm
@@ -528,6 +548,10 @@ def _f(phases: dict[str, Phase], phase: str, key: str) -> float:
     return float(phases[phase][key])
 
 
+def _best_mem_rps(phases: dict[str, Phase]) -> float:
+    return max((float(v["rps"]) for k, v in phases.items() if k.startswith("mem.")), default=0.0)
+
+
 def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict[str, Any]:
     """The flat figures of the issue (each a number), the per-target detail and the budget verdicts."""
     out: dict[str, Any] = {
@@ -539,13 +563,17 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
     d = results["direct"].phases
     for name, t in results.items():
         p = t.phases
-        out[f"rps_c32_{name}"] = _f(p, "c32", "rps")
+        # sustained: the best slice of the 100k-request run at c32 (slices of seconds, so each spans
+        # several console refreshes; the best, because other programs can only slow a slice down)
+        out[f"rps_c32_{name}"] = _best_mem_rps(p)
+        out[f"rps_c32_mem_total_{name}"] = _f(p, "mem", "rps")
+        out[f"rps_c32_burst_{name}"] = _f(p, "c32", "rps")  # the best short c32 slice
         out[f"rps_c8_{name}"] = _f(p, "c8", "rps")
         out[f"rps_c1_{name}"] = _f(p, "c1", "rps")
         out[f"p50_ms_c1_{name}"] = _f(p, "c1", "p50_ms")
         out[f"p99_ms_c8_{name}"] = _f(p, "c8", "p99_ms")
         out[f"cpu_ms_per_req_{name}"] = t.cpu_ms_per_req.get("mem", 0.0)
-        out[f"cpu_pct_c32_{name}"] = t.cpu_pct.get("c32", 0.0)
+        out[f"cpu_pct_c32_{name}"] = t.cpu_pct.get("mem", 0.0)
         out[f"rss_mb_warm_{name}"] = t.rss_mb_warm
         out[f"rss_mb_end_{name}"] = t.rss_mb_end
         out[f"mem_requests_{name}"] = t.mem_requests
@@ -571,10 +599,10 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         out["rss_growth_mb_second_half"] = g.rss_mb_end - g.rss_mb_mid
         out["startup_s"] = g.startup_s
     if g is not None and c is not None:
-        rg, rc = _f(g.phases, "c32", "rps"), _f(c.phases, "c32", "rps")
+        # Sustained throughput from the 100k-request run: its slices span several of the console's
+        # refreshes, so they see its real share (a short slice may fall between two refreshes).
+        rg, rc = _best_mem_rps(g.phases), _best_mem_rps(c.phases)
         out["console_cost_pct"] = 100.0 * (1.0 - rc / rg) if rg else 0.0
-        mg, mc = _f(g.phases, "mem", "rps"), _f(c.phases, "mem", "rps")
-        out["console_cost_pct_mem_run"] = 100.0 * (1.0 - mc / mg) if mg else 0.0
         # The same cost in CPU: capacity lost when each request costs the console's CPU time instead of
         # the headless gateway's. It does not move when other processes take the CPU away mid-run.
         cg, cc = g.cpu_ms_per_req.get("mem", 0.0), c.cpu_ms_per_req.get("mem", 0.0)
@@ -626,7 +654,10 @@ def budget(s: dict[str, Any]) -> dict[str, Phase]:
         check("rps_c32_gateway >= 0.5 x floor", g / f, 0.5, g / f >= 0.5, note)
     v = get("console_cost_pct")
     misses = get("console_key_misses")
-    check("console_cost_pct <= 10", v, 10.0, None if v is None else v <= 10.0)
+    cpu_cost = get("console_cost_pct_cpu")
+    check("console_cost_pct <= 10", v, 10.0, None if v is None else v <= 10.0,
+          "" if cpu_cost is None else f"from CPU per request: {cpu_cost:.1f} %, the steadier reading when other "
+          "programs share the CPU")
     if misses is not None:
         check("console answers every key under load (presses unanswered)", misses, 0.0, misses == 0,
               f"{get('console_key_presses') or 0:.0f} presses, answer p50 {get('console_key_p50_ms') or 0:.1f} ms, "
@@ -672,29 +703,30 @@ def table(s: dict[str, Any]) -> str:
     def ph(phase: str, key: str, fmt: str = "{:.3f}") -> Callable[[dict[str, Any]], str]:
         return lambda t: fmt.format(float(t["phases"][phase][key]))
 
-    row("startup to first answer (s, best)", lambda t: f"{float(t['startup_s']):.3f}")
-    row("startup, every start (s)", lambda t: " ".join(f"{float(x):.2f}" for x in t["startups"]))
     def pcts(phase: str) -> Callable[[dict[str, Any]], str]:
         return lambda t: " / ".join(f"{float(t['phases'][phase][k]):.2f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
 
+    row("startup to first answer (s, best)", lambda t: f"{float(t['startup_s']):.3f}")
+    row("startup, every start (s)", lambda t: " ".join(f"{float(x):.2f}" for x in t["startups"]))
     for c in ("c1", "c8", "c32"):
-        row(f"{c}: req/s", ph(c, "rps", "{:.0f}"))
+        row(f"{c}: req/s" + (" (best short slice)" if c == "c32" else ""), ph(c, "rps", "{:.0f}"))
         row(f"{c}: p50 / p95 / p99 (ms)", pcts(c))
+    row("c32 sustained: req/s (best memory-run slice)", lambda t: "{:.0f}".format(_best_mem_rps(t["phases"])))
+    row("c32 sustained: req/s (whole memory run)", ph("mem", "rps", "{:.0f}"))
     row("stream c8: TTFC p50 / p99 (ms)", lambda t: " / ".join(
         f"{float(t['phases']['stream8'][k]):.2f}" for k in ("ttfc_p50_ms", "ttfc_p99_ms")))
     row("stream c8: last event p50 (ms)", lambda t: f"{float(t['phases']['stream8']['event_p50_ms'][-1]):.2f}"
         if t["phases"]["stream8"]["event_p50_ms"] else "-")
     row("stream c8: reads with events/stream", ph("stream8", "bursts_per_stream", "{:.2f}"))
-    row("CPU per request (ms, c32 run)", lambda t: f"{float(t['cpu_ms_per_req']['c32']):.3f}")
     row("CPU per request (ms, memory run)", lambda t: f"{float(t['cpu_ms_per_req']['mem']):.3f}")
+    row("server CPU busy, memory run (% of a core)", lambda t: f"{float(t['cpu_pct']['mem']):.0f}")
     row("RSS after warm-up (MB)", lambda t: f"{float(t['rss_mb_warm']):.1f}")
     row("memory run requests", lambda t: f"{int(t['mem_requests'])}")
     row("RSS at half / end (MB)", lambda t: f"{float(t['rss_mb_mid']):.1f} / {float(t['rss_mb_end']):.1f}")
-    row("memory run req/s", ph("mem", "rps", "{:.0f}"))
-    row("server CPU busy at c32 (% of a core)", lambda t: f"{float(t['cpu_pct']['c32']):.0f}")
-    row("errors (all phases)", lambda t: str(sum(int(p["errors"]) for k, p in t["phases"].items()
-                                                 if k != "c32")))
-    row("load generator CPU at c32 (%)", ph("c32", "loadgen_cpu_pct", "{:.0f}"))
+    # every phase actually run once: the slices and warm-ups, not the phases that stand for them
+    row("errors (all requests)", lambda t: str(sum(int(p["errors"]) for k, p in t["phases"].items()
+                                                   if "." in k or k.startswith("warmup"))))
+    row("load generator CPU, memory run (%)", ph("mem", "loadgen_cpu_pct", "{:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in rows]
@@ -755,8 +787,10 @@ def markdown(s: dict[str, Any], command: str) -> str:
         "with SIGSTOP, so they cost nothing), and each target's best slice stands for the phase: other "
         "programs on the machine can only slow a slice down. CPU per request comes from each server "
         f"process's CPU clock; RSS from /proc. The memory run is {MODES[str(s['mode'])].mem:,} requests at "
-        f"concurrency 32 per target (fewer only if the run's time cap cut it short; the table says), RSS "
-        f"sampled every {max(1, MODES[str(s['mode'])].mem // 20):,}.",
+        f"concurrency 32 per target (fewer only if the run's time cap cut it short; the table says), also "
+        f"in turns, RSS sampled every {max(1, MODES[str(s['mode'])].mem // 20):,}; its best slice (seconds "
+        "long, so it spans several console refreshes) is the sustained c32 throughput that the throughput "
+        "budget and the console cost are judged on.",
     ]
     lines += ["", "## Figures", "", "```", table(s).split("\n\n")[0], "```", "",
               "Key figures (JSON keys of `--json`):", "", "| key | value |", "|---|---:|"]
@@ -840,12 +874,21 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
                             await live[name].slice(phase, conc, stream, per_slice, k)
                     for t in live.values():
                         t.pick_best(phase, stream)
+                # The memory run, also in turns: its total throughput is the sustained c32 figure.
                 deadline = t_run + sizes.total_cap_s
-                for i, name in enumerate(names):
-                    after = len(names) - i - 1
-                    # leave each later target at least its reserve; the gateways need the most time
-                    left = deadline - time.perf_counter() - after * sizes.reserve_s
-                    await live[name].memory_run(max(2.0, min(sizes.mem_cap_s, left)))
+                shares = [sizes.mem // sizes.rounds + (1 if k < sizes.mem % sizes.rounds else 0)
+                          for k in range(sizes.rounds)]
+                left_slices = sizes.rounds * len(names)
+                for k, share in enumerate(shares):
+                    turn = names[k % len(names):] + names[:k % len(names)]
+                    for name in turn:
+                        # what is left of the run's time, spread over the slices still to come
+                        cap = min(sizes.mem_cap_s / sizes.rounds,
+                                  (deadline - time.perf_counter()) / left_slices)
+                        await live[name].memory_slice(k, share, max(1.0, cap))
+                        left_slices -= 1
+                for t in live.values():
+                    t.finish_memory_run()
             finally:
                 for srv in reversed(servers):
                     await srv.stop()
