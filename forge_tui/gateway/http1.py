@@ -32,6 +32,7 @@ __all__ = [
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 _monotonic = time.monotonic
+_get_loop = asyncio.get_running_loop
 _PAUSE_AT = 1024 * 1024  # buffered body bytes before reading pauses
 _RESUME_AT = 256 * 1024
 
@@ -219,7 +220,15 @@ class Response:
                 raise self._error
             if self.done:
                 return b""
-            await self._wait()
+            # _wait() inlined: once per relayed SSE event, one coroutine level less to resume
+            conn = self._conn
+            w = self._waiter = _get_loop().create_future()
+            conn.waiting = w
+            try:
+                await w
+            finally:
+                self._waiter = None
+                conn.waiting = None
         if len(self._pieces) == 1:
             data = self._pieces.popleft()
         else:

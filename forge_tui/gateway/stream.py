@@ -51,6 +51,12 @@ class SseRelay:
         self._multi = multi  # n > 1: choices may start late, keep parsing
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._settled and not self._buf and chunk[-1:] == b"\n" and b'"usage"' not in chunk \
+                and b'"timings"' not in chunk and b'"error"' not in chunk and b"[DONE]" not in chunk:
+            # Whole lines of ordinary events once settled: count them and pass the bytes on as they
+            # came (what the line-by-line path would rebuild, without splitting and joining).
+            self.events += chunk.count(b"\ndata:") + chunk.startswith(b"data:")
+            return chunk
         buf = self._buf + chunk
         nl = buf.rfind(b"\n")
         if nl < 0:
@@ -119,11 +125,12 @@ class SseRelay:
                     if fin:
                         fc, fr = st.finish()
                         nc, nr = nc + fc, nr + fr
-                    if fed or nc:
+                    if (fed or nc) and nc != c:
                         delta["content"] = nc
+                        modified = True
                     if nr:
                         delta["reasoning_content"] = (delta.get("reasoning_content") or "") + nr
-                    modified = True
+                        modified = True
                     c = delta.get("content")
                     if st.leaked:
                         self.leaked = True
