@@ -62,13 +62,39 @@ class HistoryError(Exception):
     """The history file cannot be used; the message names the path and says why."""
 
 
+_EC_TEXT: dict[object, str] = {ec: ec.value for ec in ErrorClass}
+# ``extra`` holds a handful of distinct small dicts (e.g. {"thinking": "policy:off"}): their JSON
+# is kept, keyed by their items, so the writer thread does not re-encode the same text per row.
+_EXTRA_JSON: dict[tuple, str] = {}
+_EXTRA_JSON_MAX = 256
+
+
+def _extra_json(extra: dict) -> str | None:
+    if not extra:
+        return None
+    key = tuple(extra.items())
+    try:
+        hit = _EXTRA_JSON.get(key)
+    except TypeError:  # an unhashable value: encode it every time
+        return json.dumps(extra)
+    if hit is None:
+        hit = json.dumps(extra)
+        # only all-text dicts are kept: 1 == True would otherwise share a key with different JSON
+        if len(_EXTRA_JSON) < _EXTRA_JSON_MAX and all(type(v) is str for v in extra.values()):
+            _EXTRA_JSON[key] = hit
+    return hit
+
+
 def _row(r: RequestRecord) -> tuple:
     ec = r.error_class
+    ec_text = _EC_TEXT.get(ec)
+    if ec_text is None:
+        ec_text = ec.value if isinstance(ec, ErrorClass) else str(ec)
     return (
         r.time, r.request_id, r.endpoint, r.role, r.model, r.host, r.backend, int(r.stream), r.status,
-        ec.value if isinstance(ec, ErrorClass) else str(ec), r.error, r.latency_ms, r.ttft_ms,
+        ec_text, r.error, r.latency_ms, r.ttft_ms,
         r.tokens_in, r.tokens_out, r.tokens_per_s, int(r.fallback), int(r.thinking_injected),
-        int(r.thinking_leaked), int(r.image), json.dumps(r.extra) if r.extra else None,
+        int(r.thinking_leaked), int(r.image), _extra_json(r.extra),
     )
 
 
