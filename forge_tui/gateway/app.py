@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import logging
 import time
@@ -202,6 +203,10 @@ class Gateway:
             err.errno = exc.errno  # str(err) stays the plain message
             raise err from None
         self._runner = runner
+        # Everything built so far (catalog, pydantic models, aiohttp, routes) lives as long as the
+        # process: move it out of the collector's reach, so full collections under load scan only
+        # what requests allocate (one took ~70 ms with it; it adds to the tail latency).
+        gc.freeze()
         if self.admin_token_path is not None:
             try:
                 write_token_file(self.admin_token_path, self.admin_token)
