@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
+from . import __version__, aio
 from .config import ConfigError, load_catalog
 from .state import StateError
 
@@ -61,7 +61,7 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
         return _fail(str(exc))
     for w in rt.state.warnings:
         print(f"forge-tui: {w}", file=sys.stderr)
-    print(f"forge-tui {__version__}: gateway listening on {rt.url} (config {config}, state {rt.state_dir})", flush=True)
+    print(f"forge-tui {__version__}: gateway listening on {rt.url} (config {config}, state {rt.state_dir}, {aio.loop_name()})", flush=True)
     token_path = rt.gateway.admin_token_path
     if token_path is not None:
         print(f"forge-tui: admin token written to {token_path} "
@@ -149,8 +149,8 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail(f"demo backends did not start: {exc}")
     try:
         if args.headless:
-            return asyncio.run(_serve(args, str(DEMO_CONFIG), banner="forge-tui demo: Ctrl-C to stop", catalog=catalog))
-        return asyncio.run(_console(args, str(DEMO_CONFIG), catalog=catalog))
+            return aio.run(_serve(args, str(DEMO_CONFIG), banner="forge-tui demo: Ctrl-C to stop", catalog=catalog))
+        return aio.run(_console(args, str(DEMO_CONFIG), catalog=catalog))
     finally:
         backends.stop()
 
@@ -256,15 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "demo":
             return _demo(args)
         if args.cmd == "attach":
-            return asyncio.run(_attach(args))
+            return aio.run(_attach(args))
         if args.cmd == "smoke":
-            return asyncio.run(_smoke(args))
+            return aio.run(_smoke(args))
         if args.cmd in (None, "serve"):
             config = args.config or _default_config()
             load_catalog(config)  # validate before binding anything
             if args.cmd == "serve":
-                return asyncio.run(_serve(args, config))
-            return asyncio.run(_console(args, config))
+                return aio.run(_serve(args, config))
+            return aio.run(_console(args, config))
         handler = getattr(args, "handler", None)
         if handler is None:
             ap.print_help()
