@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from forge_tui import aio
+
 __all__ = ["pin_to_cpu", "pin_pid", "cpu_seconds", "rss_mb", "serve_until_stopped", "CLK_TCK", "ForeignLoad"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -113,5 +115,6 @@ def serve_until_stopped(start: Callable[[], Awaitable[asyncio.Server]]) -> int:
         await stop.wait()
         server.close()
 
-    asyncio.run(run())
+    # The same loop forge runs on (uvloop when installed), so the floor stays a fair floor.
+    aio.run(run())
     return 0
