@@ -16,7 +16,7 @@ from forge_tui.console.screens.swap import ineligible_reason
 from forge_tui.console.widgets.requests import matches
 from forge_tui.control.schema import ModelInfo, RequestInfo, RoleInfo
 
-from .console_support import RecordedControl, homelab_snapshot
+from .console_support import RecordedControl, homelab_snapshot, widget_text
 
 
 def test_age_is_measured_against_the_snapshot_not_the_wall_clock() -> None:
@@ -286,3 +286,209 @@ async def test_errors_pane_counts_per_host() -> None:
         assert "class" in head and "role/model" in head and "host" in head
         assert "anvil" in text and "furnace" not in text  # hosts without errors are not listed
         assert "vision/gemma-4-e4b" in text
+
+
+# ---------------------------------------------------------------- panes follow polls without churn
+
+
+def _spy(obj: object, name: str, calls: list[tuple[str, tuple[object, ...]]]) -> None:
+    """Record every call of ``obj.name`` (still calling through) into ``calls``."""
+    original = getattr(obj, name)
+
+    def recorder(*args: object, **kwargs: object) -> object:
+        calls.append((name, args))
+        return original(*args, **kwargs)
+
+    setattr(obj, name, recorder)
+
+
+def _next_poll(snapshot: "Snapshot", **changes: object) -> "Snapshot":
+    """The following poll: a later snapshot (so every bound pane hears of it) with ``changes``."""
+    return snapshot.model_copy(update={"taken_at": snapshot.taken_at + 1.0, **changes}, deep=True)
+
+
+def _table_host(table_type: type) -> type:
+    from textual.app import App, ComposeResult
+
+    class _Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield table_type(id="table")
+
+    return _Host
+
+
+async def test_table_second_identical_poll_removes_and_readds_nothing() -> None:
+    from forge_tui.console.widgets import RolesTable
+
+    app = _table_host(RolesTable)()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(RolesTable)
+        first = homelab_snapshot()
+        table.snapshot = first
+        await pilot.pause()
+        keys_before = list(table.rows)  # the RowKey objects themselves
+        calls: list[tuple[str, tuple[object, ...]]] = []
+        for name in ("clear", "add_row", "remove_row", "update_cell", "rows_for", "sort"):
+            _spy(table, name, calls)
+        table.snapshot = _next_poll(first, telemetry=first.telemetry.model_copy(update={"total": 99}))
+        await pilot.pause()
+        assert table.snapshot.taken_at == first.taken_at + 1.0  # the poll did reach the table
+        assert calls == []  # same roles: not even rebuilt into rows
+        table.refresh_rows(force=True)  # and forced through the diff, identical rows touch no cell
+        assert [name for name, _ in calls] == ["rows_for"]
+        assert all(a is b for a, b in zip(list(table.rows), keys_before, strict=True))
+        assert table.rebuilds == 0
+
+
+async def test_table_changed_cell_updates_in_place_and_keeps_the_cursor_row() -> None:
+    from forge_tui.console.widgets import RolesTable
+
+    app = _table_host(RolesTable)()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(RolesTable)
+        first = homelab_snapshot()
+        table.snapshot = first
+        await pilot.pause()
+        assert table.select_key("vision")
+        await pilot.pause()
+        cursor = table.cursor_row
+        keys_before = list(table.rows)
+        calls: list[tuple[str, tuple[object, ...]]] = []
+        for name in ("clear", "add_row", "remove_row", "update_cell"):
+            _spy(table, name, calls)
+        roles = [r.model_copy() for r in first.roles]
+        roles[0] = roles[0].model_copy(update={"model": "qwen3-8b"})
+        roles[2] = roles[2].model_copy(update={"in_trial": False})
+        table.snapshot = _next_poll(first, roles=roles)
+        await pilot.pause()
+        assert sorted((args[0], args[1]) for _, args in calls) == [
+            ("default-chat", "Model"), ("vision", "Trial until")]
+        assert {name for name, _ in calls} == {"update_cell"}
+        assert table.get_cell("default-chat", "Model").plain == "qwen3-8b"
+        assert table.get_cell("vision", "Trial until").plain == "-"
+        assert table.cursor_row == cursor and table.selected_role == "vision"
+        assert all(a is b for a, b in zip(list(table.rows), keys_before, strict=True))
+
+
+async def test_table_adds_and_removes_only_the_rows_that_came_and_went() -> None:
+    from forge_tui.console.widgets import RolesTable
+    from forge_tui.control.schema import RoleInfo
+
+    app = _table_host(RolesTable)()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(RolesTable)
+        first = homelab_snapshot()
+        table.snapshot = first
+        await pilot.pause()
+        assert table.select_key("vision")
+        calls: list[tuple[str, tuple[object, ...]]] = []
+        for name in ("clear", "add_row", "remove_row"):
+            _spy(table, name, calls)
+        newcomer = RoleInfo(name="code", model="qwen3-8b", requires=["chat"])
+        roles = [newcomer] + [r for r in first.roles if r.name != "priority-chat"]
+        table.snapshot = _next_poll(first, roles=roles)
+        await pilot.pause()
+        assert [name for name, _ in calls] == ["remove_row", "add_row"]
+        assert calls[0][1] == ("priority-chat",) and calls[1][1][0].plain == "code"
+        assert [row.key.value for row in table.ordered_rows] == [r.name for r in roles]  # new row on top
+        assert table.selected_role == "vision" and table.cursor_row == 2
+        assert table.rebuilds == 0
+
+
+async def test_requests_tail_prepends_new_records_and_drops_old_ones_in_place() -> None:
+    from forge_tui.console.widgets import RequestsTable
+    from forge_tui.control.schema import RequestInfo
+
+    def record(i: int) -> RequestInfo:
+        return RequestInfo(time=1_775_822_400.0 + i, request_id=f"req-{i}", endpoint="/v1/chat/completions",
+                           role="default-chat", model="gemma-4-chat-31b", status=200, latency_ms=10.0 + i)
+
+    base = homelab_snapshot()
+    app = _table_host(RequestsTable)()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(RequestsTable)
+        table.snapshot = _next_poll(base, telemetry=base.telemetry.model_copy(
+            update={"recent": [record(i) for i in range(10)]}))
+        await pilot.pause()
+        assert table.select_key("req-5")
+        calls: list[tuple[str, tuple[object, ...]]] = []
+        for name in ("clear", "add_row", "remove_row", "update_cell"):
+            _spy(table, name, calls)
+        table.snapshot = _next_poll(table.snapshot, telemetry=base.telemetry.model_copy(
+            update={"recent": [record(i) for i in range(3, 13)]}))
+        await pilot.pause()
+        assert sorted(args[0] for name, args in calls if name == "remove_row") == ["req-0", "req-1", "req-2"]
+        assert len([name for name, _ in calls if name == "add_row"]) == 3
+        assert not [name for name, _ in calls if name in ("clear", "update_cell")]
+        assert [row.key.value for row in table.ordered_rows] == [f"req-{i}" for i in range(12, 2, -1)]
+        assert table.selected_key == "req-5"  # the cursor stayed on its record as rows came in above it
+        table.query = "req-7"  # the filter still redraws at once, through the same diff
+        await pilot.pause()
+        assert [row.key.value for row in table.ordered_rows] == ["req-7"]
+
+
+async def test_latency_chart_redraws_only_when_its_series_change() -> None:
+    from textual.app import App, ComposeResult
+
+    from forge_tui.console.widgets.latency import LatencyChart, LatencyPane
+    from forge_tui.control.schema import SeriesPoint
+
+    class _Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LatencyPane(id="pane-latency")
+
+    app = _Host()
+    async with app.run_test(size=(100, 24)) as pilot:
+        pane = app.query_one(LatencyPane)
+        first = _grouped_snapshot()
+        pane.snapshot = first
+        await pilot.pause()
+        chart = app.query_one(LatencyChart)
+        drawn = chart.draws
+        assert drawn >= 1
+        # Same series one poll later: the plot would look the same, so it is not rebuilt.
+        pane.snapshot = _next_poll(first, telemetry=first.telemetry.model_copy(update={"total": 999}))
+        await pilot.pause()
+        assert chart.draws == drawn
+        roles = [s.model_copy() for s in first.telemetry.roles]
+        assert roles[1].role == "default-chat"  # [0] is "(unrouted)", which gets no line
+        roles[1] = roles[1].model_copy(update={"series": roles[1].series + [
+            SeriesPoint(t=first.taken_at, count=3, p50_ms=50.0, p95_ms=90.0)]})
+        pane.snapshot = _next_poll(pane.snapshot, telemetry=first.telemetry.model_copy(update={"roles": roles}))
+        await pilot.pause()
+        assert chart.draws == drawn + 1
+        # An idle window still slides: far enough later, the plot is redrawn with the same series.
+        pane.snapshot = pane.snapshot.model_copy(update={"taken_at": pane.snapshot.taken_at + 120.0})
+        await pilot.pause()
+        assert chart.draws == drawn + 2
+
+
+async def test_errors_pane_skips_polls_that_bring_no_new_error() -> None:
+    from textual.app import App, ComposeResult
+    from textual.widgets import Static
+
+    from forge_tui.console.widgets.errors import ErrorsPane
+
+    class _Host(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ErrorsPane()
+
+    app = _Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        pane = app.query_one(ErrorsPane)
+        first = _grouped_snapshot()
+        pane.snapshot = first
+        await pilot.pause()
+        body = app.query_one("#errors-body", Static)
+        calls: list[tuple[str, tuple[object, ...]]] = []
+        _spy(body, "update", calls)
+        by_class = dict(first.telemetry.errors_by_class, ok=first.telemetry.errors_by_class.get("ok", 0) + 500)
+        pane.snapshot = _next_poll(first, telemetry=first.telemetry.model_copy(
+            update={"errors_by_class": by_class, "total": 999}))
+        await pilot.pause()
+        assert calls == []  # 500 more good answers: nothing new in the Errors pane
+        by_class["gateway_error"] = by_class.get("gateway_error", 0) + 1
+        pane.snapshot = _next_poll(pane.snapshot, telemetry=first.telemetry.model_copy(
+            update={"errors_by_class": dict(by_class)}))
+        await pilot.pause()
+        assert len(calls) == 1 and "gateway_error" in widget_text(body)

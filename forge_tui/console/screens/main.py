@@ -43,9 +43,11 @@ class MainScreen(Screen[None]):
     BINDINGS = bindings(MAIN_KEYS)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
-    snapshot: reactive[Snapshot | None] = reactive(None)
-    link_error: reactive[str | None] = reactive(None)
-    mode: reactive[str] = reactive("")
+    # repaint=False: the screen draws none of these itself, its data-bound panes do. A repaint of
+    # the screen is a repaint of the whole terminal, on every poll.
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)
+    link_error: reactive[str | None] = reactive(None, repaint=False)
+    mode: reactive[str] = reactive("", repaint=False)
     pane: reactive[str] = reactive("hosts", init=False)
 
     def compose(self) -> ComposeResult:

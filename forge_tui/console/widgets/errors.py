@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from ...control.schema import Snapshot
 from ..format import clock
+from ._quiet import set_subtitle
 
 __all__ = ["ErrorsPane"]
 
@@ -34,8 +35,20 @@ def _counts(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
+def _view(snapshot: Snapshot) -> tuple[object, ...]:
+    """Everything the pane draws from a snapshot: equal views draw the same pane."""
+    tel = snapshot.telemetry
+    by_class = {k: v for k, v in tel.errors_by_class.items() if k != "ok" and v}  # "ok" grows every poll
+    return (snapshot.warnings, by_class, tel.errors_by_target, tel.last_errors, tel.thinking_leaks,
+            [(h.role, h.errors) for h in tel.hosts if h.errors])
+
+
 class ErrorsPane(VerticalScroll):
-    snapshot: reactive[Snapshot | None] = reactive(None)
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 - Textual's keyword
+        super().__init__(id=id, classes=classes)
+        self._view: tuple[object, ...] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="errors-body")
@@ -46,10 +59,14 @@ class ErrorsPane(VerticalScroll):
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None or not self.is_mounted:
             return
+        view = _view(snapshot)
+        if view == self._view:  # the usual poll: nothing new went wrong, nothing to redraw
+            return
+        self._view = view
         tel = snapshot.telemetry
         by_class = {k: v for k, v in tel.errors_by_class.items() if k != "ok" and v}
         total = sum(by_class.values())
-        self.border_subtitle = f"{total} in window" + (f" · {tel.thinking_leaks} think leaks" if tel.thinking_leaks else "")
+        set_subtitle(self, f"{total} in window" + (f" · {tel.thinking_leaks} think leaks" if tel.thinking_leaks else ""))
         parts: list[object] = []
         for warning in snapshot.warnings:
             parts.append(Text(f"⚠ {warning}", style="yellow"))

@@ -13,6 +13,7 @@ from textual.widgets.option_list import Option
 
 from ...control.schema import BackendInfo, HostInfo, JobInfo, Snapshot
 from ..format import age, health_text, memory_cell
+from ._quiet import same_text
 
 __all__ = ["HostsList", "host_text"]
 
@@ -63,7 +64,7 @@ def host_text(host: HostInfo, now: float, job: JobInfo | None = None) -> Text:
 
 
 class HostsList(OptionList):
-    snapshot: reactive[Snapshot | None] = reactive(None)
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -81,7 +82,7 @@ class HostsList(OptionList):
         current = [self.get_option_at_index(i).id for i in range(self.option_count)]
         if current == [name for name, _ in prompts]:
             for name, prompt in prompts:
-                if self._prompts.get(name) != prompt:
+                if not same_text(self._prompts.get(name), prompt):
                     self.replace_option_prompt(name, prompt)
             self._prompts = dict(prompts)
             return

@@ -18,6 +18,7 @@ from textual_plotext import PlotextPlot
 from ...control.schema import RoleStats, Snapshot, TelemetryInfo
 from ..format import ms
 from ..keymap import PANE_KEYS, bindings
+from ._quiet import same_text, set_subtitle, text_height
 
 __all__ = ["GROUPS", "UNROUTED", "LatencyPane", "LatencyChart", "group_stats", "legend"]
 
@@ -53,13 +54,16 @@ def legend(tel: TelemetryInfo, group: str) -> Text:
 class LatencyChart(PlotextPlot):
     """The chart alone; x is minutes before the snapshot, so a replayed window draws the same."""
 
-    snapshot: reactive[Snapshot | None] = reactive(None)
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
     group: reactive[str] = reactive("role")
 
     def __init__(self, *, name: str | None = None, id: str | None = None,  # noqa: A002 - Textual's keyword
                  classes: str | None = None, disabled: bool = False) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.lines: list[str] = []  # labels of the lines last drawn (what the operator sees)
+        self.draws = 0  # plots rebuilt (kept for tests and diagnosis)
+        self._drawn: tuple[object, ...] | None = None  # what the last plot was drawn from
+        self._drawn_at = 0.0  # the taken_at of the snapshot it was drawn for
 
     def watch_snapshot(self) -> None:
         self._draw()
@@ -71,6 +75,15 @@ class LatencyChart(PlotextPlot):
         snapshot = self.snapshot
         if snapshot is None:
             return
+        tel = snapshot.telemetry
+        view = (self.group, tel.window_s, [(s.role, s.series) for s in group_stats(tel, self.group)])
+        # x is relative to the snapshot's time, so an idle window still slides left: redraw once
+        # it has slid by one braille sub-column, never for less (the plot would look the same).
+        step = tel.window_s / max(2 * self.size.width, 1)
+        if view == self._drawn and abs(snapshot.taken_at - self._drawn_at) < step:
+            return
+        self._drawn, self._drawn_at = view, snapshot.taken_at
+        self.draws += 1
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -101,8 +114,13 @@ class LatencyChart(PlotextPlot):
 class LatencyPane(Vertical, can_focus=True):
     BINDINGS = bindings(PANE_KEYS)
 
-    snapshot: reactive[Snapshot | None] = reactive(None)
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
     group: reactive[str] = reactive("role")
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 - Textual's keyword
+        super().__init__(id=id, classes=classes)
+        self._legend: Text | None = None  # the legend on screen
+        self._legend_height: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="latency-summary")
@@ -110,6 +128,9 @@ class LatencyPane(Vertical, can_focus=True):
 
     def on_mount(self) -> None:
         self._title()
+
+    def on_resize(self) -> None:
+        self._legend_height = None  # measured at the old width; the next legend re-measures
 
     def action_cycle_group(self) -> None:
         self.group = GROUPS[(GROUPS.index(self.group) + 1) % len(GROUPS)]
@@ -131,5 +152,12 @@ class LatencyPane(Vertical, can_focus=True):
         if snapshot is None:
             return
         tel = snapshot.telemetry
-        self.border_subtitle = f"{tel.rps:.2f} req/s · {tel.total} req in {tel.window_s / 60:.0f} min"
-        self.query_one("#latency-summary", Static).update(legend(tel, self.group))
+        set_subtitle(self, f"{tel.rps:.2f} req/s · {tel.total} req in {tel.window_s / 60:.0f} min")
+        text = legend(tel, self.group)
+        if same_text(text, self._legend):
+            return
+        summary = self.query_one("#latency-summary", Static)
+        height = text_height(summary, text)
+        # A layout pass (the whole screen) only when the legend's line count changes.
+        summary.update(text, layout=height is None or height != self._legend_height)
+        self._legend, self._legend_height = text, height

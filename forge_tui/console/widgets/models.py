@@ -16,6 +16,9 @@ class ModelsTable(SnapshotTable):
 
     TITLE = "Models"
 
+    def view_of(self, snapshot: Snapshot) -> object:
+        return snapshot.models
+
     def rows_for(self, snapshot: Snapshot) -> list[Row]:
         rows: list[Row] = []
         for m in snapshot.models:

@@ -12,6 +12,7 @@ from textual.widgets import Input
 
 from ...control.schema import RequestInfo, Snapshot
 from ..format import clock, ms
+from ._quiet import set_subtitle
 from ._table import Row, SnapshotTable
 
 __all__ = ["RequestsPane", "RequestsTable", "matches"]
@@ -60,6 +61,9 @@ class RequestsTable(SnapshotTable):
     COLUMNS = ("Time", "Route", "Status", "Latency", "TTFT", "Tok in/out", "Flags")
     query: reactive[str] = reactive("")
 
+    def view_of(self, snapshot: Snapshot) -> object:
+        return (self.query, snapshot.telemetry.recent)
+
     def rows_for(self, snapshot: Snapshot) -> list[Row]:
         records = sorted(snapshot.telemetry.recent, key=lambda r: r.time, reverse=True)
         rows: list[Row] = []
@@ -92,9 +96,8 @@ class RequestsTable(SnapshotTable):
             )
         return rows
 
-    def watch_query(self, query: str) -> None:
-        if self.snapshot is not None and self.is_mounted and self.columns:
-            self.sync(self.rows_for(self.snapshot))
+    def watch_query(self) -> None:
+        self.refresh_rows()
 
 
 class RequestsPane(Vertical):
@@ -102,7 +105,7 @@ class RequestsPane(Vertical):
 
     BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False)]
 
-    snapshot: reactive[Snapshot | None] = reactive(None)
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: role, model, status, error class… (Enter keeps, Esc clears)",
@@ -114,7 +117,7 @@ class RequestsPane(Vertical):
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is not None:
-            self.border_subtitle = f"{snapshot.telemetry.inflight} in flight"
+            set_subtitle(self, f"{snapshot.telemetry.inflight} in flight")
 
     def open_filter(self) -> None:
         self.add_class("-filtering")

@@ -15,6 +15,9 @@ class RolesTable(SnapshotTable):
 
     TITLE = "Roles"
 
+    def view_of(self, snapshot: Snapshot) -> object:
+        return snapshot.roles
+
     def rows_for(self, snapshot: Snapshot) -> list[Row]:
         rows: list[Row] = []
         for role in snapshot.roles:

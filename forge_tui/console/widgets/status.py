@@ -7,15 +7,42 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from ...control.schema import Snapshot
+from ._quiet import same_text, text_height
 
 __all__ = ["StatusBar"]
 
 
 class StatusBar(Static):
-    # layout=True: the bar wraps to a second line on narrow terminals as its text grows.
-    snapshot: reactive[Snapshot | None] = reactive(None, layout=True)
-    link_error: reactive[str | None] = reactive(None, layout=True)
+    # The bar wraps to a second line on narrow terminals as its text grows. A new snapshot
+    # repaints the bar only when its text changed, and asks for a layout pass (the whole
+    # screen) only when its line count changed: the figures change every poll under load.
+    snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)
+    link_error: reactive[str | None] = reactive(None, repaint=False)
     mode: reactive[str] = reactive("")
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 - Textual's keyword
+        super().__init__(id=id, classes=classes)
+        self._text: Text | None = None  # what the bar shows
+        self._height: int | None = None  # its line count at the current width
+
+    def _changed(self) -> None:
+        text = self.render()
+        if same_text(text, self._text):
+            return
+        self._text = text
+        height = text_height(self, text)
+        relayout = height is None or height != self._height
+        self._height = height
+        self.refresh(layout=relayout)
+
+    def watch_snapshot(self) -> None:
+        self._changed()
+
+    def watch_link_error(self) -> None:
+        self._changed()
+
+    def on_resize(self) -> None:
+        self._height = text_height(self, self.render())
 
     def render(self) -> Text:
         out = Text()
