@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from forge_tui.gateway import api
-from tests.support.gateway_harness import Harness, make_catalog, running_gateway
+from tests.support.gateway_harness import Harness, running_gateway, single_model_catalog
 from tests.support.recording_upstream import RecordingUpstream
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -48,8 +48,7 @@ async def up() -> AsyncIterator[RecordingUpstream]:
 
 @pytest.fixture
 async def gw(up: RecordingUpstream) -> AsyncIterator[Harness]:
-    cat = make_catalog(backends={"a": {"base_url": up.url}}, models={"m": {"placements": [{"backend": "a"}]}},
-                       roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(up.url)
     async with running_gateway(cat) as h:
         yield h
 

@@ -17,7 +17,7 @@ import pytest
 
 from forge_tui.launch import free_port
 from forge_tui.telemetry import ErrorClass
-from tests.support.gateway_harness import Harness, make_catalog, running_gateway
+from tests.support.gateway_harness import Harness, make_catalog, running_gateway, single_model_catalog
 from tests.support.llama_swap_standin import LlamaSwapStandin, SwapModel
 from tests.support.recording_upstream import RecordingUpstream
 
@@ -140,8 +140,7 @@ async def test_upstream_rejecting_the_request_stays_a_4xx(gw: Harness, up: Recor
 
 
 async def test_api_keys_guard_v1(up: RecordingUpstream) -> None:
-    cat = make_catalog(backends={"a": {"base_url": up.url}}, models={"m": {"placements": [{"backend": "a"}]}},
-                       roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(up.url)
     async with running_gateway(cat, api_keys=["k-one", "k-two"]) as h:
         with pytest.raises(openai.AuthenticationError) as ei:
             await h.client(api_key="wrong").chat.completions.create(model="default-chat", messages=MSG)

@@ -17,7 +17,7 @@ import pytest
 from forge_tui.gateway import Gateway, GatewayBindError
 from forge_tui.state import RoutingState
 from forge_tui.telemetry import ErrorClass, Telemetry
-from tests.support.gateway_harness import make_catalog, running_gateway
+from tests.support.gateway_harness import running_gateway, single_model_catalog
 from tests.support.recording_upstream import RecordingUpstream
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -39,16 +39,11 @@ async def _until_active(up: RecordingUpstream) -> None:
     raise AssertionError("the request never reached the upstream")
 
 
-def _cat(url: str, **backend):
-    return make_catalog(backends={"a": {"base_url": url, **backend}}, models={"m": {"placements": [{"backend": "a"}]}},
-                        roles={"default-chat": {"model": "m"}})
-
-
 async def test_port_in_use_is_a_clear_error_not_an_exit(up: RecordingUpstream) -> None:
     sigint = signal.getsignal(signal.SIGINT)
-    async with running_gateway(_cat(up.url)) as h:
+    async with running_gateway(single_model_catalog(up.url)) as h:
         assert signal.getsignal(signal.SIGINT) is sigint  # embedding installs no signal handlers
-        cat = _cat(up.url)
+        cat = single_model_catalog(up.url)
         other = Gateway(cat, RoutingState(cat, None), telemetry=Telemetry(None))
         with pytest.raises(GatewayBindError) as ei:
             await other.start("127.0.0.1", h.gw.port)
@@ -61,7 +56,7 @@ async def test_port_in_use_is_a_clear_error_not_an_exit(up: RecordingUpstream) -
 
 
 async def test_stop_drains_in_flight_requests(up: RecordingUpstream) -> None:
-    cat = _cat(up.url)
+    cat = single_model_catalog(up.url)
     tel = Telemetry(None)
     gw = Gateway(cat, RoutingState(cat, None), telemetry=tel)
     await gw.start("127.0.0.1", 0)
@@ -85,7 +80,7 @@ async def test_stop_drains_in_flight_requests(up: RecordingUpstream) -> None:
 
 
 async def test_stop_gives_up_after_the_drain_timeout(up: RecordingUpstream) -> None:
-    cat = _cat(up.url)
+    cat = single_model_catalog(up.url)
     gw = Gateway(cat, RoutingState(cat, None), telemetry=Telemetry(None))
     await gw.start("127.0.0.1", 0)
     up.behaviour.hold = asyncio.Event()
@@ -103,7 +98,7 @@ async def test_stop_gives_up_after_the_drain_timeout(up: RecordingUpstream) -> N
 
 async def test_silent_backend_is_an_upstream_timeout(up: RecordingUpstream) -> None:
     up.behaviour.hold = asyncio.Event()
-    async with running_gateway(_cat(up.url, request_timeout_s=0.4)) as h:
+    async with running_gateway(single_model_catalog(up.url, request_timeout_s=0.4)) as h:
         with pytest.raises(openai.APIStatusError) as ei:
             await h.client().chat.completions.create(model="default-chat", messages=MSG)
         assert ei.value.status_code == 504 and ei.value.body["type"] == "upstream_timeout"

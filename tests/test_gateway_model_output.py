@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from forge_tui.telemetry import ErrorClass
-from tests.support.gateway_harness import Harness, make_catalog, running_gateway
+from tests.support.gateway_harness import Harness, running_gateway, single_model_catalog
 from tests.support.recording_upstream import RecordingUpstream
 
 MSG = [{"role": "user", "content": "give me JSON"}]
@@ -35,8 +35,7 @@ async def up() -> AsyncIterator[RecordingUpstream]:
 
 @pytest.fixture
 async def gw(up: RecordingUpstream) -> AsyncIterator[Harness]:
-    cat = make_catalog(backends={"a": {"base_url": up.url}}, models={"m": {"placements": [{"backend": "a"}]}},
-                       roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(up.url)
     async with running_gateway(cat) as h:
         yield h
 

@@ -18,7 +18,7 @@ import pytest
 
 from forge_tui.launch import free_port
 from forge_tui.telemetry import ErrorClass
-from tests.support.gateway_harness import make_catalog, running_gateway
+from tests.support.gateway_harness import make_catalog, running_gateway, single_model_catalog
 from tests.support.recording_upstream import RecordingUpstream
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -152,8 +152,7 @@ async def test_everything_down_is_a_clear_unreachable_error(two) -> None:
 
 async def test_loading_backend_is_waited_out(two) -> None:
     a, _ = two
-    cat = make_catalog(backends={"a": {"base_url": a.url, "warmup_timeout_s": 20}},
-                       models={"m": {"placements": [{"backend": "a"}]}}, roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(a.url, warmup_timeout_s=20)
     a.behaviour.loading_until = time.monotonic() + 1.2
     async with running_gateway(cat) as h:
         assert h.gw.backends["a"].health == "starting"  # the probe read llama-server's 503 Loading model
@@ -188,8 +187,7 @@ async def test_refused_then_loading_then_ready_is_waited_out() -> None:
 async def test_startup_timeout_says_so(two) -> None:
     a, _ = two
     a.behaviour.loading_until = time.monotonic() + 60
-    cat = make_catalog(backends={"a": {"base_url": a.url, "warmup_timeout_s": 0.8}},
-                       models={"m": {"placements": [{"backend": "a"}]}}, roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(a.url, warmup_timeout_s=0.8)
     async with running_gateway(cat) as h:
         with pytest.raises(openai.APIStatusError) as ei:
             await h.client().chat.completions.create(model="default-chat", messages=MSG)
@@ -282,8 +280,7 @@ async def test_upstream_death_mid_stream_ends_with_an_error_event(two) -> None:
     a, _ = two
     a.behaviour.chunks = [f"w{i} " for i in range(10)]
     a.behaviour.die_after_chunks = 3
-    cat = make_catalog(backends={"a": {"base_url": a.url}}, models={"m": {"placements": [{"backend": "a"}]}},
-                       roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(a.url)
     async with running_gateway(cat) as h:
         async with httpx.AsyncClient(base_url=h.url) as c:
             async with c.stream("POST", "/v1/chat/completions",
@@ -311,8 +308,7 @@ async def test_client_disconnect_cancels_the_upstream_stream(two) -> None:
     a, _ = two
     a.behaviour.chunks = [f"t{i} " for i in range(100)]
     a.behaviour.chunk_delay_s = 0.05
-    cat = make_catalog(backends={"a": {"base_url": a.url}}, models={"m": {"placements": [{"backend": "a"}]}},
-                       roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(a.url)
     async with running_gateway(cat) as h:
         async with aiohttp.ClientSession() as s:
             resp = await s.post(h.url + "/v1/chat/completions",
@@ -331,8 +327,7 @@ async def test_client_disconnect_cancels_the_upstream_stream(two) -> None:
 async def test_client_disconnect_cancels_a_waiting_upstream_request(two) -> None:
     a, _ = two
     a.behaviour.hold = asyncio.Event()
-    cat = make_catalog(backends={"a": {"base_url": a.url}}, models={"m": {"placements": [{"backend": "a"}]}},
-                       roles={"default-chat": {"model": "m"}})
+    cat = single_model_catalog(a.url)
     async with running_gateway(cat) as h:
         with pytest.raises(openai.APITimeoutError):
             await h.client(timeout=0.5).chat.completions.create(model="default-chat", messages=MSG)

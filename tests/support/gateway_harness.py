@@ -44,6 +44,12 @@ def make_catalog(
     return Catalog.model_validate(data)
 
 
+def single_model_catalog(url: str, **backend: Any) -> Catalog:
+    """The smallest useful catalog: backend ``a`` at ``url``, model ``m`` on it, ``default-chat`` -> ``m``."""
+    return make_catalog(backends={"a": {"base_url": url, **backend}}, models={"m": {"placements": [{"backend": "a"}]}},
+                        roles={"default-chat": {"model": "m"}})
+
+
 @dataclass
 class Harness:
     gw: Gateway
