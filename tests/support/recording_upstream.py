@@ -130,6 +130,18 @@ class RecordingUpstream:
         loading = self._loading()  # not `or`: a response is an empty mapping (falsy) in aiohttp < 3.12
         return loading if loading is not None else web.json_response({"status": "ok"})
 
+    async def _admit(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        """Loading check, record, gate: the preamble of every non-streaming endpoint.
+
+        Returns (record, None) to go on, or (record-or-None, response) to answer at once.
+        """
+        loading = self._loading()
+        if loading is not None:
+            return None, loading
+        rec = await self._record(request)
+        gate = await self._gate()
+        return rec, gate
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
 
@@ -198,13 +210,9 @@ class RecordingUpstream:
         return resp
 
     async def _completions(self, request: web.Request) -> web.Response:
-        loading = self._loading()
-        if loading is not None:
-            return loading
-        rec = await self._record(request)
-        gate = await self._gate()
-        if gate is not None:
-            return gate
+        rec, early = await self._admit(request)
+        if early is not None:
+            return early
         body = rec.body if isinstance(rec.body, dict) else {}
         return web.json_response({
             "id": "cmpl-rec", "object": "text_completion", "model": body.get("model"),
@@ -213,13 +221,9 @@ class RecordingUpstream:
         })
 
     async def _embeddings(self, request: web.Request) -> web.Response:
-        loading = self._loading()
-        if loading is not None:
-            return loading
-        rec = await self._record(request)
-        gate = await self._gate()
-        if gate is not None:
-            return gate
+        rec, early = await self._admit(request)
+        if early is not None:
+            return early
         body = rec.body if isinstance(rec.body, dict) else {}
         inputs = body.get("input")
         n = len(inputs) if isinstance(inputs, list) else 1
@@ -231,13 +235,9 @@ class RecordingUpstream:
         })
 
     async def _audio(self, request: web.Request) -> web.Response:
-        loading = self._loading()
-        if loading is not None:
-            return loading
-        rec = await self._record(request)
-        gate = await self._gate()
-        if gate is not None:
-            return gate
+        rec, early = await self._admit(request)
+        if early is not None:
+            return early
         model = rec.body.get("model") if isinstance(rec.body, dict) else None
         if isinstance(model, bytes):
             model = model.decode()
