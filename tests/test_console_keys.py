@@ -115,6 +115,16 @@ async def _ready(pilot, app: ForgeApp) -> MainScreen:  # type: ignore[no-untyped
     return screen
 
 
+async def _open_swap(pilot, app: ForgeApp, screen: MainScreen, role: str) -> SwapScreen:  # type: ignore[no-untyped-def]
+    """Select ``role`` in the Roles pane, press s, wait for the swap dialog."""
+    await _select_role(pilot, screen, role)
+    await pilot.press("s")
+    await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
+    dialog = app.screen
+    assert isinstance(dialog, SwapScreen)
+    return dialog
+
+
 async def _select_role(pilot, screen: MainScreen, role: str) -> None:  # type: ignore[no-untyped-def]
     table = screen.query_one(RolesTable)
     table.focus()
@@ -139,11 +149,7 @@ async def test_s_swaps_the_selected_role_and_the_next_request_follows(forge: For
     app = _app(forge)
     async with app.run_test(size=SIZE) as pilot:
         screen = await _ready(pilot, app)
-        await _select_role(pilot, screen, "default-chat")
-        await pilot.press("s")
-        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
-        dialog = app.screen
-        assert isinstance(dialog, SwapScreen)
+        dialog = await _open_swap(pilot, app, screen, "default-chat")
         options = dialog.query_one("#swap-models")
         enabled = [options.get_option_at_index(i).id for i in range(options.option_count)
                    if not options.get_option_at_index(i).disabled]
@@ -468,11 +474,7 @@ async def test_failed_preflight_blocks_until_forced(forge: Forge) -> None:
     app = _app(forge)
     async with app.run_test(size=SIZE) as pilot:
         screen = await _ready(pilot, app)
-        await _select_role(pilot, screen, "priority-chat")
-        await pilot.press("s")
-        await wait_until(pilot, lambda: isinstance(app.screen, SwapScreen), what="the swap dialog")
-        dialog = app.screen
-        assert isinstance(dialog, SwapScreen)
+        dialog = await _open_swap(pilot, app, screen, "priority-chat")
         options = dialog.query_one("#swap-models")
         options.highlighted = options.get_option_index("gemma-missing")
         await pilot.press("enter")
