@@ -18,11 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="a few hundred requests per target: checks the machinery")
     ap.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     ap.add_argument("--markdown", metavar="PATH", help="write the run as Markdown (bench/RESULTS.md)")
-    ap.add_argument("--targets", default=",".join(TARGETS),
-                    help=f"comma-separated subset of {','.join(TARGETS + OPTIONAL_TARGETS)} (direct is always "
-                    "measured; aiohttp, the thinnest aiohttp proxy, only when asked for)")
-    ap.add_argument("--forge-args", default="", metavar="ARGS",
-                    help="extra arguments for both forge-tui commands, e.g. --forge-args=--no-hosts")
+    ap.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS + OPTIONAL_TARGETS)} (direct is always "
+        "measured; aiohttp, the thinnest aiohttp proxy, only when asked for)",
+    )
+    ap.add_argument(
+        "--forge-args",
+        default="",
+        metavar="ARGS",
+        help="extra arguments for both forge-tui commands, e.g. --forge-args=--no-hosts",
+    )
     ap.add_argument("--no-pin", action="store_true", help="do not pin the system under test to its own CPU")
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -32,9 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS + OPTIONAL_TARGETS)}")
     assert mode in MODES
     try:
-        summary = asyncio.run(run_benchmark(mode, targets, pin=not args.no_pin,
-                                            forge_args=tuple(shlex.split(args.forge_args)),
-                                            log=lambda m: print(m, file=sys.stderr, flush=True)))
+        summary = asyncio.run(
+            run_benchmark(
+                mode,
+                targets,
+                pin=not args.no_pin,
+                forge_args=tuple(shlex.split(args.forge_args)),
+                log=lambda m: print(m, file=sys.stderr, flush=True),
+            )
+        )
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -42,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: stopped before the end; every process it started has been stopped", file=sys.stderr)
         return 130
     print(table(summary))
-    print(f"\n(wall time {float(summary['wall_s']):.0f} s, mode {mode}; other processes used "
-          f"{float(summary['foreign_cpu_pct']):.0f} % of a CPU meanwhile)")
+    print(
+        f"\n(wall time {float(summary['wall_s']):.0f} s, mode {mode}; other processes used "
+        f"{float(summary['foreign_cpu_pct']):.0f} % of a CPU meanwhile)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     if args.markdown:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["write_catalog", "ROLE"]
+__all__ = ["ROLE", "write_catalog"]
 
 ROLE = "default-chat"
 
@@ -29,21 +29,45 @@ def write_catalog(path: Path, upstream_url: str, state_dir: Path, port: int) -> 
         "request_timeout_s": 30,
     }
     doc = {
-        "gateway": {"host": "127.0.0.1", "port": port, "state_dir": str(state_dir), "history": True,
-                    "health_interval_s": 5},
+        "gateway": {
+            "host": "127.0.0.1",
+            "port": port,
+            "state_dir": str(state_dir),
+            "history": True,
+            "health_interval_s": 5,
+        },
         "trial": {"name": "bench-trial"},
-        "hosts": {"bench": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 16,
-                            "transport": "local", "description": "this machine, serving the fast upstream"}},
+        "hosts": {
+            "bench": {
+                "address": "127.0.0.1",
+                "platform": "cpu",
+                "memory_budget_gb": 16,
+                "transport": "local",
+                "description": "this machine, serving the fast upstream",
+            }
+        },
         "backends": {"fast-a": backend, "fast-b": dict(backend)},
         "families": {
             "qwen3": {"thinking": "off-by-default", "description": "thinks unless told not to"},
             "gemma3": {"thinking": "none"},
         },
         "models": {
-            "qwen3-8b": {"family": "qwen3", "architecture": "qwen3", "capabilities": ["chat"], "memory_gb": 6,
-                         "state": "hot", "placements": [{"backend": "fast-a", "name": "qwen3-8b-q4_k_m"}]},
-            "gemma3-4b": {"family": "gemma3", "architecture": "gemma3", "capabilities": ["chat"], "memory_gb": 3,
-                          "state": "hot", "placements": [{"backend": "fast-b", "name": "gemma3-4b-q4_k_m"}]},
+            "qwen3-8b": {
+                "family": "qwen3",
+                "architecture": "qwen3",
+                "capabilities": ["chat"],
+                "memory_gb": 6,
+                "state": "hot",
+                "placements": [{"backend": "fast-a", "name": "qwen3-8b-q4_k_m"}],
+            },
+            "gemma3-4b": {
+                "family": "gemma3",
+                "architecture": "gemma3",
+                "capabilities": ["chat"],
+                "memory_gb": 3,
+                "state": "hot",
+                "placements": [{"backend": "fast-b", "name": "gemma3-4b-q4_k_m"}],
+            },
         },
         "roles": {
             ROLE: {"model": "qwen3-8b", "previous": "gemma3-4b", "fallbacks": ["gemma3-4b"], "trial": True},

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-
 from typing import TYPE_CHECKING
 
 from textual.binding import Binding
@@ -25,7 +24,7 @@ PROBE_KEY = "f12"
 PROBE_BYTES = b"\x1b[24~"  # what an xterm sends for F12
 
 
-def _bench_app_class() -> "type[ForgeApp]":
+def _bench_app_class() -> type[ForgeApp]:
     from forge_tui.console.app import ForgeApp
 
     ack_fd = int(os.environ[ACK_ENV])
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from forge_tui import cli
     from forge_tui.console import app as app_module
 
-    # cli._console imports ForgeApp from this module at call time, so the subclass is what runs.
+    # cli.gateway._console imports ForgeApp from this module at call time, so the subclass is what runs.
     app_module.ForgeApp = _bench_app_class()  # type: ignore[misc]  # replacing a class on purpose
     return cli.main(sys.argv[1:] if argv is None else argv)
 

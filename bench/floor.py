@@ -21,15 +21,17 @@ from .proc import pin_to_cpu, serve_until_stopped
 __all__ = ["start_floor"]
 
 _BG_BODY = b'{"error":{"message":"upstream unreachable","code":502}}'
-BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-               b"Connection: close\r\n\r\n%s" % (len(_BG_BODY), _BG_BODY))
-BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+BAD_GATEWAY = (
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s" % (len(_BG_BODY), _BG_BODY)
+)
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class _UpstreamSide(asyncio.Protocol):
     """The proxy's keep-alive connection to the upstream, owned by one client connection."""
 
-    def __init__(self, client: "_ClientSide") -> None:
+    def __init__(self, client: _ClientSide) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.hbuf = bytearray()
@@ -166,8 +168,7 @@ class _ClientSide(asyncio.Protocol):
         up.transport.write(raw)
 
 
-async def start_floor(upstream_host: str, upstream_port: int, host: str = "127.0.0.1",
-                      port: int = 0) -> asyncio.Server:
+async def start_floor(upstream_host: str, upstream_port: int, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: _ClientSide(upstream_host, upstream_port), host, port, backlog=1024)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Head", "parse_head", "BodyFramer", "MalformedHTTP"]
+__all__ = ["BodyFramer", "Head", "MalformedHTTP", "parse_head"]
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD = 64 * 1024
@@ -60,7 +60,7 @@ class BodyFramer:
     bytes past ``used`` belong to the next message on the connection.
     """
 
-    __slots__ = ("mode", "remaining", "done", "_state", "_line")
+    __slots__ = ("_line", "_state", "done", "mode", "remaining")
 
     def __init__(self, headers: dict[bytes, bytes], *, response: bool, no_body: bool = False) -> None:
         self._state = 0  # chunked: 0 size line, 1 data, 2 data CRLF, 3 trailer

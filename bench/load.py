@@ -16,13 +16,13 @@ import json
 import resource
 import sys
 import time
-from typing import cast
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 from .http1 import BodyFramer, Head, MalformedHTTP, parse_head
 from .proc import pin_to_cpu
 
-__all__ = ["LoadSpec", "LoadResult", "run_load", "percentile", "build_request"]
+__all__ = ["LoadResult", "LoadSpec", "build_request", "percentile", "run_load"]
 
 GRACE_S = 5.0  # past the time cap, connections still waiting are closed and counted as errors
 
@@ -245,13 +245,20 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     ttfc_ms = sorted(x / 1e6 for x in ttfc)
     n = len(ms)
     return LoadResult(
-        requests=n, errors=errors, statuses=statuses, elapsed_s=elapsed,
+        requests=n,
+        errors=errors,
+        statuses=statuses,
+        elapsed_s=elapsed,
         rps=n / elapsed if elapsed > 0 else 0.0,
         capped=issued < spec.requests,
-        p50_ms=percentile(ms, 50), p95_ms=percentile(ms, 95), p99_ms=percentile(ms, 99),
-        mean_ms=sum(ms) / n if n else 0.0, max_ms=ms[-1] if ms else 0.0,
+        p50_ms=percentile(ms, 50),
+        p95_ms=percentile(ms, 95),
+        p99_ms=percentile(ms, 99),
+        mean_ms=sum(ms) / n if n else 0.0,
+        max_ms=ms[-1] if ms else 0.0,
         loadgen_cpu_pct=cpu_pct,
-        ttfc_p50_ms=percentile(ttfc_ms, 50), ttfc_p95_ms=percentile(ttfc_ms, 95),
+        ttfc_p50_ms=percentile(ttfc_ms, 50),
+        ttfc_p95_ms=percentile(ttfc_ms, 95),
         ttfc_p99_ms=percentile(ttfc_ms, 99),
         events_per_stream=events_total / len(ttfc) if ttfc else 0.0,
         bursts_per_stream=bursts_total / len(ttfc) if ttfc else 0.0,

@@ -8,12 +8,12 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from forge_tui import aio
 
-__all__ = ["pin_to_cpu", "pin_pid", "cpu_seconds", "rss_mb", "serve_until_stopped", "CLK_TCK", "ForeignLoad"]
+__all__ = ["CLK_TCK", "ForeignLoad", "cpu_seconds", "pin_pid", "pin_to_cpu", "rss_mb", "serve_until_stopped"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -23,8 +23,19 @@ from pathlib import Path
 
 from .catalog import write_catalog
 from .load import LoadSpec
-from .run import (CHUNK_GAP_MS, STREAM_EVENTS, BenchError, _chat_body, _cpus, _free_port, pin_to_cpu,
-                  run_phase, start_bench_process, start_console, start_gateway)
+from .run import (
+    CHUNK_GAP_MS,
+    STREAM_EVENTS,
+    BenchError,
+    _chat_body,
+    _cpus,
+    _free_port,
+    pin_to_cpu,
+    run_phase,
+    start_bench_process,
+    start_console,
+    start_gateway,
+)
 
 __all__ = ["fold", "main"]
 
@@ -85,9 +96,20 @@ def fold(raw: str, top: int = 30) -> str:
     def pct(c: collections.Counter[str], k: int) -> list[str]:
         return [f"  {100 * n / total:5.1f}%  {f}" for f, n in c.most_common(k)]
 
-    return "\n".join([f"{total} samples (py-spy, threads while running)", "", "time by layer (innermost frame):",
-                      *pct(layers, len(layers)), "", "forge_tui lines, inclusive (with what they call):",
-                      *pct(forge_incl, top), "", "hottest lines, self time:", *pct(self_t, top)])
+    return "\n".join(
+        [
+            f"{total} samples (py-spy, threads while running)",
+            "",
+            "time by layer (innermost frame):",
+            *pct(layers, len(layers)),
+            "",
+            "forge_tui lines, inclusive (with what they call):",
+            *pct(forge_incl, top),
+            "",
+            "hottest lines, self time:",
+            *pct(self_t, top),
+        ]
+    )
 
 
 async def _profile(args: argparse.Namespace) -> str:
@@ -96,32 +118,56 @@ async def _profile(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="forge-profile-") as tmp:
         work = Path(tmp)
         upstream = await start_bench_process(
-            "direct", "bench.upstream", ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)],
-            side_cpu)
+            "direct", "bench.upstream", ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)], side_cpu
+        )
         try:
             port = _free_port()
             cfg = write_catalog(work / "profile.yaml", f"http://127.0.0.1:{upstream.port}", work / "state", port)
             starter = start_console if args.console else start_gateway
             srv = await starter(cfg, port, sut_cpu, work, tuple(shlex.split(args.forge_args)))
             try:
+
                 def spec(n: int, cap: float) -> LoadSpec:
-                    return LoadSpec(host="127.0.0.1", port=port, body=_chat_body(args.stream), stream=args.stream,
-                                    concurrency=args.concurrency, requests=n, time_cap_s=cap, cpu=side_cpu)
+                    return LoadSpec(
+                        host="127.0.0.1",
+                        port=port,
+                        body=_chat_body(args.stream),
+                        stream=args.stream,
+                        concurrency=args.concurrency,
+                        requests=n,
+                        time_cap_s=cap,
+                        cpu=side_cpu,
+                    )
 
                 await run_phase(spec(2000, 10))  # warm-up, not sampled
                 raw_path = Path(args.raw) if args.raw else work / "pyspy.txt"
                 spy = await asyncio.create_subprocess_exec(
-                    "py-spy", "record", "--pid", str(srv.pid), "--duration", str(int(args.seconds)), "--rate", "250",
-                    "--format", "raw", "--output", str(raw_path), "--nonblocking",
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(srv.pid),
+                    "--duration",
+                    str(int(args.seconds)),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw_path),
+                    "--nonblocking",
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
                 await asyncio.sleep(0.5)
                 result = await run_phase(spec(10_000_000, args.seconds - 1.0))
                 _, err = await spy.communicate()
                 if not raw_path.exists():
                     raise BenchError(f"py-spy wrote nothing: {err.decode(errors='replace')[-1000:]}")
-                head = (f"{'console' if args.console else 'gateway'} under c={args.concurrency} "
-                        f"{'stream' if args.stream else 'non-stream'} load: {float(result['rps']):.0f} req/s, "
-                        f"p50 {float(result['p50_ms']):.2f} ms, errors {result['errors']}\n")
+                head = (
+                    f"{'console' if args.console else 'gateway'} under c={args.concurrency} "
+                    f"{'stream' if args.stream else 'non-stream'} load: {float(result['rps']):.0f} req/s, "
+                    f"p50 {float(result['p50_ms']):.2f} ms, errors {result['errors']}\n"
+                )
                 return head + fold(raw_path.read_text(), args.top)
             finally:
                 await srv.stop()

@@ -30,16 +30,17 @@ import sys
 import tempfile
 import termios
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .catalog import ROLE, write_catalog
 from .console_host import ACK_ENV, PROBE_BYTES
 from .load import LoadSpec, percentile
 from .proc import ForeignLoad, cpu_seconds, pin_pid, pin_to_cpu, rss_mb
 
-__all__ = ["Sizes", "MODES", "REQUIRED_KEYS", "TARGETS", "OPTIONAL_TARGETS", "run_benchmark"]
+__all__ = ["MODES", "OPTIONAL_TARGETS", "REQUIRED_KEYS", "TARGETS", "Sizes", "run_benchmark"]
 
 REPO = Path(__file__).resolve().parent.parent
 Phase = dict[str, Any]  # one load phase's result, as the load generator reports it (LoadResult as JSON)
@@ -61,9 +62,20 @@ REQUIRED_KEYS = (
 )
 # Shown after the required keys in the table and in RESULTS.md.
 EXTRA_KEYS = (
-    "console_cost_pct_cpu", "console_key_p50_ms", "console_key_p99_ms", "chunk_added_p50_ms_gateway",
-    "stream_batched_pct_gateway", "cpu_ms_per_req_gateway", "cpu_ms_per_req_console", "cpu_ms_per_req_floor",
-    "rps_c32_burst_gateway", "rps_c32_burst_floor", "cpu_pct_c32_floor", "cpu_pct_c32_gateway", "cpu_capacity_ratio_gateway_floor", "loadgen_headroom_x",
+    "console_cost_pct_cpu",
+    "console_key_p50_ms",
+    "console_key_p99_ms",
+    "chunk_added_p50_ms_gateway",
+    "stream_batched_pct_gateway",
+    "cpu_ms_per_req_gateway",
+    "cpu_ms_per_req_console",
+    "cpu_ms_per_req_floor",
+    "rps_c32_burst_gateway",
+    "rps_c32_burst_floor",
+    "cpu_pct_c32_floor",
+    "cpu_pct_c32_gateway",
+    "cpu_capacity_ratio_gateway_floor",
+    "loadgen_headroom_x",
     "foreign_cpu_pct",
 )
 STREAM_EVENTS = 8  # SSE events the upstream sends per stream (the last one also carries [DONE])
@@ -161,7 +173,7 @@ class Server:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         for fd in (self.pty_master, self.ack_read):
@@ -184,8 +196,11 @@ def _free_port() -> int:
 
 
 def _chat_body(stream: bool) -> str:
-    body: dict[str, Any] = {"model": ROLE, "messages": [{"role": "user", "content": "Say hello in five words."}],
-                               "max_tokens": 32}
+    body: dict[str, Any] = {
+        "model": ROLE,
+        "messages": [{"role": "user", "content": "Say hello in five words."}],
+        "max_tokens": 32,
+    }
     if stream:
         body["stream"] = True
     return json.dumps(body)
@@ -194,8 +209,10 @@ def _chat_body(stream: bool) -> str:
 async def _first_answer(port: int, t0: float, proc: asyncio.subprocess.Process) -> float:
     """Seconds from ``t0`` until a chat completion is answered with 200 (polled every 5 ms)."""
     body = _chat_body(False).encode()
-    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-           f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    req = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
     while time.perf_counter() - t0 < STARTUP_CAP_S:
         if proc.returncode is not None:
             raise BenchError(f"process exited with {proc.returncode} before answering")
@@ -209,7 +226,7 @@ async def _first_answer(port: int, t0: float, proc: asyncio.subprocess.Process) 
                 writer.close()
             if line.split(b" ")[1:2] == [b"200"]:
                 return time.perf_counter() - t0
-        except (OSError, asyncio.TimeoutError, IndexError):
+        except (TimeoutError, OSError, IndexError):
             pass
         await asyncio.sleep(0.005)
     raise BenchError(f"no 200 answer on port {port} within {STARTUP_CAP_S:.0f} s")
@@ -227,8 +244,16 @@ async def start_bench_process(name: str, module: str, args: list[str], cpu: int 
     """Start the upstream or the floor proxy (they print LISTENING) and time the first answer."""
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, *args, *(["--cpu", str(cpu)] if cpu is not None else []),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=str(REPO), env=_child_env())
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        *(["--cpu", str(cpu)] if cpu is not None else []),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=str(REPO),
+        env=_child_env(),
+    )
     port = await _read_listening(proc)
     return Server(name, proc, port, await _first_answer(port, t0, proc))
 
@@ -238,8 +263,7 @@ def _forge_argv(config: Path, port: int, serve: bool, extra: tuple[str, ...] = (
     return [*cmd, "--config", str(config), "--port", str(port), *extra]
 
 
-async def start_gateway(config: Path, port: int, cpu: int | None, workdir: Path,
-                        extra: tuple[str, ...] = ()) -> Server:
+async def start_gateway(config: Path, port: int, cpu: int | None, workdir: Path, extra: tuple[str, ...] = ()) -> Server:
     """``forge-tui serve`` in its own process (the installed command when on PATH)."""
     exe = shutil.which("forge-tui")
     argv = [exe] if exe else [sys.executable, "-m", "forge_tui"]
@@ -247,8 +271,14 @@ async def start_gateway(config: Path, port: int, cpu: int | None, workdir: Path,
     t0 = time.perf_counter()
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
-            *argv, *_forge_argv(config, port, True, extra), stdin=asyncio.subprocess.DEVNULL, stdout=out,
-            stderr=asyncio.subprocess.STDOUT, cwd=str(workdir), env=_child_env())
+            *argv,
+            *_forge_argv(config, port, True, extra),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=str(workdir),
+            env=_child_env(),
+        )
     if cpu is not None:
         pin_pid(proc.pid, {cpu})
     srv = Server("gateway", proc, port, log_path=log)
@@ -260,22 +290,37 @@ async def start_gateway(config: Path, port: int, cpu: int | None, workdir: Path,
     return srv
 
 
-async def start_console(config: Path, port: int, cpu: int | None, workdir: Path,
-                        extra: tuple[str, ...] = ()) -> Server:
+async def start_console(config: Path, port: int, cpu: int | None, workdir: Path, extra: tuple[str, ...] = ()) -> Server:
     """The console with its embedded gateway, in a pseudo-terminal with a real terminal driver."""
     master, slave = pty.openpty()
     rows, cols = PTY_SIZE
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     ack_r, ack_w = os.pipe()
     env = _child_env()
-    env.update({"TERM": "xterm-256color", "COLORTERM": "truecolor", ACK_ENV: str(ack_w),
-                "LINES": str(rows), "COLUMNS": str(cols)})
+    env.update(
+        {
+            "TERM": "xterm-256color",
+            "COLORTERM": "truecolor",
+            ACK_ENV: str(ack_w),
+            "LINES": str(rows),
+            "COLUMNS": str(cols),
+        }
+    )
     env.pop("TEXTUAL", None)
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.console_host", *_forge_argv(config, port, False, extra),
-        stdin=slave, stdout=slave, stderr=slave, pass_fds=(ack_w,), start_new_session=True,
-        cwd=str(workdir), env=env)
+        sys.executable,
+        "-m",
+        "bench.console_host",
+        *_forge_argv(config, port, False, extra),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        pass_fds=(ack_w,),
+        start_new_session=True,
+        cwd=str(workdir),
+        env=env,
+    )
     os.close(slave)
     os.close(ack_w)
     if cpu is not None:
@@ -309,8 +354,15 @@ async def start_console(config: Path, port: int, cpu: int | None, workdir: Path,
 async def run_phase(spec: LoadSpec, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
     """One phase in a fresh load-generator process; returns its LoadResult as a dict."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.load", json.dumps(asdict(spec)), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=str(REPO), env=_child_env())
+        sys.executable,
+        "-m",
+        "bench.load",
+        json.dumps(asdict(spec)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(REPO),
+        env=_child_env(),
+    )
     assert proc.stdout is not None and proc.stderr is not None
     result: dict[str, Any] | None = None
     deadline = time.perf_counter() + spec.time_cap_s + 30.0
@@ -355,7 +407,7 @@ class TargetResult:
     pty_bytes: int = 0
 
 
-def _expire(fut: "asyncio.Future[float | None]") -> None:
+def _expire(fut: asyncio.Future[float | None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -431,8 +483,9 @@ class KeyProber:
 class Target:
     """One system under test during the run: its server, its results, its CPU, its key prober."""
 
-    def __init__(self, srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int | None,
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self, srv: Server, sizes: Sizes, load_cpu: int | None, sut_cpu: int | None, log: Callable[[str], None]
+    ) -> None:
         self.srv = srv
         self.sizes = sizes
         self.load_cpu = load_cpu
@@ -442,12 +495,27 @@ class Target:
         self.prober = KeyProber(srv) if srv.pty_master is not None else None
         self.pausable = srv.name != "direct"  # the upstream serves every target
 
-    def spec(self, concurrency: int, requests: int, stream: bool = False, time_cap: float | None = None,
-             checkpoint_every: int = 0, warmup: int = 0) -> LoadSpec:
-        return LoadSpec(host="127.0.0.1", port=self.srv.port, body=_chat_body(stream), stream=stream,
-                        concurrency=concurrency, requests=requests,
-                        time_cap_s=self.sizes.phase_cap_s if time_cap is None else time_cap,
-                        checkpoint_every=checkpoint_every, warmup=warmup, cpu=self.load_cpu)
+    def spec(
+        self,
+        concurrency: int,
+        requests: int,
+        stream: bool = False,
+        time_cap: float | None = None,
+        checkpoint_every: int = 0,
+        warmup: int = 0,
+    ) -> LoadSpec:
+        return LoadSpec(
+            host="127.0.0.1",
+            port=self.srv.port,
+            body=_chat_body(stream),
+            stream=stream,
+            concurrency=concurrency,
+            requests=requests,
+            time_cap_s=self.sizes.phase_cap_s if time_cap is None else time_cap,
+            checkpoint_every=checkpoint_every,
+            warmup=warmup,
+            cpu=self.load_cpu,
+        )
 
     async def phase(self, name: str, s: LoadSpec, on_ckpt: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Resume the server, run one load phase against it, pause it again."""
@@ -473,9 +541,11 @@ class Target:
         res.cpu_ms_per_req[name] = 1000.0 * used / served if served else 0.0
         res.cpu_pct[name] = res.cpu_ms_per_req[name] * float(r["rps"]) / 10.0  # ms/req x req/s -> % of a core
         res.phases[name] = r
-        self.log(f"  {srv.name:8s} {name:9s} {n:7d} req {float(r['rps']):8.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
-                 f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
-                 + (f"  ttfc p50 {float(r['ttfc_p50_ms']):.3f} ms" if s.stream else ""))
+        self.log(
+            f"  {srv.name:8s} {name:9s} {n:7d} req {float(r['rps']):8.0f}/s  p50 {float(r['p50_ms']):7.3f}  "
+            f"p99 {float(r['p99_ms']):7.3f} ms  errors {r['errors']}"
+            + (f"  ttfc p50 {float(r['ttfc_p50_ms']):.3f} ms" if s.stream else "")
+        )
         if int(r["errors"]):
             self.log(f"  {srv.name}: {r['errors']} errors in {name}: statuses {r['statuses']}")
         return r
@@ -494,8 +564,8 @@ class Target:
         res = self.res
         names = [k for k in res.phases if k.startswith(phase + ".")]
         key: Callable[[str], float] = (
-            (lambda k: float(res.phases[k]["ttfc_p50_ms"])) if stream
-            else (lambda k: -float(res.phases[k]["rps"])))
+            (lambda k: float(res.phases[k]["ttfc_p50_ms"])) if stream else (lambda k: -float(res.phases[k]["rps"]))
+        )
         best = min(names, key=key)
         res.phases[phase] = res.phases[best]
         res.cpu_ms_per_req[phase] = res.cpu_ms_per_req[best]
@@ -510,8 +580,9 @@ class Target:
         def sample(done: int) -> None:
             res.rss_samples.append((done_before + done, rss_mb(srv.pid)))
 
-        r = await self.phase(f"mem.{k}", self.spec(32, requests, time_cap=cap_s, checkpoint_every=every,
-                                                   warmup=MEM_SLICE_WARMUP), sample)
+        r = await self.phase(
+            f"mem.{k}", self.spec(32, requests, time_cap=cap_s, checkpoint_every=every, warmup=MEM_SLICE_WARMUP), sample
+        )
         res.mem_requests += int(r["requests"])
         res.rss_mb_end = rss_mb(srv.pid)
 
@@ -525,9 +596,13 @@ class Target:
         cpu_ms = sum(res.cpu_ms_per_req[k] * served_k[k] for k in names)
         served = sum(served_k.values())
         agg = dict(slices[-1])
-        agg.update(requests=res.mem_requests, errors=sum(int(x["errors"]) for x in slices), elapsed_s=elapsed,
-                   rps=res.mem_requests / elapsed if elapsed > 0 else 0.0,
-                   loadgen_cpu_pct=max(float(x["loadgen_cpu_pct"]) for x in slices))
+        agg.update(
+            requests=res.mem_requests,
+            errors=sum(int(x["errors"]) for x in slices),
+            elapsed_s=elapsed,
+            rps=res.mem_requests / elapsed if elapsed > 0 else 0.0,
+            loadgen_cpu_pct=max(float(x["loadgen_cpu_pct"]) for x in slices),
+        )
         res.phases["mem"] = agg
         res.cpu_ms_per_req["mem"] = cpu_ms / served if served else 0.0
         res.cpu_pct["mem"] = res.cpu_ms_per_req["mem"] * float(agg["rps"]) / 10.0
@@ -556,9 +631,13 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
     """The flat figures of the issue (each a number), the per-target detail and the budget verdicts."""
     out: dict[str, Any] = {
         "mode": mode,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "pinned": pinned,
-                    "processor": _cpu_model()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "pinned": pinned,
+            "processor": _cpu_model(),
+        },
     }
     d = results["direct"].phases
     for name, t in results.items():
@@ -588,7 +667,8 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
             out[f"chunk_added_p50_ms_{name}"] = sum(later) / len(later) if later else 0.0
             db = _f(d, "stream8", "bursts_per_stream")
             out[f"stream_batched_pct_{name}"] = (
-                max(0.0, 100.0 * (1.0 - _f(p, "stream8", "bursts_per_stream") / db)) if db else 0.0)
+                max(0.0, 100.0 * (1.0 - _f(p, "stream8", "bursts_per_stream") / db)) if db else 0.0
+            )
     g = results.get("gateway")
     c = results.get("console")
     if g is not None:
@@ -612,8 +692,9 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
         out["console_key_p99_ms"] = percentile(keys, 99)
         out["console_key_presses"] = len(keys) + c.key_misses
         out["console_key_misses"] = c.key_misses
-        out["console_pty_kb_per_s"] = c.pty_bytes / 1024 / max(1e-9, sum(
-            float(ph["elapsed_s"]) for ph in c.phases.values()))
+        out["console_pty_kb_per_s"] = (
+            c.pty_bytes / 1024 / max(1e-9, sum(float(ph["elapsed_s"]) for ph in c.phases.values()))
+        )
     if g is not None and "floor" in results:
         # CPU capacity: requests per second each could serve with a whole CPU to itself. When the
         # floor's CPU is not busy at c32 (the load side is the limit), its measured req/s is only a
@@ -629,6 +710,7 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
 
 def budget(s: dict[str, Any]) -> dict[str, Phase]:
     """The issue's budget, item by item: value, limit, verdict (absent figures are not judged)."""
+
     def get(k: str) -> float | None:
         v = s.get(k)
         return float(v) if isinstance(v, (int, float)) else None
@@ -649,19 +731,31 @@ def budget(s: dict[str, Any]) -> dict[str, Phase]:
         cap = get("cpu_capacity_ratio_gateway_floor")
         note = f"{g:.0f} vs {f:.0f} req/s"
         if busy < 90.0:
-            note += (f"; the floor's CPU was {busy:.0f} % busy, so its req/s is a lower bound"
-                     + (f" (CPU-capacity ratio {cap:.2f})" if cap is not None else ""))
+            note += f"; the floor's CPU was {busy:.0f} % busy, so its req/s is a lower bound" + (
+                f" (CPU-capacity ratio {cap:.2f})" if cap is not None else ""
+            )
         check("rps_c32_gateway >= 0.5 x floor", g / f, 0.5, g / f >= 0.5, note)
     v = get("console_cost_pct")
     misses = get("console_key_misses")
     cpu_cost = get("console_cost_pct_cpu")
-    check("console_cost_pct <= 10", v, 10.0, None if v is None else v <= 10.0,
-          "" if cpu_cost is None else f"from CPU per request: {cpu_cost:.1f} %, the steadier reading when other "
-          "programs share the CPU")
+    check(
+        "console_cost_pct <= 10",
+        v,
+        10.0,
+        None if v is None else v <= 10.0,
+        ""
+        if cpu_cost is None
+        else f"from CPU per request: {cpu_cost:.1f} %, the steadier reading when other programs share the CPU",
+    )
     if misses is not None:
-        check("console answers every key under load (presses unanswered)", misses, 0.0, misses == 0,
-              f"{get('console_key_presses') or 0:.0f} presses, answer p50 {get('console_key_p50_ms') or 0:.1f} ms, "
-              f"p99 {get('console_key_p99_ms') or 0:.1f} ms")
+        check(
+            "console answers every key under load (presses unanswered)",
+            misses,
+            0.0,
+            misses == 0,
+            f"{get('console_key_presses') or 0:.0f} presses, answer p50 {get('console_key_p50_ms') or 0:.1f} ms, "
+            f"p99 {get('console_key_p99_ms') or 0:.1f} ms",
+        )
     v = get("ttfc_added_p50_ms_c8")
     check("ttfc_added_p50_ms_c8 <= 1", v, 1.0, None if v is None else v <= 1.0)
     v = get("stream_batched_pct_gateway")
@@ -713,10 +807,18 @@ def table(s: dict[str, Any]) -> str:
         row(f"{c}: p50 / p95 / p99 (ms)", pcts(c))
     row("c32 sustained: req/s (best memory-run slice)", lambda t: "{:.0f}".format(_best_mem_rps(t["phases"])))
     row("c32 sustained: req/s (whole memory run)", ph("mem", "rps", "{:.0f}"))
-    row("stream c8: TTFC p50 / p99 (ms)", lambda t: " / ".join(
-        f"{float(t['phases']['stream8'][k]):.2f}" for k in ("ttfc_p50_ms", "ttfc_p99_ms")))
-    row("stream c8: last event p50 (ms)", lambda t: f"{float(t['phases']['stream8']['event_p50_ms'][-1]):.2f}"
-        if t["phases"]["stream8"]["event_p50_ms"] else "-")
+    row(
+        "stream c8: TTFC p50 / p99 (ms)",
+        lambda t: " / ".join(f"{float(t['phases']['stream8'][k]):.2f}" for k in ("ttfc_p50_ms", "ttfc_p99_ms")),
+    )
+    row(
+        "stream c8: last event p50 (ms)",
+        lambda t: (
+            f"{float(t['phases']['stream8']['event_p50_ms'][-1]):.2f}"
+            if t["phases"]["stream8"]["event_p50_ms"]
+            else "-"
+        ),
+    )
     row("stream c8: reads with events/stream", ph("stream8", "bursts_per_stream", "{:.2f}"))
     row("CPU per request (ms, memory run)", lambda t: f"{float(t['cpu_ms_per_req']['mem']):.3f}")
     row("server CPU busy, memory run (% of a core)", lambda t: f"{float(t['cpu_pct']['mem']):.0f}")
@@ -724,12 +826,16 @@ def table(s: dict[str, Any]) -> str:
     row("memory run requests", lambda t: f"{int(t['mem_requests'])}")
     row("RSS at half / end (MB)", lambda t: f"{float(t['rss_mb_mid']):.1f} / {float(t['rss_mb_end']):.1f}")
     # every phase actually run once: the slices and warm-ups, not the phases that stand for them
-    row("errors (all requests)", lambda t: str(sum(int(p["errors"]) for k, p in t["phases"].items()
-                                                   if "." in k or k.startswith("warmup"))))
+    row(
+        "errors (all requests)",
+        lambda t: str(sum(int(p["errors"]) for k, p in t["phases"].items() if "." in k or k.startswith("warmup"))),
+    )
     row("load generator CPU, memory run (%)", ph("mem", "loadgen_cpu_pct", "{:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("")
     for k in REQUIRED_KEYS + EXTRA_KEYS:
@@ -739,8 +845,10 @@ def table(s: dict[str, Any]) -> str:
     b = s["budget"]
     assert isinstance(b, dict)
     for name, item in b.items():
-        lines.append(f"[{'PASS' if item['ok'] else 'FAIL'}] {name}: {item['value']}"
-                     + (f"  ({item['note']})" if item.get("note") else ""))
+        lines.append(
+            f"[{'PASS' if item['ok'] else 'FAIL'}] {name}: {item['value']}"
+            + (f"  ({item['note']})" if item.get("note") else "")
+        )
     return "\n".join(lines)
 
 
@@ -756,8 +864,11 @@ def markdown(s: dict[str, Any], command: str) -> str:
         "",
         f"Last run: `{command}` on {when}, mode `{s['mode']}`, wall time {float(s['wall_s']):.0f} s.",
         f"Machine: {m['cpus']} CPUs ({m['processor']}), Python {m['python']}, {m['platform']}; "
-        + ("the system under test pinned alone on one CPU, upstream + load generator on the other."
-           if m["pinned"] else "no CPU pinning."),
+        + (
+            "the system under test pinned alone on one CPU, upstream + load generator on the other."
+            if m["pinned"]
+            else "no CPU pinning."
+        ),
         f"Other processes used {float(s.get('foreign_cpu_pct', 0.0)):.0f} % of one CPU on average during the run "
         "(from /proc/stat, the benchmark's own processes excluded): the more, the noisier the figures. "
         "Absolute figures drift between runs; the ratios between targets, measured in the same run, are what "
@@ -792,8 +903,19 @@ def markdown(s: dict[str, Any], command: str) -> str:
         "long, so it spans several console refreshes) is the sustained c32 throughput that the throughput "
         "budget and the console cost are judged on.",
     ]
-    lines += ["", "## Figures", "", "```", table(s).split("\n\n")[0], "```", "",
-              "Key figures (JSON keys of `--json`):", "", "| key | value |", "|---|---:|"]
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "```",
+        table(s).split("\n\n")[0],
+        "```",
+        "",
+        "Key figures (JSON keys of `--json`):",
+        "",
+        "| key | value |",
+        "|---|---:|",
+    ]
     for k in REQUIRED_KEYS + EXTRA_KEYS:
         if k in s:
             lines.append(f"| `{k}` | {float(s[k]):.3f} |")
@@ -809,8 +931,13 @@ def _cpus() -> tuple[int | None, int | None]:
     return allowed[0], allowed[1]
 
 
-async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS, pin: bool = True,
-                        forge_args: tuple[str, ...] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
+async def run_benchmark(
+    mode: str = "quick",
+    targets: tuple[str, ...] = TARGETS,
+    pin: bool = True,
+    forge_args: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Measure ``targets`` side by side; ``forge_args`` are appended to both forge-tui commands.
 
     Every target is started (and its startup timed) and warmed up in turn, then paused with
@@ -844,11 +971,16 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
         with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
             work = Path(tmp)
             upstream = await start_bench_process(
-                "direct", "bench.upstream", ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)],
-                side_cpu)
+                "direct",
+                "bench.upstream",
+                ["--chunks", str(STREAM_EVENTS), "--chunk-gap-ms", str(CHUNK_GAP_MS)],
+                side_cpu,
+            )
             servers.append(upstream)
-            log(f"upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid}); SUT CPU {sut_cpu}, "
-                f"load/upstream CPU {side_cpu}; mode {mode}")
+            log(
+                f"upstream on 127.0.0.1:{upstream.port} (pid {upstream.pid}); SUT CPU {sut_cpu}, "
+                f"load/upstream CPU {side_cpu}; mode {mode}"
+            )
             try:
                 for name in names:
                     startups = [upstream.startup_s]
@@ -869,22 +1001,22 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
                 for phase, conc, stream, field_name in PHASES:
                     per_slice = max(1, getattr(sizes, field_name) // sizes.rounds)
                     for k in range(sizes.rounds):
-                        turn = names[k % len(names):] + names[:k % len(names)]
+                        turn = names[k % len(names) :] + names[: k % len(names)]
                         for name in turn:
                             await live[name].slice(phase, conc, stream, per_slice, k)
                     for t in live.values():
                         t.pick_best(phase, stream)
                 # The memory run, also in turns: its total throughput is the sustained c32 figure.
                 deadline = t_run + sizes.total_cap_s
-                shares = [sizes.mem // sizes.rounds + (1 if k < sizes.mem % sizes.rounds else 0)
-                          for k in range(sizes.rounds)]
+                shares = [
+                    sizes.mem // sizes.rounds + (1 if k < sizes.mem % sizes.rounds else 0) for k in range(sizes.rounds)
+                ]
                 left_slices = sizes.rounds * len(names)
                 for k, share in enumerate(shares):
-                    turn = names[k % len(names):] + names[:k % len(names)]
+                    turn = names[k % len(names) :] + names[: k % len(names)]
                     for name in turn:
                         # what is left of the run's time, spread over the slices still to come
-                        cap = min(sizes.mem_cap_s / sizes.rounds,
-                                  (deadline - time.perf_counter()) / left_slices)
+                        cap = min(sizes.mem_cap_s / sizes.rounds, (deadline - time.perf_counter()) / left_slices)
                         await live[name].memory_slice(k, share, max(1.0, cap))
                         left_slices -= 1
                 for t in live.values():
@@ -903,8 +1035,9 @@ async def run_benchmark(mode: str = "quick", targets: tuple[str, ...] = TARGETS,
     return summary
 
 
-async def _start_target(name: str, upstream_port: int, cpu: int | None, work: Path,
-                        forge_args: tuple[str, ...]) -> Server:
+async def _start_target(
+    name: str, upstream_port: int, cpu: int | None, work: Path, forge_args: tuple[str, ...]
+) -> Server:
     if name in ("floor", "aiohttp"):
         module = "bench.floor" if name == "floor" else "bench.aiohttp_floor"
         return await start_bench_process(name, module, ["--upstream", f"127.0.0.1:{upstream_port}"], cpu)

@@ -44,12 +44,25 @@ class UpstreamConfig:
             text = "".join(TOKENS)
             usage = {"prompt_tokens": 12, "completion_tokens": len(TOKENS), "total_tokens": 12 + len(TOKENS)}
             if path == b"/v1/completions":
-                body = {"id": "cmpl-bench", "object": "text_completion", "created": CREATED, "model": model,
-                        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage}
+                body = {
+                    "id": "cmpl-bench",
+                    "object": "text_completion",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                    "usage": usage,
+                }
             else:
-                body = {"id": "chatcmpl-bench", "object": "chat.completion", "created": CREATED, "model": model,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                     "finish_reason": "stop"}], "usage": usage}
+                body = {
+                    "id": "chatcmpl-bench",
+                    "object": "chat.completion",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": usage,
+                }
             hit = _response(200, json.dumps(body).encode())
             self._cache[key] = hit
         assert isinstance(hit, bytes)
@@ -64,17 +77,29 @@ class UpstreamConfig:
             n_content = self.chunks - 2  # role event, content events, finish event (+ [DONE])
             words = [TOKENS[i % len(TOKENS)] for i in range(n_content)]
             events: list[dict[str, object]] = []
-            base = {"id": "chatcmpl-bench" if chat else "cmpl-bench",
-                    "object": "chat.completion.chunk" if chat else "text_completion",
-                    "created": CREATED, "model": model}
+            base = {
+                "id": "chatcmpl-bench" if chat else "cmpl-bench",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": CREATED,
+                "model": model,
+            }
             if chat:
-                events.append({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                    "finish_reason": None}]})
-                events += [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
-                           for w in words]
-                events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                               "usage": {"prompt_tokens": 12, "completion_tokens": n_content,
-                                         "total_tokens": 12 + n_content}})
+                events.append(
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
+                events += [
+                    {**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words
+                ]
+                events.append(
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": n_content, "total_tokens": 12 + n_content},
+                    }
+                )
             else:
                 events.append({**base, "choices": [{"index": 0, "text": "", "finish_reason": None}]})
                 events += [{**base, "choices": [{"index": 0, "text": w, "finish_reason": None}]} for w in words]
@@ -82,8 +107,10 @@ class UpstreamConfig:
             datas = [b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
             datas[-1] += b"data: [DONE]\n\n"  # the finish event and [DONE] leave together, as llama.cpp does
             chunks = [b"%x\r\n%s\r\n" % (len(d), d) for d in datas]
-            head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n")
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             chunks[0] = head + chunks[0]
             chunks[-1] += b"0\r\n\r\n"
             hit = chunks
@@ -94,8 +121,13 @@ class UpstreamConfig:
 
 def _response(status: int, body: bytes, ctype: bytes = b"application/json") -> bytes:
     reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(status, b"Error")
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, reason, ctype, len(body), body))
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        status,
+        reason,
+        ctype,
+        len(body),
+        body,
+    )
 
 
 HEALTH = _response(200, b'{"status":"ok"}')
@@ -198,8 +230,9 @@ class UpstreamProtocol(asyncio.Protocol):
                 self._process()
 
 
-async def start_upstream(host: str = "127.0.0.1", port: int = 0,
-                         config: UpstreamConfig | None = None) -> asyncio.Server:
+async def start_upstream(
+    host: str = "127.0.0.1", port: int = 0, config: UpstreamConfig | None = None
+) -> asyncio.Server:
     cfg = config or UpstreamConfig()
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: UpstreamProtocol(cfg), host, port, backlog=1024)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
-__all__ = ["run", "loop_name"]
+__all__ = ["loop_name", "run"]
 
 T = TypeVar("T")
 

@@ -21,22 +21,22 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from .config.models import Catalog, Launch
 
 __all__ = [
     "LaunchError",
-    "resolve_gguf",
     "LlamaServerProcess",
-    "start_llama_server",
-    "LocalBackends",
     "LoadCheck",
+    "LocalBackends",
     "check_gguf_loads",
     "free_port",
+    "resolve_gguf",
+    "start_llama_server",
 ]
 
 BUNDLED = {"@gemma3-270m"}
@@ -160,15 +160,27 @@ def start_llama_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
     argv = [
-        sys.executable, "-m", "forge_tui.launch", "serve",
-        "--gguf", str(gguf), "--port", str(port), "--ctx", str(launch.ctx_size),
-        "--parallel", str(launch.parallel), "--threads", str(launch.threads),
+        sys.executable,
+        "-m",
+        "forge_tui.launch",
+        "serve",
+        "--gguf",
+        str(gguf),
+        "--port",
+        str(port),
+        "--ctx",
+        str(launch.ctx_size),
+        "--parallel",
+        str(launch.parallel),
+        "--threads",
+        str(launch.threads),
     ]
     if launch.embedding:
         argv.append("--embedding")
     log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     server = LlamaServerProcess(name=name, port=port, proc=proc, log_path=log_path, gguf=gguf, _log=log)
     if wait:
         server.wait_ready(timeout)
@@ -219,7 +231,7 @@ class LocalBackends:
         for s in self.servers.values():
             s.stop()
 
-    def __enter__(self) -> "LocalBackends":
+    def __enter__(self) -> LocalBackends:
         self.start()
         return self
 
@@ -241,8 +253,9 @@ def check_gguf_loads(gguf: str | Path, timeout: float = 60.0) -> LoadCheck:
     ``llama_model_load: error loading model: ... unknown model architecture: 'X'`` and fails.
     """
     with tempfile.TemporaryDirectory() as d:
-        server = start_llama_server(Launch(gguf=str(gguf), ctx_size=256, parallel=1), name="loadcheck",
-                                    log_dir=d, wait=False)
+        server = start_llama_server(
+            Launch(gguf=str(gguf), ctx_size=256, parallel=1), name="loadcheck", log_dir=d, wait=False
+        )
         try:
             server.wait_ready(timeout)
             return LoadCheck(True, None, server.log_tail())

@@ -10,10 +10,10 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from .control.schema import AuditInfo, ChangeResult, PreflightResult
+from .schema import AuditInfo, ChangeResult, PreflightResult
 from .state import AuditEntry, ChangeRefused, RoutingState
 
-__all__ = ["Preflighter", "swap", "rollback", "rollback_trial", "set_deprecated", "audit_infos", "change_payload"]
+__all__ = ["Preflighter", "audit_infos", "change_payload", "rollback", "rollback_trial", "set_deprecated", "swap"]
 
 
 class Preflighter(Protocol):
@@ -62,7 +62,9 @@ def rollback(state: RoutingState, role: str, *, actor: str) -> ChangeResult:
         entry = state.rollback_role(role, actor=actor)
     except ChangeRefused as exc:
         return ChangeResult(ok=False, message=str(exc))
-    return ChangeResult(ok=True, message=f"{role}: {entry.before['model']} -> {entry.after['model']}", audit=[_info(entry)])
+    return ChangeResult(
+        ok=True, message=f"{role}: {entry.before['model']} -> {entry.after['model']}", audit=[_info(entry)]
+    )
 
 
 def rollback_trial(state: RoutingState, *, actor: str) -> ChangeResult:
@@ -87,7 +89,11 @@ def set_deprecated(
         entry = state.set_deprecated(model, deprecated, actor=actor, sunset=date)
     except ChangeRefused as exc:
         return ChangeResult(ok=False, message=str(exc))
-    what = f"deprecated until {date.isoformat()}" if deprecated and date else ("deprecated" if deprecated else "no longer deprecated")
+    what = (
+        f"deprecated until {date.isoformat()}"
+        if deprecated and date
+        else ("deprecated" if deprecated else "no longer deprecated")
+    )
     return ChangeResult(ok=True, message=f"{model}: {what}", audit=[_info(entry)])
 
 

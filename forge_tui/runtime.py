@@ -7,8 +7,8 @@ and the benchmark all run the same product (telemetry, thinking policy, routing,
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .config import Catalog, load_catalog
 from .gateway.app import Gateway
@@ -39,7 +39,9 @@ class Runtime:
         self.state_dir = Path(state_dir or g.state_dir or default_state_dir(self.config_path)).expanduser()
         self.host = host or g.host
         self.port = g.port if port is None else port
-        self.admin_token = admin_token or g.admin_token or (os.environ.get(g.admin_token_env) if g.admin_token_env else None)
+        self.admin_token = (
+            admin_token or g.admin_token or (os.environ.get(g.admin_token_env) if g.admin_token_env else None)
+        )
         self.api_keys = tuple(api_keys) or g.api_keys
         self.state = RoutingState(self.catalog, self.state_dir)
         use_history = g.history if history is None else history
@@ -48,8 +50,13 @@ class Runtime:
         if with_hosts:
             from .hosts import HostsService
 
-            self.hosts = HostsService(self.catalog, state_dir=self.state_dir, gateway_url=lambda: self.url, state=self.state,
-                                      probe_interval_s=probe_interval_s)
+            self.hosts = HostsService(
+                self.catalog,
+                state_dir=self.state_dir,
+                gateway_url=lambda: self.url,
+                state=self.state,
+                probe_interval_s=probe_interval_s,
+            )
         self.gateway = Gateway(
             self.catalog,
             self.state,
@@ -84,7 +91,7 @@ class Runtime:
             self._started = False
         await self.telemetry.close()
 
-    async def __aenter__(self) -> "Runtime":
+    async def __aenter__(self) -> Runtime:
         await self.start()
         return self
 

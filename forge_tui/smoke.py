@@ -16,12 +16,13 @@ import struct
 import time
 import wave
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 
-__all__ = ["SmokeResult", "smoke_role", "smoke_roles", "smoke_kind", "tiny_png", "tiny_wav"]
+__all__ = ["SmokeResult", "smoke_kind", "smoke_role", "smoke_roles", "tiny_png", "tiny_wav"]
 
 JSON_SCHEMA = {
     "type": "object",
@@ -202,16 +203,28 @@ async def smoke_role(
     try:
         resp, _ = await _request(client, role, kind)
     except httpx.TimeoutException:
-        return SmokeResult(role, kind, False, 0, (time.perf_counter() - t0) * 1000, "", "", f"timed out after {timeout:.0f}s")
+        return SmokeResult(
+            role, kind, False, 0, (time.perf_counter() - t0) * 1000, "", "", f"timed out after {timeout:.0f}s"
+        )
     except httpx.HTTPError as exc:
-        return SmokeResult(role, kind, False, 0, (time.perf_counter() - t0) * 1000, "", "",
-                           f"gateway unreachable: {exc.__class__.__name__}: {exc}")
+        return SmokeResult(
+            role,
+            kind,
+            False,
+            0,
+            (time.perf_counter() - t0) * 1000,
+            "",
+            "",
+            f"gateway unreachable: {exc.__class__.__name__}: {exc}",
+        )
     finally:
         if own:
             await client.aclose()
     latency = (time.perf_counter() - t0) * 1000
     ok, snippet, reason = _check(kind, resp)
-    return SmokeResult(role, kind, ok, resp.status_code, latency, resp.headers.get("x-forge-route", ""), snippet, reason)
+    return SmokeResult(
+        role, kind, ok, resp.status_code, latency, resp.headers.get("x-forge-route", ""), snippet, reason
+    )
 
 
 async def smoke_roles(
@@ -229,7 +242,8 @@ async def smoke_roles(
 
         async def one(r: Any) -> SmokeResult:
             async with sem:
-                return await smoke_role(base_url, r.name, [str(getattr(c, "value", c)) for c in r.requires],
-                                        timeout=timeout, client=client)
+                return await smoke_role(
+                    base_url, r.name, [str(getattr(c, "value", c)) for c in r.requires], timeout=timeout, client=client
+                )
 
         return list(await asyncio.gather(*(one(r) for r in roles)))

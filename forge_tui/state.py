@@ -13,19 +13,20 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .config.models import Capability, Catalog, ModelState
 
 __all__ = [
-    "StateError",
-    "ChangeRefused",
-    "RoleView",
-    "ModelView",
     "AuditEntry",
+    "ChangeRefused",
+    "ModelView",
+    "RoleView",
     "RoutingState",
+    "StateError",
     "default_state_dir",
 ]
 
@@ -92,7 +93,7 @@ def default_state_dir(config_path: str | Path) -> Path:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -302,8 +303,14 @@ class RoutingState:
                 "changed_at": _now(),
                 "actor": actor,
             }
-            return self._commit(actor, "swap", role, before, {"model": model, "previous": rv.model},
-                                f"forced past failed preflight: {forced}" if forced else "")
+            return self._commit(
+                actor,
+                "swap",
+                role,
+                before,
+                {"model": model, "previous": rv.model},
+                f"forced past failed preflight: {forced}" if forced else "",
+            )
 
     def rollback_role(self, role: str, *, actor: str) -> AuditEntry:
         with self._lock:
@@ -349,16 +356,19 @@ class RoutingState:
             self._rebuild()
             entries = []
             for r in targets:
-                e = AuditEntry(_now(), actor, "rollback-trial", r.name,
-                               {"model": r.model, "previous": r.previous},
-                               {"model": r.previous, "previous": r.model})
+                e = AuditEntry(
+                    _now(),
+                    actor,
+                    "rollback-trial",
+                    r.name,
+                    {"model": r.model, "previous": r.previous},
+                    {"model": r.previous, "previous": r.model},
+                )
                 self._audit(e)
                 entries.append(e)
             return entries
 
-    def set_deprecated(
-        self, model: str, deprecated: bool, *, actor: str, sunset: dt.date | None = None
-    ) -> AuditEntry:
+    def set_deprecated(self, model: str, deprecated: bool, *, actor: str, sunset: dt.date | None = None) -> AuditEntry:
         with self._lock:
             mv = self._models.get(model)
             if mv is None:

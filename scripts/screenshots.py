@@ -28,7 +28,6 @@ from forge_tui.cli import DEMO_CONFIG
 from forge_tui.config import Catalog, load_catalog
 from forge_tui.console import ForgeApp
 from forge_tui.console.screens.main import MainScreen
-from forge_tui.console.screens.smoke import SmokeScreen
 from forge_tui.console.screens.swap import SwapScreen
 from forge_tui.console.widgets import RolesTable
 from forge_tui.control.local import LocalControl
@@ -51,20 +50,34 @@ async def _traffic(url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         for i in range(3):
             for role in ("default-chat", "priority-chat", "prompt-enhance"):
-                await client.post("/v1/chat/completions", json={
-                    "model": role, "max_tokens": 8 + 4 * i,
-                    "messages": [{"role": "user", "content": f"Name a colour ({i})."}],
-                })
+                await client.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": role,
+                        "max_tokens": 8 + 4 * i,
+                        "messages": [{"role": "user", "content": f"Name a colour ({i})."}],
+                    },
+                )
         await client.post("/v1/embeddings", json={"model": "embed", "input": "forge"})
-        async with client.stream("POST", "/v1/chat/completions", json={
-            "model": "default-chat", "stream": True, "max_tokens": 24,
-            "messages": [{"role": "user", "content": "Count to five."}],
-        }) as resp:
+        async with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": "default-chat",
+                "stream": True,
+                "max_tokens": 24,
+                "messages": [{"role": "user", "content": "Count to five."}],
+            },
+        ) as resp:
             async for _ in resp.aiter_lines():
                 pass
-        await client.post("/v1/chat/completions", json={
-            "model": "gemma-4-chat-31b", "messages": [{"role": "user", "content": "hi"}],
-        })
+        await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gemma-4-chat-31b",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
 
 
 async def _shoot(rt: Runtime, out: Path) -> list[Path]:

@@ -23,7 +23,10 @@ def test_tiny_run_reports_every_required_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=170,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads(out.read_text())

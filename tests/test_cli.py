@@ -13,8 +13,10 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def test_invalid_config_fails_at_start_with_path_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("hosts: {h: {address: x, platform: cpu, memory_budget_gb: 1, colour: red}}\n"
-                   "backends: {}\nmodels: {}\nroles: {}\n")
+    bad.write_text(
+        "hosts: {h: {address: x, platform: cpu, memory_budget_gb: 1, colour: red}}\n"
+        "backends: {}\nmodels: {}\nroles: {}\n"
+    )
     out = run("serve", "--config", str(bad), "--state-dir", str(tmp_path / "st"))
     assert out.returncode == 2
     assert str(bad) in out.stderr
@@ -37,8 +39,9 @@ def test_version_and_help() -> None:
 
 def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     """Start a forge-tui command and wait (bounded) for its 'listening on URL' line."""
-    proc = subprocess.Popen([sys.executable, "-m", "forge_tui", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forge_tui", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     lines = []
     for _ in range(200):  # bounded: a few lines of banner at most
@@ -67,12 +70,14 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 def test_demo_headless_serves_the_real_route_and_stops_cleanly(tmp_path: Path) -> None:
     from openai import OpenAI
 
-    proc, url = _start(["demo", "--headless", "--port", "0", "--backend-ports", "auto",
-                        "--state-dir", str(tmp_path / "st")], tmp_path)
+    proc, url = _start(
+        ["demo", "--headless", "--port", "0", "--backend-ports", "auto", "--state-dir", str(tmp_path / "st")], tmp_path
+    )
     try:
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
         raw = client.chat.completions.with_raw_response.create(
-            model="default-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+            model="default-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
         assert raw.headers["x-forge-route"].startswith("role=default-chat; model=gemma3-270m-b; host=local")
         assert raw.parse().choices[0].message is not None
         # the smoke command against it: every role passes, exit 0
@@ -103,8 +108,16 @@ def test_serve_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = run("serve", "--config", "config/demo.yaml", "--port", str(port), "--no-hosts",
-                  "--state-dir", str(tmp_path / "st"))
+        out = run(
+            "serve",
+            "--config",
+            "config/demo.yaml",
+            "--port",
+            str(port),
+            "--no-hosts",
+            "--state-dir",
+            str(tmp_path / "st"),
+        )
     assert out.returncode == 2
     assert "already in use" in out.stderr and str(port) in out.stderr
     assert "Traceback" not in out.stderr

@@ -55,12 +55,18 @@ def test_minimal_catalog() -> None:
 @pytest.mark.parametrize(
     "mutation, expected",
     [
-        (("backends: {b: {host: h,", "backends: {b: {host: h, max_concurency: 3,"), "backends.b.max_concurency: unknown key"),
+        (
+            ("backends: {b: {host: h,", "backends: {b: {host: h, max_concurency: 3,"),
+            "backends.b.max_concurency: unknown key",
+        ),
         (("platform: cpu", "platform: tpu"), "hosts.h.platform: Input should be"),
         (("host: h,", "host: nowhere,"), "backends.b.host: unknown host 'nowhere'"),
         (("{model: m}", "{model: ghost}"), "roles.default-chat.model: unknown model 'ghost'"),
         (("memory_budget_gb: 1", "memory_budget_gb: -4"), "hosts.h.memory_budget_gb: Input should be greater than 0"),
-        (("base_url: \"http://127.0.0.1:1\"", "base_url: ftp://x"), "backends.b.base_url: Value error, must start with http"),
+        (
+            ('base_url: "http://127.0.0.1:1"', "base_url: ftp://x"),
+            "backends.b.base_url: Value error, must start with http",
+        ),
         (("placements: [{backend: b}]", "placements: []"), "models.m.placements"),
     ],
 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -33,11 +33,26 @@ class Headless:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
-    def start(self) -> "Headless":
+    def start(self) -> Headless:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forge_tui", "serve", "--config", str(self.config), "--port", str(self.port),
-             "--state-dir", str(self.state), "--admin-token", ADMIN_TOKEN, "--no-hosts"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "forge_tui",
+                "serve",
+                "--config",
+                str(self.config),
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state),
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--no-hosts",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert self.proc.stdout is not None
         seen = []
@@ -75,8 +90,11 @@ def headless(llama_server, tmp_path: Path) -> Iterator[Headless]:  # type: ignor
 
 
 def _model(url: str, role: str) -> str:
-    resp = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
-        "model": role, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    resp = httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=60,
+        json={"model": role, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert resp.status_code == 200, resp.text
     return dict(p.strip().split("=", 1) for p in resp.headers["x-forge-route"].split(";"))["model"]
 
@@ -105,8 +123,11 @@ async def test_attach_drives_a_headless_gateway_and_survives_its_restart(headles
             headless.start()  # same port, same state directory: the change survived
             await wait_until(pilot, lambda: app.link_error is None, timeout=60, what="the link to come back")
             assert any(n.message == "gateway reachable again" for n in app.notices)
-            await wait_until(pilot, lambda: str(screen.query_one(RolesTable).get_cell("default-chat", "Model"))
-                             == "gemma-a", what="the restored state in the Roles pane")
+            await wait_until(
+                pilot,
+                lambda: str(screen.query_one(RolesTable).get_cell("default-chat", "Model")) == "gemma-a",
+                what="the restored state in the Roles pane",
+            )
     finally:
         await control.close()
     assert _model(headless.url, "default-chat") == "gemma-a"

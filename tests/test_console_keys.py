@@ -14,9 +14,9 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -73,16 +73,29 @@ class Forge:
     async def route(self, model: str) -> httpx.Response:
         """One real chat request through the gateway, as an agent sends it."""
         async with httpx.AsyncClient(base_url=self.url, timeout=60) as client:
-            resp = await client.post("/v1/chat/completions", json={
-                "model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4,
-            })
+            resp = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": "Say hi."}],
+                    "max_tokens": 4,
+                },
+            )
         assert resp.status_code == 200, resp.text
         return resp
 
 
 async def _start(catalog: Catalog, tmp_path: Path, mode: str) -> tuple[Runtime, Control]:
-    rt = Runtime(tmp_path / "console.yaml", catalog=catalog, state_dir=tmp_path / "state", host="127.0.0.1",
-                 port=0, admin_token=ADMIN_TOKEN, with_hosts=True, history=False)
+    rt = Runtime(
+        tmp_path / "console.yaml",
+        catalog=catalog,
+        state_dir=tmp_path / "state",
+        host="127.0.0.1",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        with_hosts=True,
+        history=False,
+    )
     await rt.start()
     control: Control = LocalControl(rt) if mode == "embedded" else RemoteControl(rt.gateway.url, ADMIN_TOKEN)
     return rt, control
@@ -108,8 +121,15 @@ def _model_of(resp: httpx.Response) -> str:
 
 
 async def _ready(pilot, app: ForgeApp) -> MainScreen:  # type: ignore[no-untyped-def]
-    await wait_until(pilot, lambda: app.snapshot is not None and pilot.app.screen.query(RolesTable)
-                     and pilot.app.screen.query_one(RolesTable).row_count > 0, what="the roles table")
+    await wait_until(
+        pilot,
+        lambda: (
+            app.snapshot is not None
+            and pilot.app.screen.query(RolesTable)
+            and pilot.app.screen.query_one(RolesTable).row_count > 0
+        ),
+        what="the roles table",
+    )
     screen = app.screen
     assert isinstance(screen, MainScreen)
     return screen
@@ -151,8 +171,11 @@ async def test_s_swaps_the_selected_role_and_the_next_request_follows(forge: For
         screen = await _ready(pilot, app)
         dialog = await _open_swap(pilot, app, screen, "default-chat")
         options = dialog.query_one("#swap-models")
-        enabled = [options.get_option_at_index(i).id for i in range(options.option_count)
-                   if not options.get_option_at_index(i).disabled]
+        enabled = [
+            options.get_option_at_index(i).id
+            for i in range(options.option_count)
+            if not options.get_option_at_index(i).disabled
+        ]
         # Only models that fit the role are offered; the current one and the embed-only one are not.
         assert enabled == ["gemma-a", "gemma-missing"]
         assert options.get_option("gemma-embed").disabled
@@ -282,8 +305,11 @@ async def test_d_toggles_deprecation_headers(forge: Forge) -> None:
         resp = await forge.route("default-chat")
         assert "Deprecation" in resp.headers
         assert "2031" in resp.headers["Sunset"]
-        await wait_until(pilot, lambda: "deprecated" in str(models.get_cell("gemma-b", "State")),
-                         what="Models pane showing the deprecation")
+        await wait_until(
+            pilot,
+            lambda: "deprecated" in str(models.get_cell("gemma-b", "State")),
+            what="Models pane showing the deprecation",
+        )
         # d again on a deprecated model: asks, then removes it.
         app.last_change = None
         models.focus()
@@ -322,13 +348,19 @@ async def test_t_and_T_smoke_through_the_real_port(forge: Forge) -> None:
         table = app.screen.query_one("#smoke-table")
         assert table.row_count == 3
         # The smoke requests went through the gateway: they are in its telemetry.
-        await wait_until(pilot, lambda: app.snapshot is not None and app.snapshot.telemetry.total >= 4,
-                         what="the smoke requests in telemetry")
+        await wait_until(
+            pilot,
+            lambda: app.snapshot is not None and app.snapshot.telemetry.total >= 4,
+            what="the smoke requests in telemetry",
+        )
 
 
 @pytest.mark.parametrize("mode", ["embedded", "attached"])
 async def test_t_fails_with_the_reason_when_the_backend_is_down(
-    mode: str, llama_server, llama_server_factory, tmp_path: Path  # type: ignore[no-untyped-def]
+    mode: str,
+    llama_server,
+    llama_server_factory,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """A role on a real server of its own (not the shared one) that is then killed: the smoke
     fails and says why, embedded and attached alike."""
@@ -371,8 +403,11 @@ async def test_a_shows_the_audit_log(forge: Forge) -> None:
         await _ready(pilot, app)
         assert (await app.apply_swap("priority-chat", "gemma-b")).ok
         await pilot.press("a")
-        await wait_until(pilot, lambda: isinstance(app.screen, AuditScreen) and app.screen.entries is not None,
-                         what="the audit screen")
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, AuditScreen) and app.screen.entries is not None,
+            what="the audit screen",
+        )
         audit = app.screen
         assert isinstance(audit, AuditScreen) and audit.entries is not None
         [entry] = audit.entries
@@ -395,10 +430,18 @@ async def test_q_asks_while_a_request_is_in_flight(forge: Forge) -> None:
 
         async def long_stream() -> None:
             async with httpx.AsyncClient(base_url=forge.url, timeout=120) as client:
-                async with client.stream("POST", "/v1/chat/completions", json={
-                    "model": "default-chat", "stream": True, "max_tokens": 160, "temperature": 0,
-                    "ignore_eos": True, "messages": [{"role": "user", "content": "Count slowly to a thousand."}],
-                }) as resp:
+                async with client.stream(
+                    "POST",
+                    "/v1/chat/completions",
+                    json={
+                        "model": "default-chat",
+                        "stream": True,
+                        "max_tokens": 160,
+                        "temperature": 0,
+                        "ignore_eos": True,
+                        "messages": [{"role": "user", "content": "Count slowly to a thousand."}],
+                    },
+                ) as resp:
                     async for _ in resp.aiter_lines():
                         first_chunk.set()
 
@@ -436,8 +479,12 @@ async def test_b_refused_without_build_settings_v_streams_a_verify_job(forge: Fo
         job_screen = app.screen
         assert isinstance(job_screen, JobScreen)
         assert (job_screen.job.kind, job_screen.job.host) == ("verify", "local")
-        await wait_until(pilot, lambda: job_screen.finished and job_screen.lines and not job_screen.workers,
-                         timeout=180, what="the verify job to finish with its log")
+        await wait_until(
+            pilot,
+            lambda: job_screen.finished and job_screen.lines and not job_screen.workers,
+            timeout=180,
+            what="the verify job to finish with its log",
+        )
         assert job_screen.job.state == "succeeded", job_screen.lines[-6:]
         assert job_screen.job.steps_total == 4
         assert any("verify local" in line for line in job_screen.lines)
@@ -512,8 +559,9 @@ async def test_panes_follow_live_traffic_and_filter(forge: Forge) -> None:
         await forge.route("default-chat")
         await forge.route("priority-chat")
         async with httpx.AsyncClient(base_url=forge.url) as client:
-            missing = await client.post("/v1/chat/completions", json={
-                "model": "no-such-role", "messages": [{"role": "user", "content": "hi"}]})
+            missing = await client.post(
+                "/v1/chat/completions", json={"model": "no-such-role", "messages": [{"role": "user", "content": "hi"}]}
+            )
         assert missing.status_code == 404
         table = screen.query_one("#requests-table")
         await wait_until(pilot, lambda: table.row_count >= 3, what="three requests in the tail")
@@ -635,13 +683,36 @@ def box_repo(tmp_path: Path) -> FakeLlamaRepo:
     return make_repo(tmp_path / "llama")
 
 
-async def _box_forge(sshd: Sshd, repo: FakeLlamaRepo | None, models: Path, llama_url: str, tmp_path: Path,
-                     *, build: str | None = None, probe_interval_s: float | None = None) -> Forge:
-    data = lab_catalog_data(sshd, repo, models, llama_url, tmp_path / "restarts.log", build=build,
-                            gateway={"health_interval_s": 1, "history": False})
-    rt = Runtime(tmp_path / "box.yaml", catalog=Catalog.model_validate(data), state_dir=tmp_path / "state",
-                 host="127.0.0.1", port=0, admin_token=ADMIN_TOKEN, with_hosts=True, history=False,
-                 probe_interval_s=probe_interval_s or 15.0)
+async def _box_forge(
+    sshd: Sshd,
+    repo: FakeLlamaRepo | None,
+    models: Path,
+    llama_url: str,
+    tmp_path: Path,
+    *,
+    build: str | None = None,
+    probe_interval_s: float | None = None,
+) -> Forge:
+    data = lab_catalog_data(
+        sshd,
+        repo,
+        models,
+        llama_url,
+        tmp_path / "restarts.log",
+        build=build,
+        gateway={"health_interval_s": 1, "history": False},
+    )
+    rt = Runtime(
+        tmp_path / "box.yaml",
+        catalog=Catalog.model_validate(data),
+        state_dir=tmp_path / "state",
+        host="127.0.0.1",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        with_hosts=True,
+        history=False,
+        probe_interval_s=probe_interval_s or 15.0,
+    )
     await rt.start()
     return Forge(rt, LocalControl(rt))
 
@@ -667,7 +738,11 @@ def _binary_version(repo: FakeLlamaRepo) -> str:
 
 @pytest.mark.sshd
 async def test_b_rebuilds_an_sshd_host_with_a_live_log_and_history(
-    box_sshd: Sshd, box_repo: FakeLlamaRepo, box_models: Path, llama_server, tmp_path: Path  # type: ignore[no-untyped-def]
+    box_sshd: Sshd,
+    box_repo: FakeLlamaRepo,
+    box_models: Path,
+    llama_server,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     forge = await _box_forge(box_sshd, box_repo, box_models, llama_server.url, tmp_path)
     before = _binary_version(box_repo)
@@ -695,9 +770,14 @@ async def test_b_rebuilds_an_sshd_host_with_a_live_log_and_history(
             log = "\n".join(job_screen.lines)
             assert "   $ cmake --build build --config Release -j" in log and "Built target llama-server" in log
             assert "succeeded" in widget_text(job_screen.query_one("#job-title"))
-            await wait_until(pilot, lambda: app.snapshot is not None
-                             and any(j.id == job.id and j.state == "succeeded" for j in app.snapshot.jobs),
-                             what="the finished job in the snapshot")
+            await wait_until(
+                pilot,
+                lambda: (
+                    app.snapshot is not None
+                    and any(j.id == job.id and j.state == "succeeded" for j in app.snapshot.jobs)
+                ),
+                what="the finished job in the snapshot",
+            )
         assert _binary_version(box_repo) != before
         assert _binary_version(box_repo).endswith(f"commit {box_repo.commits['v2'][:9]})")
         history = forge.runtime.state_dir / "jobs" / "history.jsonl"
@@ -720,12 +800,22 @@ def _sleeping(tag: str) -> bool:
 
 @pytest.mark.sshd
 async def test_q_asks_while_a_job_runs(
-    box_sshd: Sshd, box_repo: FakeLlamaRepo, box_models: Path, llama_server, tmp_path: Path  # type: ignore[no-untyped-def]
+    box_sshd: Sshd,
+    box_repo: FakeLlamaRepo,
+    box_models: Path,
+    llama_server,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """A rebuild whose build step sleeps (bounded; the cancel at the end kills it): q must ask."""
     tag = f"{50 + os.getpid() % 1000}.75"  # a sleep nobody else runs
-    forge = await _box_forge(box_sshd, box_repo, box_models, llama_server.url, tmp_path,
-                             build=f"sleep {tag} && cmake --build build --target llama-server")
+    forge = await _box_forge(
+        box_sshd,
+        box_repo,
+        box_models,
+        llama_server.url,
+        tmp_path,
+        build=f"sleep {tag} && cmake --build build --target llama-server",
+    )
     before = _binary_version(box_repo)
     try:
         app = _app(forge)
@@ -773,7 +863,10 @@ def _meminfo_total_gb() -> float:
 
 @pytest.mark.sshd
 async def test_hosts_pane_shows_sshd_probe_data_then_unreachable(
-    box_sshd: Sshd, box_models: Path, llama_server, tmp_path: Path  # type: ignore[no-untyped-def]
+    box_sshd: Sshd,
+    box_models: Path,
+    llama_server,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """Real probes over the real sshd fill the Hosts pane; stopping sshd turns the host unreachable."""
     forge = await _box_forge(box_sshd, None, box_models, llama_server.url, tmp_path, probe_interval_s=0.5)
@@ -788,16 +881,21 @@ async def test_hosts_pane_shows_sshd_probe_data_then_unreachable(
                 text = widget_text(pane)
                 return next((line for line in text.splitlines() if line.strip("│ ").startswith("box ")), "")
 
-            await wait_until(pilot, lambda: "● up" in box_line() and "/proc/meminfo" in box_line(), timeout=60,
-                             what="the box host up with its memory reading")
+            await wait_until(
+                pilot,
+                lambda: "● up" in box_line() and "/proc/meminfo" in box_line(),
+                timeout=60,
+                what="the box host up with its memory reading",
+            )
             line = box_line()
             assert total in line, (total, line)
             assert "█" in line or "░" in line  # the bar
             assert "unreachable" not in widget_text(pane)
 
             box_sshd.stop()
-            await wait_until(pilot, lambda: "✖ unreachable" in box_line(), timeout=60,
-                             what="the box host unreachable in the pane")
+            await wait_until(
+                pilot, lambda: "✖ unreachable" in box_line(), timeout=60, what="the box host unreachable in the pane"
+            )
             text = " ".join(widget_text(pane).split())
             assert "cannot reach" in text or "no SSH answer" in text or "SSH to" in text, text
     finally:

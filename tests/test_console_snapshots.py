@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from textual.pilot import Pilot
@@ -113,13 +113,36 @@ def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
 def test_smoke_results(snap_compare) -> None:  # type: ignore[no-untyped-def]
     """The smoke panel: pass/fail, latency, route, snippet and the reason of a failure."""
     results = [
-        SmokeResult("default-chat", "chat", True, 200, 812.0,
-                    "role=default-chat; model=gemma-4-chat-31b; host=furnace; backend=furnace-swap", "Paris.", ""),
-        SmokeResult("vision", "vision", False, 502, 95.0,
-                    "role=vision; model=gemma-4-multimodal-8b-e4b; host=crucible; backend=crucible-swap", "",
-                    "502: unknown model architecture: 'gemma4'"),
-        SmokeResult("embed", "embed", True, 200, 31.0,
-                    "role=embed; model=nomic-embed-v1.5; host=crucible; backend=crucible-swap", "768 dims", ""),
+        SmokeResult(
+            "default-chat",
+            "chat",
+            True,
+            200,
+            812.0,
+            "role=default-chat; model=gemma-4-chat-31b; host=furnace; backend=furnace-swap",
+            "Paris.",
+            "",
+        ),
+        SmokeResult(
+            "vision",
+            "vision",
+            False,
+            502,
+            95.0,
+            "role=vision; model=gemma-4-multimodal-8b-e4b; host=crucible; backend=crucible-swap",
+            "",
+            "502: unknown model architecture: 'gemma4'",
+        ),
+        SmokeResult(
+            "embed",
+            "embed",
+            True,
+            200,
+            31.0,
+            "role=embed; model=nomic-embed-v1.5; host=crucible; backend=crucible-swap",
+            "768 dims",
+            "",
+        ),
     ]
 
     async def run(pilot: Pilot[None]) -> None:

@@ -14,7 +14,7 @@ from forge_tui.console.screens.deprecate import parse_sunset
 from forge_tui.console.screens.help import key_table
 from forge_tui.console.screens.swap import ineligible_reason
 from forge_tui.console.widgets.requests import matches
-from forge_tui.control.schema import ModelInfo, RequestInfo, RoleInfo
+from forge_tui.schema import ModelInfo, RequestInfo, RoleInfo
 
 from .console_support import RecordedControl, homelab_snapshot, widget_text
 
@@ -76,8 +76,16 @@ def test_sunset_date_today_and_future_are_accepted() -> None:
 
 
 def test_request_filter_needs_every_term() -> None:
-    r = RequestInfo(time=0, request_id="abc123", endpoint="/v1/chat/completions", role="vision",
-                    model="gemma-4-multimodal-8b-e4b", host="crucible", status=502, error_class="upstream_error")
+    r = RequestInfo(
+        time=0,
+        request_id="abc123",
+        endpoint="/v1/chat/completions",
+        role="vision",
+        model="gemma-4-multimodal-8b-e4b",
+        host="crucible",
+        status=502,
+        error_class="upstream_error",
+    )
     assert matches(r, "vision 502")
     assert matches(r, "UPSTREAM crucible")
     assert not matches(r, "vision 200")
@@ -172,9 +180,12 @@ async def test_recorded_control_refuses_changes() -> None:
 
 
 def test_route_label_reads_the_route_header() -> None:
-    assert route_label("role=vision; model=gemma-4-e4b; host=anvil; backend=anvil-mlx") == "gemma-4-e4b @anvil/anvil-mlx"
+    assert (
+        route_label("role=vision; model=gemma-4-e4b; host=anvil; backend=anvil-mlx") == "gemma-4-e4b @anvil/anvil-mlx"
+    )
     assert route_label("role=default-chat; model=qwen3-8b; host=crucible; backend=c-swap; fallback=gemma-4-31b") == (
-        "qwen3-8b @crucible/c-swap (fallback for gemma-4-31b)")
+        "qwen3-8b @crucible/c-swap (fallback for gemma-4-31b)"
+    )
     assert route_label("") == ""
     assert route_label("something odd") == "something odd"
 
@@ -192,9 +203,9 @@ def test_table_cells_compare_their_style_too() -> None:
 # -- Latency grouping and Errors per host ---------------------------------------------------------
 
 
-def _grouped_snapshot() -> "Snapshot":
+def _grouped_snapshot() -> Snapshot:
     """Hand-built: two roles, two models, two hosts, plus the "(unrouted)" pseudo-series in each view."""
-    from forge_tui.control.schema import RoleStats, SeriesPoint, Snapshot, TelemetryInfo
+    from forge_tui.schema import RoleStats, SeriesPoint, Snapshot, TelemetryInfo
 
     t0 = 1_775_822_400.0
 
@@ -202,10 +213,19 @@ def _grouped_snapshot() -> "Snapshot":
         series = [SeriesPoint(t=t0 - 60 + 10 * k, count=1, p50_ms=p50, p95_ms=2 * p50) for k in range(6)]
         return RoleStats(role=name, count=6, errors=errors, p50_ms=p50, p95_ms=2 * p50, rps=0.1, series=series)
 
-    unrouted = RoleStats(role="(unrouted)", count=2, errors=2, p50_ms=1.0, p95_ms=1.0, rps=0.03,
-                         series=[SeriesPoint(t=t0 - 10, count=2, p50_ms=1.0, p95_ms=1.0)])
+    unrouted = RoleStats(
+        role="(unrouted)",
+        count=2,
+        errors=2,
+        p50_ms=1.0,
+        p95_ms=1.0,
+        rps=0.03,
+        series=[SeriesPoint(t=t0 - 10, count=2, p50_ms=1.0, p95_ms=1.0)],
+    )
     tel = TelemetryInfo(
-        window_s=600, total=14, rps=0.23,
+        window_s=600,
+        total=14,
+        rps=0.23,
         roles=[unrouted, stats("default-chat", 800), stats("vision", 5000, errors=1)],
         models=[unrouted, stats("gemma-4-31b", 800), stats("gemma-4-e4b", 5000, errors=1)],
         hosts=[unrouted, stats("anvil", 5000, errors=1), stats("furnace", 800)],
@@ -302,7 +322,7 @@ def _spy(obj: object, name: str, calls: list[tuple[str, tuple[object, ...]]]) ->
     setattr(obj, name, recorder)
 
 
-def _next_poll(snapshot: "Snapshot", **changes: object) -> "Snapshot":
+def _next_poll(snapshot: Snapshot, **changes: object) -> Snapshot:
     """The following poll: a later snapshot (so every bound pane hears of it) with ``changes``."""
     return snapshot.model_copy(update={"taken_at": snapshot.taken_at + 1.0, **changes}, deep=True)
 
@@ -361,8 +381,7 @@ async def test_table_changed_cell_updates_in_place_and_keeps_the_cursor_row() ->
         roles[2] = roles[2].model_copy(update={"in_trial": False})
         table.snapshot = _next_poll(first, roles=roles)
         await pilot.pause()
-        assert sorted((args[0], args[1]) for _, args in calls) == [
-            ("default-chat", "Model"), ("vision", "Trial until")]
+        assert sorted((args[0], args[1]) for _, args in calls) == [("default-chat", "Model"), ("vision", "Trial until")]
         assert {name for name, _ in calls} == {"update_cell"}
         assert table.get_cell("default-chat", "Model").plain == "qwen3-8b"
         assert table.get_cell("vision", "Trial until").plain == "-"
@@ -372,7 +391,7 @@ async def test_table_changed_cell_updates_in_place_and_keeps_the_cursor_row() ->
 
 async def test_table_adds_and_removes_only_the_rows_that_came_and_went() -> None:
     from forge_tui.console.widgets import RolesTable
-    from forge_tui.control.schema import RoleInfo
+    from forge_tui.schema import RoleInfo
 
     app = _table_host(RolesTable)()
     async with app.run_test(size=(120, 20)) as pilot:
@@ -397,25 +416,34 @@ async def test_table_adds_and_removes_only_the_rows_that_came_and_went() -> None
 
 async def test_requests_tail_prepends_new_records_and_drops_old_ones_in_place() -> None:
     from forge_tui.console.widgets import RequestsTable
-    from forge_tui.control.schema import RequestInfo
+    from forge_tui.schema import RequestInfo
 
     def record(i: int) -> RequestInfo:
-        return RequestInfo(time=1_775_822_400.0 + i, request_id=f"req-{i}", endpoint="/v1/chat/completions",
-                           role="default-chat", model="gemma-4-chat-31b", status=200, latency_ms=10.0 + i)
+        return RequestInfo(
+            time=1_775_822_400.0 + i,
+            request_id=f"req-{i}",
+            endpoint="/v1/chat/completions",
+            role="default-chat",
+            model="gemma-4-chat-31b",
+            status=200,
+            latency_ms=10.0 + i,
+        )
 
     base = homelab_snapshot()
     app = _table_host(RequestsTable)()
     async with app.run_test(size=(120, 20)) as pilot:
         table = app.query_one(RequestsTable)
-        table.snapshot = _next_poll(base, telemetry=base.telemetry.model_copy(
-            update={"recent": [record(i) for i in range(10)]}))
+        table.snapshot = _next_poll(
+            base, telemetry=base.telemetry.model_copy(update={"recent": [record(i) for i in range(10)]})
+        )
         await pilot.pause()
         assert table.select_key("req-5")
         calls: list[tuple[str, tuple[object, ...]]] = []
         for name in ("clear", "add_row", "remove_row", "update_cell"):
             _spy(table, name, calls)
-        table.snapshot = _next_poll(table.snapshot, telemetry=base.telemetry.model_copy(
-            update={"recent": [record(i) for i in range(3, 13)]}))
+        table.snapshot = _next_poll(
+            table.snapshot, telemetry=base.telemetry.model_copy(update={"recent": [record(i) for i in range(3, 13)]})
+        )
         await pilot.pause()
         assert sorted(args[0] for name, args in calls if name == "remove_row") == ["req-0", "req-1", "req-2"]
         assert len([name for name, _ in calls if name == "add_row"]) == 3
@@ -431,7 +459,7 @@ async def test_latency_chart_redraws_only_when_its_series_change() -> None:
     from textual.app import App, ComposeResult
 
     from forge_tui.console.widgets.latency import LatencyChart, LatencyPane
-    from forge_tui.control.schema import SeriesPoint
+    from forge_tui.schema import SeriesPoint
 
     class _Host(App[None]):
         def compose(self) -> ComposeResult:
@@ -452,8 +480,9 @@ async def test_latency_chart_redraws_only_when_its_series_change() -> None:
         assert chart.draws == drawn
         roles = [s.model_copy() for s in first.telemetry.roles]
         assert roles[1].role == "default-chat"  # [0] is "(unrouted)", which gets no line
-        roles[1] = roles[1].model_copy(update={"series": roles[1].series + [
-            SeriesPoint(t=first.taken_at, count=3, p50_ms=50.0, p95_ms=90.0)]})
+        roles[1] = roles[1].model_copy(
+            update={"series": roles[1].series + [SeriesPoint(t=first.taken_at, count=3, p50_ms=50.0, p95_ms=90.0)]}
+        )
         pane.snapshot = _next_poll(pane.snapshot, telemetry=first.telemetry.model_copy(update={"roles": roles}))
         await pilot.pause()
         assert chart.draws == drawn + 1
@@ -483,12 +512,14 @@ async def test_errors_pane_skips_polls_that_bring_no_new_error() -> None:
         calls: list[tuple[str, tuple[object, ...]]] = []
         _spy(body, "update", calls)
         by_class = dict(first.telemetry.errors_by_class, ok=first.telemetry.errors_by_class.get("ok", 0) + 500)
-        pane.snapshot = _next_poll(first, telemetry=first.telemetry.model_copy(
-            update={"errors_by_class": by_class, "total": 999}))
+        pane.snapshot = _next_poll(
+            first, telemetry=first.telemetry.model_copy(update={"errors_by_class": by_class, "total": 999})
+        )
         await pilot.pause()
         assert calls == []  # 500 more good answers: nothing new in the Errors pane
         by_class["gateway_error"] = by_class.get("gateway_error", 0) + 1
-        pane.snapshot = _next_poll(pane.snapshot, telemetry=first.telemetry.model_copy(
-            update={"errors_by_class": dict(by_class)}))
+        pane.snapshot = _next_poll(
+            pane.snapshot, telemetry=first.telemetry.model_copy(update={"errors_by_class": dict(by_class)})
+        )
         await pilot.pause()
         assert len(calls) == 1 and "gateway_error" in widget_text(body)

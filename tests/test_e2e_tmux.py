@@ -13,8 +13,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -56,8 +56,9 @@ class Terminal:
 
     def tmux(self, *args: str, check: bool = True) -> str:
         # -f /dev/null: the operator's own tmux.conf must not change what the test sees.
-        done = subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null", *args], capture_output=True, text=True,
-                              timeout=30)
+        done = subprocess.run(
+            ["tmux", "-L", self.sock, "-f", "/dev/null", *args], capture_output=True, text=True, timeout=30
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"tmux {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
@@ -88,8 +89,10 @@ def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
     port = _free_port()
     term = Terminal(f"forge-e2e-{os.getpid()}")
     # COLUMNS/LINES (set under pytest) would override the terminal's real size in the app.
-    command = (f"env -u COLUMNS -u LINES {exe} demo --port {port} --backend-ports auto --state-dir {tmp_path / 'state'}; "
-               "echo FORGE-EXIT=$?; sleep 600")
+    command = (
+        f"env -u COLUMNS -u LINES {exe} demo --port {port} --backend-ports auto --state-dir {tmp_path / 'state'}; "
+        "echo FORGE-EXIT=$?; sleep 600"
+    )
     term.tmux("new-session", "-d", "-s", term.session, "-x", "160", "-y", "48", command)
     # A detached session may still take tmux's default size; pin the window to 160x48.
     term.tmux("set-option", "-t", term.session, "window-size", "manual")
@@ -116,9 +119,15 @@ def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
 
 
 def _route_model(port: int, role: str) -> str:
-    resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
-        "model": role, "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}],
-    })
+    resp = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": role,
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Say hi."}],
+        },
+    )
     assert resp.status_code == 200, resp.text
     route = dict(p.strip().split("=", 1) for p in resp.headers["x-forge-route"].split(";"))
     return route["model"]
@@ -135,8 +144,11 @@ def _role_line(screen: str, role: str) -> list[str]:
 
 def test_demo_console_in_tmux(terminal: tuple[Terminal, int]) -> None:
     term, port = terminal
-    screen = term.wait_for(lambda s: s.count("ready") >= 3 and "default-chat" in s and "s Swap" in s,
-                           "the demo's panes with ready backends and the footer", timeout=240)
+    screen = term.wait_for(
+        lambda s: s.count("ready") >= 3 and "default-chat" in s and "s Swap" in s,
+        "the demo's panes with ready backends and the footer",
+        timeout=240,
+    )
     for pane in ("Roles", "Hosts", "Models", "Latency", "Errors", "Requests"):
         assert f"─ {pane} " in screen, f"{pane} pane missing:\n{screen}"  # every pane at 160x48 (titles may go on)
     assert _role_line(screen, "default-chat")[:2] == ["gemma3-270m-b", "gemma3-270m-a"]
@@ -147,8 +159,10 @@ def test_demo_console_in_tmux(terminal: tuple[Terminal, int]) -> None:
     term.keys("Enter")  # pick the first eligible model: its preflight runs
     term.wait_for(lambda s: "preflight gemma3-270m-a" in s and ": ok" in s, "a passing preflight", timeout=120)
     term.keys("Enter")  # Swap
-    screen = term.wait_for(lambda s: _role_line(s, "default-chat")[:2] == ["gemma3-270m-a", "gemma3-270m-b"],
-                           "the Roles pane showing the swap")
+    screen = term.wait_for(
+        lambda s: _role_line(s, "default-chat")[:2] == ["gemma3-270m-a", "gemma3-270m-b"],
+        "the Roles pane showing the swap",
+    )
     assert _route_model(port, "default-chat") == "gemma3-270m-a"
 
     term.keys("t")

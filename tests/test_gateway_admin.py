@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
 
 from forge_tui import cli
+from forge_tui.cli import gateway as cli_gateway
 from forge_tui.control.remote import RemoteControl
-from forge_tui.control.schema import AuditInfo, ChangeResult, PreflightResult, Snapshot
 from forge_tui.gateway.admin import AdminApi
 from forge_tui.gateway.admin_token import read_token_file
 from forge_tui.hosts import HostsService
+from forge_tui.schema import AuditInfo, ChangeResult, PreflightResult, Snapshot
 from tests.support.gateway_harness import Harness, make_catalog, running_gateway
 from tests.support.recording_upstream import RecordingUpstream
 
@@ -43,16 +44,19 @@ def _catalog(url: str, gguf: str | None = None):
             "qwen3": {"placements": [{"backend": "a", "name": "q3"}], **({"gguf": gguf} if gguf else {})},
             "embedder": {"capabilities": ["embed"], "placements": [{"backend": "a"}]},
         },
-        roles={"default-chat": {"model": "gemma-4", "previous": "qwen3", "trial": True},
-               "priority-chat": {"model": "qwen3"}},
+        roles={
+            "default-chat": {"model": "gemma-4", "previous": "qwen3", "trial": True},
+            "priority-chat": {"model": "qwen3"},
+        },
         trial={"name": "gemma4-trial", "rollback_by": "2031-01-31"},
     )
 
 
 @pytest.fixture
 async def gw(up: RecordingUpstream, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with running_gateway(_catalog(up.url), state_dir=tmp_path / "state", admin_token=TOKEN,
-                               config_path=str(tmp_path / "forge.yaml")) as h:
+    async with running_gateway(
+        _catalog(up.url), state_dir=tmp_path / "state", admin_token=TOKEN, config_path=str(tmp_path / "forge.yaml")
+    ) as h:
         yield h
 
 
@@ -74,7 +78,8 @@ async def test_token_is_required(gw: Harness) -> None:
 
 
 async def test_without_a_configured_token_the_gateway_writes_a_0600_token_file(
-        up: RecordingUpstream, tmp_path: Path) -> None:
+    up: RecordingUpstream, tmp_path: Path
+) -> None:
     state_dir = tmp_path / "state"
     async with running_gateway(_catalog(up.url), state_dir=state_dir) as h:
         path = h.gw.admin_token_path
@@ -112,12 +117,16 @@ async def test_each_run_gets_its_own_token_and_no_state_dir_keeps_it_in_memory(u
                 assert (await c.get("/admin/snapshot")).status_code == 401
 
 
-@pytest.mark.parametrize("headers", [
-    {"Origin": "https://evil.example"},
-    {"Origin": "null"},
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site"},
-], ids=["origin", "origin-null", "fetch-cross-site", "fetch-same-site"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+    ids=["origin", "origin-null", "fetch-cross-site", "fetch-same-site"],
+)
 async def test_browser_requests_are_refused_even_with_the_token(gw: Harness, headers: dict[str, str]) -> None:
     async with _admin(gw) as c:
         r = await c.post("/admin/trial/rollback", json={"actor": "evil"}, headers=headers)
@@ -134,18 +143,21 @@ async def test_browser_requests_are_refused_even_with_the_token(gw: Harness, hea
 
 async def test_changes_must_be_json(gw: Harness) -> None:
     async with _admin(gw) as c:
-        for headers, body in (({"Content-Type": "text/plain"}, b'{"actor": "evil"}'),
-                              ({"Content-Type": "application/x-www-form-urlencoded"}, b"actor=evil"),
-                              ({"Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
-                              ({}, b"")):
+        for headers, body in (
+            ({"Content-Type": "text/plain"}, b'{"actor": "evil"}'),
+            ({"Content-Type": "application/x-www-form-urlencoded"}, b"actor=evil"),
+            ({"Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
+            ({}, b""),
+        ):
             r = await c.post("/admin/trial/rollback", content=body, headers=headers)
             assert r.status_code == 415, (headers, r.text)
             assert r.json()["error"]["code"] == "unsupported_media_type"
         assert (await c.get("/admin/audit")).json() == []
         assert gw.state.role("default-chat").model == "gemma-4"
         # The same change as JSON goes through (charset parameters are fine).
-        r = await c.post("/admin/trial/rollback", content=b"{}",
-                         headers={"Content-Type": "application/json; charset=utf-8"})
+        r = await c.post(
+            "/admin/trial/rollback", content=b"{}", headers={"Content-Type": "application/json; charset=utf-8"}
+        )
         assert r.status_code == 200 and r.json()["ok"]
         assert len((await c.get("/admin/audit")).json()) == 1
 
@@ -160,8 +172,11 @@ async def test_no_job_starts_from_a_refused_request(up: RecordingUpstream, tmp_p
                 job = {"kind": "verify", "host": "local"}
                 r = await c.post("/admin/jobs", json=job, headers={"Origin": "http://localhost:3000"})
                 assert r.status_code == 403
-                r = await c.post("/admin/jobs", content=b'{"kind": "verify", "host": "local"}',
-                                 headers={"Content-Type": "text/plain"})
+                r = await c.post(
+                    "/admin/jobs",
+                    content=b'{"kind": "verify", "host": "local"}',
+                    headers={"Content-Type": "text/plain"},
+                )
                 assert r.status_code == 415
             async with _admin(h, None) as c:
                 assert (await c.post("/admin/jobs", json=job)).status_code == 401
@@ -179,26 +194,27 @@ def test_admin_api_refuses_to_run_without_a_token() -> None:
         AdminApi(None, "")  # type: ignore[arg-type]
 
 
-async def test_attach_finds_its_token(tmp_path: Path, gw: Harness, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+async def test_attach_finds_its_token(
+    tmp_path: Path, gw: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("FORGE_ADMIN_TOKEN", raising=False)
     parse = cli.build_parser().parse_args
-    assert await cli._attach(parse(["attach", gw.url])) == 2
+    assert await cli_gateway._attach(parse(["attach", gw.url])) == 2
     err = capsys.readouterr().err
     assert "--token-file" in err and "$FORGE_ADMIN_TOKEN" in err and "admin.token" in err
 
-    assert await cli._attach(parse(["attach", gw.url, "--token-file", str(tmp_path / "nope")])) == 2
+    assert await cli_gateway._attach(parse(["attach", gw.url, "--token-file", str(tmp_path / "nope")])) == 2
     assert "does not exist" in capsys.readouterr().err
 
     wrong = tmp_path / "wrong.token"
     wrong.write_text("not-the-token\n")
-    assert await cli._attach(parse(["attach", gw.url, "--token-file", str(wrong)])) == 2
+    assert await cli_gateway._attach(parse(["attach", gw.url, "--token-file", str(wrong)])) == 2
     assert "HTTP 401" in capsys.readouterr().err  # the file was read and its token sent
     # --token wins over the file, $FORGE_ADMIN_TOKEN too: a wrong one there is what gets sent.
     monkeypatch.setenv("FORGE_ADMIN_TOKEN", "also-wrong")
     good = tmp_path / "good.token"
     good.write_text(TOKEN + "\n")
-    assert await cli._attach(parse(["attach", gw.url, "--token-file", str(good)])) == 2
+    assert await cli_gateway._attach(parse(["attach", gw.url, "--token-file", str(good)])) == 2
     assert "HTTP 401" in capsys.readouterr().err
 
 
@@ -236,8 +252,10 @@ async def test_swap_rollback_and_audit(gw: Harness, up: RecordingUpstream) -> No
         assert "model=gemma-4" in raw.headers["x-forge-route"]
 
         audit = [AuditInfo.model_validate(a) for a in (await c.get("/admin/audit", params={"limit": 10})).json()]
-        assert [(a.action, a.target, a.actor) for a in audit] == [("swap", "default-chat", "ops"),
-                                                                 ("rollback", "default-chat", "ops")]
+        assert [(a.action, a.target, a.actor) for a in audit] == [
+            ("swap", "default-chat", "ops"),
+            ("rollback", "default-chat", "ops"),
+        ]
 
 
 async def test_trial_rollback_and_deprecation(gw: Harness) -> None:
@@ -264,8 +282,11 @@ async def test_trial_rollback_and_deprecation(gw: Harness) -> None:
 
 async def test_preflight_and_jobs_need_the_hosts_service(gw: Harness) -> None:
     async with _admin(gw) as c:
-        for method, path in (("GET", "/admin/preflight?role=default-chat&model=qwen3"), ("GET", "/admin/jobs"),
-                             ("POST", "/admin/jobs")):
+        for method, path in (
+            ("GET", "/admin/preflight?role=default-chat&model=qwen3"),
+            ("GET", "/admin/jobs"),
+            ("POST", "/admin/jobs"),
+        ):
             r = await c.request(method, path, json={"kind": "verify", "host": "local"} if method == "POST" else None)
             assert r.status_code == 503 and "hosts service" in r.json()["error"]["message"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import openai
@@ -28,8 +28,12 @@ needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="sox (Debian)
 
 
 def _sox_tone(path: Path, seconds: float, rate: int = 16000) -> bytes:
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path), "synth", str(seconds), "sine",
-                    "440"], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path), "synth", str(seconds), "sine", "440"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return path.read_bytes()
 
 
@@ -49,13 +53,17 @@ async def sidecar() -> AsyncIterator[RecordingUpstream]:
 @pytest.fixture
 async def gw(sidecar: RecordingUpstream) -> AsyncIterator[Harness]:
     cat = make_catalog(
-        backends={"audio": {"kind": "audio-sidecar", "base_url": sidecar.url},
-                  "chat": {"base_url": sidecar.url}},
-        models={"whisper-small": {"capabilities": ["audio"], "placements": [{"backend": "audio", "name": "whisper"}]},
-                "qwen-omni": {"capabilities": ["audio", "chat"], "placements": [{"backend": "audio", "name": "omni"}]},
-                "chatty": {"placements": [{"backend": "chat"}]}},
-        roles={"transcribe": {"model": "whisper-small"}, "audio-qa": {"model": "qwen-omni"},
-               "default-chat": {"model": "chatty"}},
+        backends={"audio": {"kind": "audio-sidecar", "base_url": sidecar.url}, "chat": {"base_url": sidecar.url}},
+        models={
+            "whisper-small": {"capabilities": ["audio"], "placements": [{"backend": "audio", "name": "whisper"}]},
+            "qwen-omni": {"capabilities": ["audio", "chat"], "placements": [{"backend": "audio", "name": "omni"}]},
+            "chatty": {"placements": [{"backend": "chat"}]},
+        },
+        roles={
+            "transcribe": {"model": "whisper-small"},
+            "audio-qa": {"model": "qwen-omni"},
+            "default-chat": {"model": "chatty"},
+        },
     )
     async with running_gateway(cat) as h:
         yield h
@@ -69,8 +77,13 @@ def test_header_duration_matches_soxi(tmp_path: Path) -> None:
         soxi = float(subprocess.run(["soxi", "-D", str(p)], capture_output=True, text=True, check=True).stdout)
         assert wav_duration(data) == pytest.approx(soxi, abs=1e-3)
     # A WAV written to a pipe declares no real length; the bytes that are there count.
-    raw = subprocess.run("head -c 64000 /dev/zero | sox -t raw -r 16000 -e signed -b 16 -c 1 - -t wav - | cat",
-                         shell=True, capture_output=True, check=True, timeout=60).stdout
+    raw = subprocess.run(
+        "head -c 64000 /dev/zero | sox -t raw -r 16000 -e signed -b 16 -c 1 - -t wav - | cat",
+        shell=True,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert wav_duration(raw) == pytest.approx(2.0, abs=1e-3)
 
 
@@ -85,12 +98,16 @@ def test_header_duration_of_stdlib_wavs() -> None:
         assert wav_duration(tiny_wav(secs, rate)) == pytest.approx(secs, abs=1e-3)
 
 
-async def test_31_second_wav_is_refused_before_forwarding(gw: Harness, sidecar: RecordingUpstream,
-                                                          long_wav: bytes) -> None:
+async def test_31_second_wav_is_refused_before_forwarding(
+    gw: Harness, sidecar: RecordingUpstream, long_wav: bytes
+) -> None:
     wav = long_wav
     async with httpx.AsyncClient(base_url=gw.url) as c:
-        r = await c.post("/v1/audio_qa", data={"model": "audio-qa", "prompt": "what is this?"},
-                         files={"file": ("long.wav", wav, "audio/wav")})
+        r = await c.post(
+            "/v1/audio_qa",
+            data={"model": "audio-qa", "prompt": "what is this?"},
+            files={"file": ("long.wav", wav, "audio/wav")},
+        )
     assert r.status_code == 413
     err = r.json()["error"]
     assert "31.0 s long" in err["message"] and "at most 30 s" in err["message"]
@@ -129,8 +146,11 @@ async def test_speech_wav_is_forwarded_intact(gw: Harness, sidecar: RecordingUps
 async def _forwarded_intact(gw: Harness, sidecar: RecordingUpstream, wav: bytes, name: str) -> None:
     png = b"\x89PNG\r\n\x1a\nfake-image-bytes"
     async with httpx.AsyncClient(base_url=gw.url) as c:
-        r = await c.post("/v1/audio_qa", data={"model": "audio-qa", "prompt": "who is speaking?"},
-                         files={"file": (name, wav, "audio/wav"), "image": ("x.png", png, "image/png")})
+        r = await c.post(
+            "/v1/audio_qa",
+            data={"model": "audio-qa", "prompt": "who is speaking?"},
+            files={"file": (name, wav, "audio/wav"), "image": ("x.png", png, "image/png")},
+        )
     assert r.status_code == 200, r.text
     assert r.headers["x-forge-route"] == "role=audio-qa; model=qwen-omni; host=local; backend=audio"
     fwd = sidecar.requests[-1]
@@ -143,11 +163,17 @@ async def _forwarded_intact(gw: Harness, sidecar: RecordingUpstream, wav: bytes,
 
 async def test_missing_or_unreadable_audio_is_400(gw: Harness, sidecar: RecordingUpstream) -> None:
     async with httpx.AsyncClient(base_url=gw.url) as c:
-        r = await c.post("/v1/audio_qa", data={"model": "audio-qa", "prompt": "hi"},
-                         files={"notes": ("n.txt", b"text", "text/plain")})
+        r = await c.post(
+            "/v1/audio_qa",
+            data={"model": "audio-qa", "prompt": "hi"},
+            files={"notes": ("n.txt", b"text", "text/plain")},
+        )
         assert r.status_code == 400 and "Missing the audio part" in r.json()["error"]["message"]
-        r = await c.post("/v1/audio_qa", data={"model": "audio-qa"},
-                         files={"file": ("a.mp3", b"ID3\x03\x00\x00garbage", "audio/mpeg")})
+        r = await c.post(
+            "/v1/audio_qa",
+            data={"model": "audio-qa"},
+            files={"file": ("a.mp3", b"ID3\x03\x00\x00garbage", "audio/mpeg")},
+        )
         assert r.status_code == 400 and "unreadable" in r.json()["error"]["message"]
         r = await c.post("/v1/audio_qa", json={"model": "audio-qa", "prompt": "hi"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "audio"
@@ -169,7 +195,8 @@ async def test_json_audio_qa_is_forwarded_with_the_backend_name(gw: Harness, sid
 async def test_transcriptions_pass_through(gw: Harness, sidecar: RecordingUpstream) -> None:
     wav = tiny_wav(0.5)
     raw = await gw.client().audio.transcriptions.with_raw_response.create(
-        model="transcribe", file=("clip.wav", wav, "audio/wav"), language="en", response_format="json")
+        model="transcribe", file=("clip.wav", wav, "audio/wav"), language="en", response_format="json"
+    )
     assert raw.parse().text == "hello from the recording upstream"
     assert raw.headers["x-forge-route"] == "role=transcribe; model=whisper-small; host=local; backend=audio"
     fwd = sidecar.requests[-1]
@@ -180,17 +207,35 @@ async def test_transcriptions_pass_through(gw: Harness, sidecar: RecordingUpstre
 async def test_long_input_audio_in_chat_is_refused(gw: Harness, sidecar: RecordingUpstream, long_wav: bytes) -> None:
     wav = long_wav
     with pytest.raises(openai.APIStatusError) as ei:
-        await gw.client().chat.completions.create(model="audio-qa", messages=[{"role": "user", "content": [
-            {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"}}]}])
+        await gw.client().chat.completions.create(
+            model="audio-qa",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "input_audio",
+                            "input_audio": {"data": base64.b64encode(wav).decode(), "format": "wav"},
+                        }
+                    ],
+                }
+            ],
+        )
     assert ei.value.status_code == 413
     assert sidecar.requests == []
 
 
 async def test_auto_routes_a_chat_with_input_audio_to_audio_qa(gw: Harness, sidecar: RecordingUpstream) -> None:
     b64 = base64.b64encode(tiny_wav(0.5)).decode()
-    audio_msg = [{"role": "user", "content": [
-        {"type": "text", "text": "what do you hear?"},
-        {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]}]
+    audio_msg = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what do you hear?"},
+                {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}},
+            ],
+        }
+    ]
     raw = await gw.client().chat.completions.with_raw_response.create(model="auto", messages=audio_msg)
     assert raw.headers["x-forge-route"].startswith("role=audio-qa; model=qwen-omni;")
     fwd = sidecar.requests[-1]
@@ -200,5 +245,6 @@ async def test_auto_routes_a_chat_with_input_audio_to_audio_qa(gw: Harness, side
     assert rec.role == "audio-qa" and rec.model == "qwen-omni"
     # The same chat without the audio part is plain chat.
     raw = await gw.client().chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": [{"type": "text", "text": "what do you hear?"}]}])
+        model="auto", messages=[{"role": "user", "content": [{"type": "text", "text": "what do you hear?"}]}]
+    )
     assert raw.headers["x-forge-route"].startswith("role=default-chat; model=chatty;")

@@ -7,7 +7,7 @@ The upstream is the recording upstream: the test must choose the exact chunks.""
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -54,8 +54,9 @@ async def gw(up: RecordingUpstream) -> AsyncIterator[Harness]:
 
 
 @pytest.mark.parametrize("public_api", [False, True], ids=["headers-with-first-chunk", "public-streamresponse"])
-async def test_stream_is_relayed_whichever_response_class(gw: Harness, up: RecordingUpstream,
-                                                          monkeypatch: pytest.MonkeyPatch, public_api: bool) -> None:
+async def test_stream_is_relayed_whichever_response_class(
+    gw: Harness, up: RecordingUpstream, monkeypatch: pytest.MonkeyPatch, public_api: bool
+) -> None:
     if public_api:
         monkeypatch.setattr(api, "_SseResponse", web.StreamResponse)
     up.behaviour.chunks = ["one ", "two ", "three"]

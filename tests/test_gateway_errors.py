@@ -9,7 +9,8 @@ that cannot be installed here)."""
 from __future__ import annotations
 
 import sys
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -53,26 +54,46 @@ def _shape(r: httpx.Response) -> dict[str, Any]:
     return err
 
 
-@pytest.mark.parametrize("content,status,needle,param", [
-    (b'{"model": "default-chat", "messages": [', 400, "not valid JSON", None),
-    (b"[1, 2, 3]", 400, "must be a JSON object", None),
-    (b"", 400, "empty", None),
-    (b'{"model": "default-chat", "messages": "hi"}', 400, "expected an array", "messages"),
-    (b'{"model": "default-chat", "messages": []}', 400, "empty array", "messages"),
-    (b'{"model": "default-chat"}', 400, "Missing required parameter", "messages"),
-    (b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
-     400, "expected a boolean", "stream"),
-    (b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}',
-     400, "expected an integer", "max_tokens"),
-    (b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": true}',
-     400, "expected an integer", "max_tokens"),
-    (b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
-     400, "expected a number", "temperature"),
-    (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "expected a string", "model"),
-    (b'{"model": "default-chat", "messages": ["hi"]}', 400, "expected an object", "messages[0]"),
-])
-async def test_caller_errors(gw: Harness, up: RecordingUpstream, content: bytes, status: int, needle: str,
-                             param: str | None) -> None:
+@pytest.mark.parametrize(
+    "content,status,needle,param",
+    [
+        (b'{"model": "default-chat", "messages": [', 400, "not valid JSON", None),
+        (b"[1, 2, 3]", 400, "must be a JSON object", None),
+        (b"", 400, "empty", None),
+        (b'{"model": "default-chat", "messages": "hi"}', 400, "expected an array", "messages"),
+        (b'{"model": "default-chat", "messages": []}', 400, "empty array", "messages"),
+        (b'{"model": "default-chat"}', 400, "Missing required parameter", "messages"),
+        (
+            b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+            400,
+            "expected a boolean",
+            "stream",
+        ),
+        (
+            b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}',
+            400,
+            "expected an integer",
+            "max_tokens",
+        ),
+        (
+            b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": true}',
+            400,
+            "expected an integer",
+            "max_tokens",
+        ),
+        (
+            b'{"model": "default-chat", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+            400,
+            "expected a number",
+            "temperature",
+        ),
+        (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', 400, "expected a string", "model"),
+        (b'{"model": "default-chat", "messages": ["hi"]}', 400, "expected an object", "messages[0]"),
+    ],
+)
+async def test_caller_errors(
+    gw: Harness, up: RecordingUpstream, content: bytes, status: int, needle: str, param: str | None
+) -> None:
     async with httpx.AsyncClient(base_url=gw.url) as c:
         r = await c.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
     assert r.status_code == status
@@ -93,9 +114,11 @@ async def test_oversized_body_is_413(gw: Harness, up: RecordingUpstream) -> None
     assert rec.error_class is ErrorClass.PAYLOAD_TOO_LARGE
     # Without a Content-Length the cap still holds (chunked upload).
     async with httpx.AsyncClient(base_url=gw.url) as c:
+
         async def gen():
             for _ in range(10):
                 yield b"x" * 10_000
+
         r = await c.post("/v1/chat/completions", content=gen(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and _shape(r)["code"] == "payload_too_large"
     assert up.requests == []
@@ -112,8 +135,12 @@ async def test_other_endpoints_check_their_fields(gw: Harness) -> None:
 
 
 async def test_upstream_error_words_reach_the_caller(gw: Harness, up: RecordingUpstream) -> None:
-    up.behaviour.error = (500, '{"error":{"code":500,"message":"llama_model_load: error loading model: '
-                               'unknown model architecture: \'gemma4\'","type":"server_error"}}', "application/json")
+    up.behaviour.error = (
+        500,
+        '{"error":{"code":500,"message":"llama_model_load: error loading model: '
+        'unknown model architecture: \'gemma4\'","type":"server_error"}}',
+        "application/json",
+    )
     with pytest.raises(openai.APIStatusError) as ei:
         await gw.client().chat.completions.create(model="default-chat", messages=MSG)
     assert ei.value.status_code == 502
@@ -130,8 +157,12 @@ async def test_upstream_error_words_reach_the_caller(gw: Harness, up: RecordingU
 
 
 async def test_upstream_rejecting_the_request_stays_a_4xx(gw: Harness, up: RecordingUpstream) -> None:
-    up.behaviour.error = (400, '{"error":{"code":400,"message":"the request exceeds the available context size",'
-                               '"type":"exceed_context_size_error"}}', "application/json")
+    up.behaviour.error = (
+        400,
+        '{"error":{"code":400,"message":"the request exceeds the available context size",'
+        '"type":"exceed_context_size_error"}}',
+        "application/json",
+    )
     with pytest.raises(openai.BadRequestError) as ei:
         await gw.client().chat.completions.create(model="default-chat", messages=MSG)
     assert "exceeds the available context size" in ei.value.body["message"]
@@ -157,15 +188,32 @@ async def test_api_keys_guard_v1(up: RecordingUpstream) -> None:
 
 @pytest.mark.llama
 async def test_unknown_architecture_through_llama_swap_reaches_the_caller(unknown_arch_gguf) -> None:
-    swap = await LlamaSwapStandin({
-        "gemma-4-chat-31b": SwapModel(cmd=[sys.executable, "-m", "forge_tui.launch", "serve", "--gguf",
-                                           str(unknown_arch_gguf), "--port", "${PORT}", "--ctx", "256",
-                                           "--parallel", "1"]),
-    }, health_check_timeout=60).start()
+    swap = await LlamaSwapStandin(
+        {
+            "gemma-4-chat-31b": SwapModel(
+                cmd=[
+                    sys.executable,
+                    "-m",
+                    "forge_tui.launch",
+                    "serve",
+                    "--gguf",
+                    str(unknown_arch_gguf),
+                    "--port",
+                    "${PORT}",
+                    "--ctx",
+                    "256",
+                    "--parallel",
+                    "1",
+                ]
+            ),
+        },
+        health_check_timeout=60,
+    ).start()
     try:
         cat = make_catalog(
-            hosts={"furnace": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 96,
-                               "transport": "local"}},
+            hosts={
+                "furnace": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 96, "transport": "local"}
+            },
             backends={"furnace-swap": {"host": "furnace", "kind": "llama-swap", "base_url": swap.url}},
             models={"gemma-4-chat-31b": {"architecture": "gemma4", "placements": [{"backend": "furnace-swap"}]}},
             roles={"default-chat": {"model": "gemma-4-chat-31b"}},
@@ -179,8 +227,10 @@ async def test_unknown_architecture_through_llama_swap_reaches_the_caller(unknow
             # llama-swap's own words, and the loader's line from its upstream log.
             assert "unable to start process" in msg
             assert "unknown model architecture: 'gemma9'" in msg
-            assert err.response.headers["x-forge-route"] == \
-                "role=default-chat; model=gemma-4-chat-31b; host=furnace; backend=furnace-swap"
+            assert (
+                err.response.headers["x-forge-route"]
+                == "role=default-chat; model=gemma-4-chat-31b; host=furnace; backend=furnace-swap"
+            )
             rec = await h.record(err.response.headers["x-forge-request-id"])
             assert rec.error_class is ErrorClass.UPSTREAM_ERROR and rec.status == 502
             assert "unknown model architecture: 'gemma9'" in (rec.error or "")
@@ -207,7 +257,8 @@ async def test_refused_port_without_fallback_is_a_startup_timeout(tmp_path) -> N
 
 
 async def test_a_bug_in_forge_is_a_500_gateway_error_and_the_next_request_is_served(
-        gw: Harness, up: RecordingUpstream, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    gw: Harness, up: RecordingUpstream, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A fault inside forge (injected: route resolution raises once) is told apart from the
     caller's, the backend's and the model's: 500, OpenAI error shape, class gateway_error."""
     from forge_tui.gateway import routing

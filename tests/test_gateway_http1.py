@@ -8,7 +8,7 @@ against real llama.cpp servers."""
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -35,7 +35,7 @@ class RawServer:
         finally:
             w.close()
 
-    async def __aenter__(self) -> "RawServer":
+    async def __aenter__(self) -> RawServer:
         self.server = await asyncio.start_server(self._on, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -76,7 +76,7 @@ async def test_chunked_body_split_everywhere_and_keep_alive(pools) -> None:
             await srv.read_request(r)
             w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
             for i in range(len(wire)):  # one byte per write: every split point of the framing
-                w.write(wire[i:i + 1])
+                w.write(wire[i : i + 1])
                 await w.drain()
                 await asyncio.sleep(0)
 
@@ -84,7 +84,9 @@ async def test_chunked_body_split_everywhere_and_keep_alive(pools) -> None:
         pool = _pool(srv.port)
         pools.append(pool)
         for _ in range(3):
-            resp = await pool.request("POST", "/v1/chat/completions", b'{"x":1}', [("Content-Type", "application/json")])
+            resp = await pool.request(
+                "POST", "/v1/chat/completions", b'{"x":1}', [("Content-Type", "application/json")]
+            )
             assert resp.status == 200 and resp.headers["content-type"] == "text/event-stream"
             got = b""
             while True:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import signal
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import openai

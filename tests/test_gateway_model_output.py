@@ -9,7 +9,8 @@ nothing on demand, and the test must choose the exact content."""
 from __future__ import annotations
 
 import re
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +22,10 @@ from tests.support.recording_upstream import RecordingUpstream
 MSG = [{"role": "user", "content": "give me JSON"}]
 FORMATS: dict[str, dict[str, Any]] = {
     "json_object": {"type": "json_object"},
-    "json_schema": {"type": "json_schema", "json_schema": {
-        "name": "answer", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}},
+    "json_schema": {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+    },
 }
 
 
@@ -48,8 +51,9 @@ async def _chat(gw: Harness, *, stream: bool, response_format: dict[str, Any] | 
         raw = await client.chat.completions.with_raw_response.create(model="default-chat", messages=MSG, **extra)
         assert raw.http_response.status_code == 200
         return raw.parse().choices[0].message.content or "", raw.headers["x-forge-request-id"]
-    raw_s = await client.chat.completions.with_raw_response.create(model="default-chat", messages=MSG,
-                                                                   stream=True, **extra)
+    raw_s = await client.chat.completions.with_raw_response.create(
+        model="default-chat", messages=MSG, stream=True, **extra
+    )
     assert raw_s.http_response.status_code == 200
     parts = []
     async for chunk in raw_s.parse():
@@ -61,15 +65,18 @@ async def _chat(gw: Harness, *, stream: bool, response_format: dict[str, Any] | 
 async def _model_output_count(gw: Harness) -> int:
     async with httpx.AsyncClient(base_url=gw.url) as c:
         text = (await c.get("/metrics")).text
-    return sum(int(float(n)) for n in re.findall(r'^forge_requests_total\{[^}]*error_class="model_output"[^}]*\} (\S+)$',
-                                                 text, flags=re.M))
+    return sum(
+        int(float(n))
+        for n in re.findall(r'^forge_requests_total\{[^}]*error_class="model_output"[^}]*\} (\S+)$', text, flags=re.M)
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("content", ["Sure! Here is your answer: a = 1", ""], ids=["non-json", "empty"])
 async def test_non_json_or_empty_answer_to_a_json_request_is_model_output(
-        gw: Harness, up: RecordingUpstream, stream: bool, fmt: str, content: str) -> None:
+    gw: Harness, up: RecordingUpstream, stream: bool, fmt: str, content: str
+) -> None:
     up.behaviour.content = content
     got, rid = await _chat(gw, stream=stream, response_format=FORMATS[fmt])
     assert got.strip() == content  # the answer is delivered as the model gave it

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from forge_tui.control.schema import Snapshot
 from forge_tui.launch import free_port, resolve_gguf
+from forge_tui.schema import Snapshot
 from forge_tui.telemetry import ErrorClass
 from tests.support.gateway_harness import Harness, make_catalog, running_gateway
 from tests.support.llama_swap_standin import LlamaSwapStandin, SwapModel
@@ -34,10 +35,14 @@ def _cat(backends: dict[str, dict[str, Any]], models: dict[str, dict[str, Any]],
 @pytest.fixture
 async def gw(llama_server, llama_embed_server) -> AsyncIterator[Harness]:
     cat = _cat(
-        backends={"chat": {"base_url": llama_server.url, "max_concurrency": 4},
-                  "emb": {"base_url": llama_embed_server.url}},
-        models={"gemma3-270m": {"family": "thinker", "placements": [{"backend": "chat", "name": "gemma-3-270m"}]},
-                "gemma3-270m-embed": {"capabilities": ["embed"], "placements": [{"backend": "emb"}]}},
+        backends={
+            "chat": {"base_url": llama_server.url, "max_concurrency": 4},
+            "emb": {"base_url": llama_embed_server.url},
+        },
+        models={
+            "gemma3-270m": {"family": "thinker", "placements": [{"backend": "chat", "name": "gemma-3-270m"}]},
+            "gemma3-270m-embed": {"capabilities": ["embed"], "placements": [{"backend": "emb"}]},
+        },
         roles={"default-chat": {"model": "gemma3-270m"}, "embed": {"model": "gemma3-270m-embed"}},
     )
     async with running_gateway(cat) as h:
@@ -46,8 +51,9 @@ async def gw(llama_server, llama_embed_server) -> AsyncIterator[Harness]:
 
 async def test_chat_non_stream_and_stream(gw: Harness) -> None:
     c = gw.client()
-    raw = await c.chat.completions.with_raw_response.create(model="default-chat", messages=MSG, max_tokens=8,
-                                                            temperature=0)
+    raw = await c.chat.completions.with_raw_response.create(
+        model="default-chat", messages=MSG, max_tokens=8, temperature=0
+    )
     r = raw.parse()
     assert r.choices[0].message.content is not None and r.usage.completion_tokens > 0
     assert raw.headers["x-forge-route"] == "role=default-chat; model=gemma3-270m; host=local; backend=chat"
@@ -87,7 +93,10 @@ async def test_metrics_and_snapshot(gw: Harness) -> None:
     text = r.text
     assert 'forge_backend_up{backend="chat",host="local"} 1' in text
     assert "forge_inflight 0" in text and 'forge_backend_queued{backend="chat"} 0' in text
-    assert 'forge_requests_total{role="default-chat",model="gemma3-270m",host="local",backend="chat",error_class="ok"} 1' in text
+    assert (
+        'forge_requests_total{role="default-chat",model="gemma3-270m",host="local",backend="chat",error_class="ok"} 1'
+        in text
+    )
     assert health["status"] == "ok" and health["backends"]["chat"] == "ready"
     snap = Snapshot.model_validate(gw.gw.snapshot().model_dump(mode="json"))
     assert snap.gateway_url == gw.url
@@ -112,20 +121,29 @@ async def test_killed_backend_falls_back(llama_server, llama_server_factory) -> 
         assert "backend=doomed" in first.headers["x-forge-route"]
         doomed.kill()
         raw = await c.chat.completions.with_raw_response.create(model="default-chat", messages=MSG, max_tokens=2)
-        assert raw.headers["x-forge-route"] == \
-            "role=default-chat; model=spare; host=local; backend=steady; fallback=primary"
+        assert (
+            raw.headers["x-forge-route"]
+            == "role=default-chat; model=spare; host=local; backend=steady; fallback=primary"
+        )
         rec = await h.record(raw.headers["x-forge-request-id"])
         assert rec.fallback and rec.error_class is ErrorClass.OK
 
 
 async def test_backend_killed_mid_stream(llama_server_factory) -> None:
     victim = llama_server_factory()
-    cat = _cat(backends={"v": {"base_url": victim.url}}, models={"m": {"placements": [{"backend": "v"}]}},
-               roles={"default-chat": {"model": "m"}})
+    cat = _cat(
+        backends={"v": {"base_url": victim.url}},
+        models={"m": {"placements": [{"backend": "v"}]}},
+        roles={"default-chat": {"model": "m"}},
+    )
     async with running_gateway(cat) as h:
         stream = await h.client().chat.completions.create(
-            model="default-chat", messages=[{"role": "user", "content": "Tell a very long story."}],
-            max_tokens=400, stream=True, extra_body={"ignore_eos": True})
+            model="default-chat",
+            messages=[{"role": "user", "content": "Tell a very long story."}],
+            max_tokens=400,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         got = 0
         with pytest.raises(openai.APIError) as ei:
             async for ch in stream:
@@ -141,8 +159,11 @@ async def test_backend_killed_mid_stream(llama_server_factory) -> None:
 
 async def test_real_slow_start_is_waited_out(llama_server_factory) -> None:
     port = free_port()
-    cat = _cat(backends={"late": {"base_url": f"http://127.0.0.1:{port}", "warmup_timeout_s": 90}},
-               models={"m": {"placements": [{"backend": "late"}]}}, roles={"default-chat": {"model": "m"}})
+    cat = _cat(
+        backends={"late": {"base_url": f"http://127.0.0.1:{port}", "warmup_timeout_s": 90}},
+        models={"m": {"placements": [{"backend": "late"}]}},
+        roles={"default-chat": {"model": "m"}},
+    )
     async with running_gateway(cat) as h:
         assert h.gw.backends["late"].health == "down"
         # The real server is started now and not waited for: connection refused, then 503 Loading model.
@@ -155,8 +176,20 @@ async def test_real_slow_start_is_waited_out(llama_server_factory) -> None:
 
 async def test_llama_swap_starts_the_model_on_demand() -> None:
     gguf = str(resolve_gguf("@gemma3-270m"))
-    cmd = [sys.executable, "-m", "forge_tui.launch", "serve", "--gguf", gguf, "--port", "${PORT}", "--ctx", "512",
-           "--parallel", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "forge_tui.launch",
+        "serve",
+        "--gguf",
+        gguf,
+        "--port",
+        "${PORT}",
+        "--ctx",
+        "512",
+        "--parallel",
+        "2",
+    ]
     swap = await LlamaSwapStandin({"gemma-small": SwapModel(cmd=cmd, aliases=("gs",))}).start()
     try:
         cat = make_catalog(
@@ -169,8 +202,12 @@ async def test_llama_swap_starts_the_model_on_demand() -> None:
             assert h.gw.snapshot().models[0].loaded is False  # llama-swap is up, the model is not
             c = h.client(timeout=120)
             # Two callers at once while the model is starting: both queue in llama-swap and are served.
-            results = await asyncio.gather(*(c.chat.completions.with_raw_response.create(
-                model="default-chat", messages=MSG, max_tokens=2) for _ in range(2)))
+            results = await asyncio.gather(
+                *(
+                    c.chat.completions.with_raw_response.create(model="default-chat", messages=MSG, max_tokens=2)
+                    for _ in range(2)
+                )
+            )
             assert all(r.headers["x-forge-route"].endswith("backend=swap") for r in results)
             await h.gw.prober.probe_all()
             assert h.gw.backends["swap"].loaded == frozenset({"gemma-small"})

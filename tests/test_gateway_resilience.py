@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
@@ -55,7 +55,7 @@ class _CountingListener:
         self.connections = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self, port: int) -> "_CountingListener":
+    async def start(self, port: int) -> _CountingListener:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
         return self
 
@@ -165,8 +165,11 @@ async def test_loading_backend_is_waited_out(two) -> None:
 
 async def test_refused_then_loading_then_ready_is_waited_out() -> None:
     port = free_port()
-    cat = make_catalog(backends={"a": {"base_url": f"http://127.0.0.1:{port}", "warmup_timeout_s": 20}},
-                       models={"m": {"placements": [{"backend": "a"}]}}, roles={"default-chat": {"model": "m"}})
+    cat = make_catalog(
+        backends={"a": {"base_url": f"http://127.0.0.1:{port}", "warmup_timeout_s": 20}},
+        models={"m": {"placements": [{"backend": "a"}]}},
+        roles={"default-chat": {"model": "m"}},
+    )
     async with running_gateway(cat) as h:
         assert h.gw.backends["a"].health == "down"
 
@@ -209,9 +212,11 @@ async def test_loading_primary_with_a_ready_fallback_is_not_waited_for(two) -> N
 
 # ---------------------------------------------------------------------- concurrency
 def _capped(url: str, **backend):
-    return make_catalog(backends={"a": {"base_url": url, **backend}},
-                        models={"m": {"capabilities": ["chat", "vision"], "placements": [{"backend": "a"}]}},
-                        roles={"default-chat": {"model": "m"}, "vision": {"model": "m"}})
+    return make_catalog(
+        backends={"a": {"base_url": url, **backend}},
+        models={"m": {"capabilities": ["chat", "vision"], "placements": [{"backend": "a"}]}},
+        roles={"default-chat": {"model": "m"}, "vision": {"model": "m"}},
+    )
 
 
 async def test_cap_with_no_queue_answers_429(two) -> None:
@@ -282,11 +287,14 @@ async def test_upstream_death_mid_stream_ends_with_an_error_event(two) -> None:
     a.behaviour.die_after_chunks = 3
     cat = single_model_catalog(a.url)
     async with running_gateway(cat) as h:
-        async with httpx.AsyncClient(base_url=h.url) as c:
-            async with c.stream("POST", "/v1/chat/completions",
-                                json={"model": "default-chat", "messages": MSG, "stream": True}) as r:
-                assert r.status_code == 200
-                text = (await r.aread()).decode()
+        async with (
+            httpx.AsyncClient(base_url=h.url) as c,
+            c.stream(
+                "POST", "/v1/chat/completions", json={"model": "default-chat", "messages": MSG, "stream": True}
+            ) as r,
+        ):
+            assert r.status_code == 200
+            text = (await r.aread()).decode()
         events = [ln[6:] for ln in text.splitlines() if ln.startswith("data: ")]
         assert events[-1] == "[DONE]"
         assert '"error"' in events[-2] and "died mid-stream" in events[-2]
@@ -311,8 +319,9 @@ async def test_client_disconnect_cancels_the_upstream_stream(two) -> None:
     cat = single_model_catalog(a.url)
     async with running_gateway(cat) as h:
         async with aiohttp.ClientSession() as s:
-            resp = await s.post(h.url + "/v1/chat/completions",
-                                json={"model": "default-chat", "messages": MSG, "stream": True})
+            resp = await s.post(
+                h.url + "/v1/chat/completions", json={"model": "default-chat", "messages": MSG, "stream": True}
+            )
             first = await resp.content.readline()
             assert first.startswith(b"data: ")
             resp.close()  # the caller goes away mid-stream

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
@@ -35,7 +35,11 @@ def _catalog(ups: dict[str, RecordingUpstream]):
         backends={n: {"base_url": u.url} for n, u in ups.items()},
         models={
             "new-chat": {"family": "thinker", "placements": [{"backend": "a", "name": "gemma-4-31b-q4"}]},
-            "old-chat": {"deprecated": True, "sunset": "2030-06-01", "placements": [{"backend": "b", "name": "qwen3-35b"}]},
+            "old-chat": {
+                "deprecated": True,
+                "sunset": "2030-06-01",
+                "placements": [{"backend": "b", "name": "qwen3-35b"}],
+            },
             "vis-model": {"capabilities": ["chat", "vision"], "placements": [{"backend": "vis"}]},
             "emb-model": {"capabilities": ["embed"], "placements": [{"backend": "emb"}]},
             "off-model": {"state": "disabled", "placements": [{"backend": "b"}]},
@@ -85,14 +89,25 @@ async def test_model_id_routes_directly_and_deprecated_models_carry_headers(gw: 
 async def test_auto_classifies_images_audio_and_embeddings(gw: Harness, ups) -> None:
     c = gw.client()
     png = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
-    raw = await c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": png}}]}])
+    raw = await c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": png}}],
+            }
+        ],
+    )
     assert "role=vision; model=vis-model" in raw.headers["x-forge-route"]
     assert (await gw.record(raw.headers["x-forge-request-id"])).image is True
     # Audio input, but no audio-qa role defined: chat-like content falls back to default-chat.
     wav = base64.b64encode(tiny_wav(0.5)).decode()
-    raw = await c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}]}])
+    raw = await c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}]}
+        ],
+    )
     assert raw.headers["x-forge-route"].startswith("role=default-chat;")
     emb = await c.embeddings.with_raw_response.create(model="auto", input=["a", "b"])
     assert emb.headers["x-forge-route"] == "role=embed; model=emb-model; host=local; backend=emb"
@@ -177,6 +192,7 @@ async def test_role_change_routes_the_next_request_anew_and_is_audited(gw: Harne
 
 async def test_caller_request_id_is_kept(gw: Harness) -> None:
     raw = await gw.client().chat.completions.with_raw_response.create(
-        model="default-chat", messages=MSG, extra_headers={"x-request-id": "trace-abc-123"})
+        model="default-chat", messages=MSG, extra_headers={"x-request-id": "trace-abc-123"}
+    )
     assert raw.headers["x-forge-request-id"] == "trace-abc-123"
     assert (await gw.record("trace-abc-123")).role == "default-chat"

@@ -7,7 +7,7 @@ llama.cpp server accepts the injected field is checked in test_gateway_real.py."
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -37,8 +37,11 @@ async def gw(up: RecordingUpstream) -> AsyncIterator[Harness]:
             "gemma-3": {"family": "plain", "placements": [{"backend": "a"}]},
             "qwen-on": {"family": "always", "placements": [{"backend": "a"}]},
         },
-        families={"thinker": {"thinking": "off-by-default"}, "plain": {"thinking": "none"},
-                  "always": {"thinking": "on"}},
+        families={
+            "thinker": {"thinking": "off-by-default"},
+            "plain": {"thinking": "none"},
+            "always": {"thinking": "on"},
+        },
         roles={"default-chat": {"model": "gemma-4-31b"}, "small": {"model": "gemma-3"}},
     )
     async with running_gateway(cat) as h:
@@ -54,19 +57,21 @@ async def test_policy_injects_enable_thinking_false(gw: Harness, up: RecordingUp
 
 async def test_caller_opt_in_by_body_is_respected(gw: Harness, up: RecordingUpstream) -> None:
     raw = await gw.client().chat.completions.with_raw_response.create(
-        model="default-chat", messages=MSG,
-        extra_body={"chat_template_kwargs": {"enable_thinking": True, "custom": 1}})
+        model="default-chat", messages=MSG, extra_body={"chat_template_kwargs": {"enable_thinking": True, "custom": 1}}
+    )
     assert up.bodies()[-1]["chat_template_kwargs"] == {"enable_thinking": True, "custom": 1}
     assert (await gw.record(raw.headers["x-forge-request-id"])).thinking_injected is False
 
 
 async def test_caller_opt_in_by_header_injects_true(gw: Harness, up: RecordingUpstream) -> None:
-    await gw.client().chat.completions.create(model="default-chat", messages=MSG,
-                                              extra_headers={"x-forge-thinking": "on"})
+    await gw.client().chat.completions.create(
+        model="default-chat", messages=MSG, extra_headers={"x-forge-thinking": "on"}
+    )
     assert up.bodies()[-1]["chat_template_kwargs"] == {"enable_thinking": True}
     # Other keys the caller set survive the injection.
-    await gw.client().chat.completions.create(model="default-chat", messages=MSG,
-                                              extra_body={"chat_template_kwargs": {"custom": "x"}})
+    await gw.client().chat.completions.create(
+        model="default-chat", messages=MSG, extra_body={"chat_template_kwargs": {"custom": "x"}}
+    )
     assert up.bodies()[-1]["chat_template_kwargs"] == {"custom": "x", "enable_thinking": False}
 
 
@@ -82,8 +87,10 @@ async def test_families_without_the_policy_are_left_alone(gw: Harness, up: Recor
 
 async def test_bad_chat_template_kwargs_is_a_caller_error(gw: Harness, up: RecordingUpstream) -> None:
     async with httpx.AsyncClient(base_url=gw.url) as c:
-        r = await c.post("/v1/chat/completions", json={"model": "default-chat", "messages": MSG,
-                                                        "chat_template_kwargs": {"enable_thinking": "no"}})
+        r = await c.post(
+            "/v1/chat/completions",
+            json={"model": "default-chat", "messages": MSG, "chat_template_kwargs": {"enable_thinking": "no"}},
+        )
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "chat_template_kwargs.enable_thinking"
     assert up.requests == []
@@ -102,8 +109,9 @@ async def test_leaked_think_block_is_moved_out_of_content(gw: Harness, up: Recor
 
 async def test_caller_who_opted_in_gets_the_block_untouched(gw: Harness, up: RecordingUpstream) -> None:
     up.behaviour.content = LEAK
-    r = await gw.client().chat.completions.create(model="default-chat", messages=MSG,
-                                                  extra_headers={"x-forge-thinking": "on"})
+    r = await gw.client().chat.completions.create(
+        model="default-chat", messages=MSG, extra_headers={"x-forge-thinking": "on"}
+    )
     assert r.choices[0].message.content == LEAK
 
 
@@ -124,10 +132,11 @@ async def test_stream_strip_with_tags_split_across_chunks(gw: Harness, up: Recor
 
 async def test_stream_without_leak_is_forwarded_verbatim(gw: Harness, up: RecordingUpstream) -> None:
     up.behaviour.chunks = ["<b>", "not thinking", "</b>"]
-    async with httpx.AsyncClient(base_url=gw.url) as c:
-        async with c.stream("POST", "/v1/chat/completions",
-                            json={"model": "default-chat", "messages": MSG, "stream": True}) as r:
-            text = (await r.aread()).decode()
+    async with (
+        httpx.AsyncClient(base_url=gw.url) as c,
+        c.stream("POST", "/v1/chat/completions", json={"model": "default-chat", "messages": MSG, "stream": True}) as r,
+    ):
+        text = (await r.aread()).decode()
     assert text.count("data: ") == 6 and text.rstrip().endswith("data: [DONE]")
     assert '"content":"<b>"' in text.replace(" ", "")
     assert "reasoning_content" not in text
@@ -146,19 +155,22 @@ async def test_unterminated_think_at_end_of_stream_stays_reasoning(gw: Harness, 
 
 
 # ---------------------------------------------------------------------- the state machine itself
-@pytest.mark.parametrize("text,content,reasoning", [
-    (LEAK, "2 + 2 = 4", "\nThe user asks a basic arithmetic question.\n"),
-    ("  <think>a</think>b", "b", "a"),
-    ("no think here", "no think here", ""),
-    ("<thinking>x", "<thinking>x", ""),
-    ("<th", "<th", ""),
-    ("answer <think>mid</think>", "answer <think>mid</think>", ""),
-    ("<think>open only", "", "open only"),
-])
+@pytest.mark.parametrize(
+    "text,content,reasoning",
+    [
+        (LEAK, "2 + 2 = 4", "\nThe user asks a basic arithmetic question.\n"),
+        ("  <think>a</think>b", "b", "a"),
+        ("no think here", "no think here", ""),
+        ("<thinking>x", "<thinking>x", ""),
+        ("<th", "<th", ""),
+        ("answer <think>mid</think>", "answer <think>mid</think>", ""),
+        ("<think>open only", "", "open only"),
+    ],
+)
 def test_stripper_every_split_point(text: str, content: str, reasoning: str) -> None:
     for cuts in ([i] for i in range(len(text) + 1)):
         for j in range(cuts[0], len(text) + 1):
-            pieces = [text[:cuts[0]], text[cuts[0]:j], text[j:]]
+            pieces = [text[: cuts[0]], text[cuts[0] : j], text[j:]]
             st = ThinkStripper()
             c = r = ""
             for p in pieces:

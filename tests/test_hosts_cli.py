@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -32,21 +33,36 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 def write_config(path: Path, hosts: dict[str, Any], models: dict[str, Any] | None = None) -> Path:
     first = next(iter(hosts))
     models = models or {"m": {"family": "f", "architecture": "gemma3", "placements": [{"backend": "b"}]}}
-    path.write_text(yaml.safe_dump({
-        "gateway": {"port": 1},  # nothing listens there: smoke steps are skipped, and say so
-        "hosts": hosts,
-        "backends": {"b": {"host": first, "kind": "llama-server", "base_url": "http://127.0.0.1:1"}},
-        "families": {"f": {}},
-        "models": models,
-        "roles": {"default-chat": {"model": next(iter(models))}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"port": 1},  # nothing listens there: smoke steps are skipped, and say so
+                "hosts": hosts,
+                "backends": {"b": {"host": first, "kind": "llama-server", "base_url": "http://127.0.0.1:1"}},
+                "families": {"f": {}},
+                "models": models,
+                "roles": {"default-chat": {"model": next(iter(models))}},
+            }
+        )
+    )
     return path
 
 
 def ssh_host(s: Sshd, **extra: Any) -> dict[str, Any]:
-    return {"address": s.address, "platform": "cpu", "memory_budget_gb": 8,
-            "ssh": {"user": s.user, "port": s.port, "key_file": str(s.client_key), "known_hosts": str(s.known_hosts),
-                    "connect_timeout_s": 3, "command_timeout_s": 10}, **extra}
+    return {
+        "address": s.address,
+        "platform": "cpu",
+        "memory_budget_gb": 8,
+        "ssh": {
+            "user": s.user,
+            "port": s.port,
+            "key_file": str(s.client_key),
+            "known_hosts": str(s.known_hosts),
+            "connect_timeout_s": 3,
+            "command_timeout_s": 10,
+        },
+        **extra,
+    }
 
 
 def closed_port() -> int:
@@ -57,8 +73,17 @@ def closed_port() -> int:
 
 @pytest.mark.llama
 def test_preflight_on_the_demo_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--state-dir", str(tmp_path), "preflight", "default-chat", "gemma3-270m-a",
-                 "--config", str(REPO / "config" / "demo.yaml")])
+    code = main(
+        [
+            "--state-dir",
+            str(tmp_path),
+            "preflight",
+            "default-chat",
+            "gemma3-270m-a",
+            "--config",
+            str(REPO / "config" / "demo.yaml"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.splitlines()[0] == "preflight default-chat -> gemma3-270m-a on local"
@@ -67,10 +92,20 @@ def test_preflight_on_the_demo_passes(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_preflight_blocked_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path / "c.yaml", {"gone": {
-        "address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 8,
-        "ssh": {"port": closed_port(), "known_hosts": str(tmp_path / "kh"), "connect_timeout_s": 2}}},
-        models={"m": {"family": "f", "architecture": "gemma3", "gguf": "/srv/m.gguf", "placements": [{"backend": "b"}]}})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            "gone": {
+                "address": "127.0.0.1",
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "ssh": {"port": closed_port(), "known_hosts": str(tmp_path / "kh"), "connect_timeout_s": 2},
+            }
+        },
+        models={
+            "m": {"family": "f", "architecture": "gemma3", "gguf": "/srv/m.gguf", "placements": [{"backend": "b"}]}
+        },
+    )
     (tmp_path / "kh").write_text("")
     code = main(["--state-dir", str(tmp_path / "st"), "preflight", "default-chat", "m", "--config", str(cfg)])
     out = capsys.readouterr().out
@@ -82,9 +117,18 @@ def test_preflight_blocked_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.sshd
 def test_hosts_probe_prints_a_table(sshd: Sshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path / "c.yaml", {"box": ssh_host(sshd), "gone": {
-        "address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 8,
-        "ssh": {"port": closed_port(), "known_hosts": str(sshd.known_hosts), "connect_timeout_s": 2}}})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            "box": ssh_host(sshd),
+            "gone": {
+                "address": "127.0.0.1",
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "ssh": {"port": closed_port(), "known_hosts": str(sshd.known_hosts), "connect_timeout_s": 2},
+            },
+        },
+    )
     code = main(["hosts", "probe", "--config", str(cfg)])
     lines = capsys.readouterr().out.splitlines()
     assert code == 1  # one host is down
@@ -108,9 +152,18 @@ def test_job_verify_streams_and_exits_nonzero_on_an_unknown_architecture(
     repo = make_repo(tmp_path / "llama")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "g4.gguf").write_bytes(probe_gguf("gemma4"))
-    cfg = write_config(tmp_path / "c.yaml", {"box": ssh_host(sshd, build={"source_dir": str(repo.source)})},
-                       models={"g4": {"family": "f", "architecture": "gemma4", "gguf": str(tmp_path / "models" / "g4.gguf"),
-                                      "placements": [{"backend": "b"}]}})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {"box": ssh_host(sshd, build={"source_dir": str(repo.source)})},
+        models={
+            "g4": {
+                "family": "f",
+                "architecture": "gemma4",
+                "gguf": str(tmp_path / "models" / "g4.gguf"),
+                "placements": [{"backend": "b"}],
+            }
+        },
+    )
     code = main(["--state-dir", str(tmp_path / "st"), "job", "verify", "box", "--config", str(cfg)])
     out = capsys.readouterr()
     assert code == 1

@@ -91,8 +91,10 @@ async def test_remote_read_errors_are_clear(tmp_path: Path) -> None:
 def test_classify_reads_the_loaders_words() -> None:
     unknown = "llama_model_load: error loading model: unknown model architecture: 'gemma4'\n"
     assert classify("gemma4", unknown, 1).outcome == "unknown"
-    known = "E llama_model_load: error loading model: error loading model hyperparameters: " \
-            "key not found in model: gemma3.context_length\n"
+    known = (
+        "E llama_model_load: error loading model: error loading model hyperparameters: "
+        "key not found in model: gemma3.context_length\n"
+    )
     assert classify("gemma3", known, 1).outcome == "known"
     # A missing key of another architecture is not evidence for this one.
     assert classify("gemma3", known.replace("gemma3.", "llama."), 1).outcome == "inconclusive"

@@ -13,9 +13,10 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -62,15 +63,17 @@ class Lab:
         return out.stderr.splitlines()[0]
 
     def head(self) -> str:
-        return subprocess.run(["git", "-C", str(self.repo.source), "rev-parse", "HEAD"], capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(self.repo.source), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
 
     def backups(self) -> list[Path]:
         return sorted(self.repo.source.glob("build.bak-*"))
 
 
-def make_catalog(s: Sshd, repo: FakeLlamaRepo, models_dir: Path, llama_url: str, restart_log: Path,
-                 **kw: Any) -> Catalog:
+def make_catalog(
+    s: Sshd, repo: FakeLlamaRepo, models_dir: Path, llama_url: str, restart_log: Path, **kw: Any
+) -> Catalog:
     return Catalog.model_validate(lab_catalog_data(s, repo, models_dir, llama_url, restart_log, **kw))
 
 
@@ -83,11 +86,11 @@ async def lab_factory(sshd: Sshd, gguf_dir: Path, llama_server: Any, tmp_path: P
         restart_log = tmp_path / f"restarts{len(made)}.log"
         cat = make_catalog(sshd, repo, gguf_dir, llama_server.url, restart_log, **kw)
         state_dir = tmp_path / f"state{len(made)}"
-        rt = Runtime(tmp_path / "forge.yaml", catalog=cat, state_dir=state_dir, port=0, with_hosts=False,
-                     history=False)
+        rt = Runtime(tmp_path / "forge.yaml", catalog=cat, state_dir=state_dir, port=0, with_hosts=False, history=False)
         await rt.start()
-        svc = HostsService(cat, state_dir=state_dir, gateway_url=lambda: rt.url, state=rt.state,
-                           job_timeouts=JobTimeouts(smoke=120))
+        svc = HostsService(
+            cat, state_dir=state_dir, gateway_url=lambda: rt.url, state=rt.state, job_timeouts=JobTimeouts(smoke=120)
+        )
         lab = Lab(repo, cat, rt, svc, state_dir, restart_log)
         made.append(lab)
         return lab
@@ -116,16 +119,36 @@ async def test_verify_then_rebuild_then_verify(lab_factory: Any) -> None:
     first = await run_job(lab.svc, "verify")
     assert first.state == "failed", first
     assert first.error and first.error.startswith("step architectures failed")
-    assert "gemma4-chat (gemma4): llama_model_load: error loading model: error loading model architecture: " \
-           "unknown model architecture: 'gemma4'" in first.error
-    assert steps(lab.svc, first.id) == {"connect": "ok", "version": "ok", "architectures": "failed",
-                                        "regression": "pending"}
+    assert (
+        "gemma4-chat (gemma4): llama_model_load: error loading model: error loading model architecture: "
+        "unknown model architecture: 'gemma4'" in first.error
+    )
+    assert steps(lab.svc, first.id) == {
+        "connect": "ok",
+        "version": "ok",
+        "architectures": "failed",
+        "regression": "pending",
+    }
 
     job = await run_job(lab.svc, "rebuild")
     log = "\n".join(lab.svc.job_log(job.id))
     assert job.state == "succeeded", (job, log[-3000:])
-    assert steps(lab.svc, job.id) == {s: "ok" for s in ["connect", "backup", "update", "configure", "build", "version",
-                                                        "architectures", "regression", "restart", "smoke", "cleanup"]}
+    assert steps(lab.svc, job.id) == {
+        s: "ok"
+        for s in [
+            "connect",
+            "backup",
+            "update",
+            "configure",
+            "build",
+            "version",
+            "architectures",
+            "regression",
+            "restart",
+            "smoke",
+            "cleanup",
+        ]
+    }
     assert all(s["duration_s"] is not None for s in lab.svc.job_steps(job.id))
     assert lab.head() == lab.repo.commits["v2"]
     assert lab.binary_version() == f"version: 0.3.0-dev (build 2, commit {lab.repo.commits['v2'][:9]})" != v1
@@ -202,14 +225,25 @@ def _sleeping(tag: str) -> bool:
 async def test_verify_catches_an_unknown_architecture_that_real_llama_cpp_cannot_load(
     lab_factory: Any, gguf_dir: Path
 ) -> None:
-    lab: Lab = await lab_factory(extra_models={
-        "gemma9-chat": {"family": "gemma3", "architecture": "gemma9", "gguf": str(gguf_dir / "gemma9-tiny.gguf"),
-                        "capabilities": ["chat"], "memory_gb": 0.1, "state": "on-demand",
-                        "placements": [{"backend": "box-llama"}]}})
+    lab: Lab = await lab_factory(
+        extra_models={
+            "gemma9-chat": {
+                "family": "gemma3",
+                "architecture": "gemma9",
+                "gguf": str(gguf_dir / "gemma9-tiny.gguf"),
+                "capabilities": ["chat"],
+                "memory_gb": 0.1,
+                "state": "on-demand",
+                "placements": [{"backend": "box-llama"}],
+            }
+        }
+    )
     job = await run_job(lab.svc, "verify")
     assert job.state == "failed" and job.error
-    assert "gemma9-chat (gemma9): llama_model_load: error loading model: error loading model architecture: " \
-           "unknown model architecture: 'gemma9'" in job.error
+    assert (
+        "gemma9-chat (gemma9): llama_model_load: error loading model: error loading model architecture: "
+        "unknown model architecture: 'gemma9'" in job.error
+    )
     # The same file, given to the real llama.cpp loader (xllamacpp, in a child process).
     from forge_tui.launch import check_gguf_loads
 
@@ -218,21 +252,50 @@ async def test_verify_catches_an_unknown_architecture_that_real_llama_cpp_cannot
 
 
 async def test_preflight_blocks_the_swap_to_an_unloadable_model(lab_factory: Any, gguf_dir: Path) -> None:
-    lab: Lab = await lab_factory(extra_models={
-        "gemma9-chat": {"family": "gemma3", "architecture": "gemma9", "gguf": str(gguf_dir / "gemma9-tiny.gguf"),
-                        "capabilities": ["chat"], "memory_gb": 0.1, "state": "on-demand",
-                        "placements": [{"backend": "box-llama"}]},
-        "mislabeled": {"family": "gemma3", "architecture": "gemma4", "gguf": str(gguf_dir / "gemma9-tiny.gguf"),
-                       "capabilities": ["chat"], "placements": [{"backend": "box-llama"}]},
-        "absent": {"family": "gemma3", "architecture": "gemma3", "gguf": str(gguf_dir / "not-downloaded.gguf"),
-                   "capabilities": ["chat"], "placements": [{"backend": "box-llama"}]},
-        "huge": {"family": "gemma3", "architecture": "gemma3", "gguf": str(gguf_dir / "gemma-3-270m.gguf"),
-                 "capabilities": ["chat"], "memory_gb": 9.0, "placements": [{"backend": "box-llama"}]}})
+    lab: Lab = await lab_factory(
+        extra_models={
+            "gemma9-chat": {
+                "family": "gemma3",
+                "architecture": "gemma9",
+                "gguf": str(gguf_dir / "gemma9-tiny.gguf"),
+                "capabilities": ["chat"],
+                "memory_gb": 0.1,
+                "state": "on-demand",
+                "placements": [{"backend": "box-llama"}],
+            },
+            "mislabeled": {
+                "family": "gemma3",
+                "architecture": "gemma4",
+                "gguf": str(gguf_dir / "gemma9-tiny.gguf"),
+                "capabilities": ["chat"],
+                "placements": [{"backend": "box-llama"}],
+            },
+            "absent": {
+                "family": "gemma3",
+                "architecture": "gemma3",
+                "gguf": str(gguf_dir / "not-downloaded.gguf"),
+                "capabilities": ["chat"],
+                "placements": [{"backend": "box-llama"}],
+            },
+            "huge": {
+                "family": "gemma3",
+                "architecture": "gemma3",
+                "gguf": str(gguf_dir / "gemma-3-270m.gguf"),
+                "capabilities": ["chat"],
+                "memory_gb": 9.0,
+                "placements": [{"backend": "box-llama"}],
+            },
+        }
+    )
     state = lab.runtime.state
 
     ok = await lab.svc.preflight("default-chat", "gemma3-chat", state)
     assert [(c.name, c.outcome) for c in ok.checks] == [
-        ("capabilities", "pass"), ("weights", "pass"), ("architecture", "pass"), ("memory", "pass")]
+        ("capabilities", "pass"),
+        ("weights", "pass"),
+        ("architecture", "pass"),
+        ("memory", "pass"),
+    ]
     size = f"{(gguf_dir / 'gemma-3-270m.gguf').stat().st_size / 1e6:.2f} MB"
     assert f"gemma-3-270m.gguf on box: {size}, GGUF v3, declares general.architecture='gemma3'" in ok.checks[1].evidence
 
@@ -244,7 +307,11 @@ async def test_preflight_blocks_the_swap_to_an_unloadable_model(lab_factory: Any
 
     mis = await lab.svc.preflight("default-chat", "mislabeled", state)
     w = next(c for c in mis.checks if c.name == "weights")
-    assert w.outcome == "fail" and "declares general.architecture='gemma9'" in w.evidence and "the catalog says 'gemma4'" in w.evidence
+    assert (
+        w.outcome == "fail"
+        and "declares general.architecture='gemma9'" in w.evidence
+        and "the catalog says 'gemma4'" in w.evidence
+    )
 
     gone = await lab.svc.preflight("default-chat", "absent", state)
     w = next(c for c in gone.checks if c.name == "weights")
@@ -289,14 +356,28 @@ def test_a_job_interrupted_by_a_crash_is_recorded(tmp_path: Path) -> None:
 
     d = tmp_path / "jobs"
     d.mkdir()
-    (d / "rebuild-box-1.running.json").write_text(json.dumps({
-        "id": "rebuild-box-1", "kind": "rebuild", "host": "box", "state": "running", "started": 1.0,
-        "finished": None, "error": None, "restored": None, "backup": "/src/build.bak-20261201-101010",
-        "steps": [{"name": "backup", "state": "ok"}, {"name": "build", "state": "running"}]}))
+    (d / "rebuild-box-1.running.json").write_text(
+        json.dumps(
+            {
+                "id": "rebuild-box-1",
+                "kind": "rebuild",
+                "host": "box",
+                "state": "running",
+                "started": 1.0,
+                "finished": None,
+                "error": None,
+                "restored": None,
+                "backup": "/src/build.bak-20261201-101010",
+                "steps": [{"name": "backup", "state": "ok"}, {"name": "build", "state": "running"}],
+            }
+        )
+    )
     mgr = JobManager(tmp_path)
     (info,) = mgr.jobs()
     assert (info.state, info.step) == ("failed", "build")
-    assert info.error == ("interrupted: forge-tui stopped while the job ran; the build backup was left in place at "
-                          "/src/build.bak-20261201-101010")
+    assert info.error == (
+        "interrupted: forge-tui stopped while the job ran; the build backup was left in place at "
+        "/src/build.bak-20261201-101010"
+    )
     assert not (d / "rebuild-box-1.running.json").exists()
     assert len(JobManager(tmp_path).jobs()) == 1  # recorded once

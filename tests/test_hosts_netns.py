@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -41,17 +41,32 @@ def two_hosts(tmp_path: Path) -> Iterator[list[tuple[Netns, Sshd]]]:
 
 def _catalog(hosts: list[tuple[Netns, Sshd]]) -> Catalog:
     def host(ns: Netns, s: Sshd) -> dict[str, object]:
-        return {"address": ns.inner_ip, "platform": "cpu", "memory_budget_gb": 8,
-                "ssh": {"user": s.user, "port": 22, "key_file": str(s.client_key), "known_hosts": str(s.known_hosts),
-                        "connect_timeout_s": 1.5, "command_timeout_s": 1.5, "keepalive_s": 1}}
+        return {
+            "address": ns.inner_ip,
+            "platform": "cpu",
+            "memory_budget_gb": 8,
+            "ssh": {
+                "user": s.user,
+                "port": 22,
+                "key_file": str(s.client_key),
+                "known_hosts": str(s.known_hosts),
+                "connect_timeout_s": 1.5,
+                "command_timeout_s": 1.5,
+                "keepalive_s": 1,
+            },
+        }
 
-    return Catalog.model_validate({
-        "hosts": {"alpha": host(*hosts[0]), "beta": host(*hosts[1])},
-        "backends": {"b": {"host": "alpha", "kind": "llama-server", "base_url": f"http://{hosts[0][0].inner_ip}:8080"}},
-        "families": {"f": {}},
-        "models": {"m": {"family": "f", "architecture": "gemma3", "placements": [{"backend": "b"}]}},
-        "roles": {"default-chat": {"model": "m"}},
-    })
+    return Catalog.model_validate(
+        {
+            "hosts": {"alpha": host(*hosts[0]), "beta": host(*hosts[1])},
+            "backends": {
+                "b": {"host": "alpha", "kind": "llama-server", "base_url": f"http://{hosts[0][0].inner_ip}:8080"}
+            },
+            "families": {"f": {}},
+            "models": {"m": {"family": "f", "architecture": "gemma3", "placements": [{"backend": "b"}]}},
+            "roles": {"default-chat": {"model": "m"}},
+        }
+    )
 
 
 async def _until(cond, timeout: float) -> float:  # type: ignore[no-untyped-def]

@@ -31,15 +31,29 @@ def test_every_sample_has_a_test() -> None:
 
 def test_amd_smi_metric_list_shape_rx6600() -> None:
     (g,) = amd.parse_amd_smi_metric_json(sample("amd-smi-metric-json-rx6600-list-shape.json"))
-    assert g == GpuMemory(index=0, source="amd-smi", name=None, vram_total=8176 * MIB, vram_used=202 * MIB,
-                          gtt_total=64357 * MIB, gtt_used=65 * MIB, util_pct=1.0)
+    assert g == GpuMemory(
+        index=0,
+        source="amd-smi",
+        name=None,
+        vram_total=8176 * MIB,
+        vram_used=202 * MIB,
+        gtt_total=64357 * MIB,
+        gtt_used=65 * MIB,
+        util_pct=1.0,
+    )
     assert g.ceiling == 8176 * MIB  # a discrete card: GTT is not model memory
 
 
 def test_amd_smi_metric_gpu_data_shape_rx7800xt() -> None:
     (g,) = amd.parse_amd_smi_metric_json(sample("amd-smi-metric-mem-usage-gpu_data-shape.trimmed.json"))
     assert (g.index, g.name, g.vram_total, g.vram_used, g.gtt_total, g.util_pct) == (
-        0, "AMD Radeon RX 7800 XT", 16368 * MIB, 14569 * MIB, None, 2.0)
+        0,
+        "AMD Radeon RX 7800 XT",
+        16368 * MIB,
+        14569 * MIB,
+        None,
+        2.0,
+    )
 
 
 def test_amd_smi_metric_other_shapes() -> None:
@@ -77,7 +91,13 @@ def test_rocm_smi_json_mi100_four_cards_and_system_key() -> None:
     assert [g.index for g in gpus] == [0, 1, 2, 3]
     for g in gpus:
         assert (g.name, g.vram_total, g.vram_used, g.gtt_total, g.gtt_used, g.util_pct) == (
-            "Arcturus GL-XL [Instinct MI100]", 34342961152, 6750208, 135138402304, 11354112, 0.0)
+            "Arcturus GL-XL [Instinct MI100]",
+            34342961152,
+            6750208,
+            135138402304,
+            11354112,
+            0.0,
+        )
     r = reading_from_gpus(gpus, "rocm-smi")
     assert (r.total_bytes, r.used_bytes) == (4 * 34342961152, 4 * 6750208)
 
@@ -87,26 +107,51 @@ def test_rocm_smi_json_rx6700xt_leading_blank_line() -> None:
     assert text.startswith("\n")
     (g,) = amd.parse_rocm_smi_json(text)
     assert (g.name, g.vram_total, g.vram_used, g.gtt_total, g.gtt_used, g.gfx_target, g.util_pct) == (
-        "Navi 22 [Radeon RX 6700/6700 XT / 6800M]", 12868124672, 1572745216, 16792432640, 242036736, "gfx1031", 0.0)
+        "Navi 22 [Radeon RX 6700/6700 XT / 6800M]",
+        12868124672,
+        1572745216,
+        16792432640,
+        242036736,
+        "gfx1031",
+        0.0,
+    )
 
 
 def test_rocm_smi_json_rx7800xt_gpustack() -> None:
     (g,) = amd.parse_rocm_smi_json(sample("rocm-smi-json-showmeminfo-vram-rx7800xt-rocm624.json"))
     assert (g.name, g.vram_total, g.vram_used, g.gtt_total, g.util_pct, g.gfx_target) == (
-        "Navi 32 [Radeon RX 7700 XT / 7800 XT]", 17163091968, 11615076352, None, 100.0, "gfx11001")
+        "Navi 32 [Radeon RX 7700 XT / 7800 XT]",
+        17163091968,
+        11615076352,
+        None,
+        100.0,
+        "gfx11001",
+    )
 
 
 def test_rocm_smi_json_rx7900xt() -> None:
     (g,) = amd.parse_rocm_smi_json(sample("rocm-smi-showproductname-showuse-showmeminfo-vram-rx7900xt.json"))
     assert (g.index, g.name, g.vram_total, g.vram_used, g.util_pct, g.gfx_target) == (
-        0, "Radeon RX 7900 XT", 21458059264, 27856896, 0.0, "gfx1100")
+        0,
+        "Radeon RX 7900 XT",
+        21458059264,
+        27856896,
+        0.0,
+        "gfx1100",
+    )
 
 
 def test_rocm_smi_csv_rx7900xt_matches_its_json() -> None:
     (c,) = amd.parse_rocm_smi_csv(sample("rocm-smi-showproductname-showuse-showmeminfo-vram-rx7900xt.csv"))
     (j,) = amd.parse_rocm_smi_json(sample("rocm-smi-showproductname-showuse-showmeminfo-vram-rx7900xt.json"))
     assert (c.index, c.name, c.vram_total, c.vram_used, c.util_pct, c.gfx_target) == (
-        0, "Radeon RX 7900 XT", 21458059264, 27856896, 0.0, "gfx1100")
+        0,
+        "Radeon RX 7900 XT",
+        21458059264,
+        27856896,
+        0.0,
+        "gfx1100",
+    )
     assert c == j
 
 
@@ -167,29 +212,37 @@ def test_sysfs_ttm_pages_limit_is_96_gib() -> None:
 
 def test_sysfs_dump_strix_halo_apu_gtt_is_the_ceiling() -> None:
     """512 MiB UMA carve-out + 128 GiB GTT (the samples' Beelink GTR9), KFD says gfx1151 (110501)."""
-    dump = "\n".join([
-        f"card1 mem_info_vram_total {sample('sysfs-mem_info_vram_total-strixhalo-512m-uma.txt').strip()}",
-        "card1 mem_info_vram_used 368111616",
-        f"card1 mem_info_gtt_total {sample('sysfs-mem_info_gtt_total-strixhalo-gttsize-128g.txt').strip()}",
-        "card1 mem_info_gtt_used 21474836480",
-        "card1 render_minor 128",
-        "kfd 128 110501",
-        "kfd 0 0",
-    ])
+    dump = "\n".join(
+        [
+            f"card1 mem_info_vram_total {sample('sysfs-mem_info_vram_total-strixhalo-512m-uma.txt').strip()}",
+            "card1 mem_info_vram_used 368111616",
+            f"card1 mem_info_gtt_total {sample('sysfs-mem_info_gtt_total-strixhalo-gttsize-128g.txt').strip()}",
+            "card1 mem_info_gtt_used 21474836480",
+            "card1 render_minor 128",
+            "kfd 128 110501",
+            "kfd 0 0",
+        ]
+    )
     (g,) = amd.parse_sysfs_dump(dump)
     assert (g.gfx_target, g.unified, g.ceiling, g.used) == ("gfx1151", True, 137438953472, 368111616 + 21474836480)
 
 
 def test_sysfs_dump_discrete_card_vram_only() -> None:
-    dump = "card0 mem_info_vram_total 17163091968\ncard0 mem_info_vram_used 1000\ncard0 mem_info_gtt_total 99\n" \
-           "card0 render_minor 129\nkfd 129 110000\n"
+    dump = (
+        "card0 mem_info_vram_total 17163091968\ncard0 mem_info_vram_used 1000\ncard0 mem_info_gtt_total 99\n"
+        "card0 render_minor 129\nkfd 129 110000\n"
+    )
     (g,) = amd.parse_sysfs_dump(dump)
     assert (g.gfx_target, g.unified, g.ceiling, g.used) == ("gfx1100", False, 17163091968, 1000)
 
 
 def test_gfx_target_version_mapping() -> None:
     assert [amd.gfx_from_target_version(v) for v in (110501, 110000, 90012, 90402)] == [
-        "gfx1151", "gfx1100", "gfx90c", "gfx942"]
+        "gfx1151",
+        "gfx1100",
+        "gfx90c",
+        "gfx942",
+    ]
 
 
 def test_dmesg_strix_halo_bios_carveout() -> None:
@@ -212,7 +265,8 @@ def test_dmesg_gttsize_deprecated_warnings() -> None:
 
 def test_nvidia_csv_noheader_nounits_probe_query() -> None:
     gpus = nvidia.parse_nvidia_memory_csv(
-        sample("nvidia-smi-query-gpu-index-name-memused-memtotal-util-csv-noheader-nounits-2gpu.txt"))
+        sample("nvidia-smi-query-gpu-index-name-memused-memtotal-util-csv-noheader-nounits-2gpu.txt")
+    )
     assert [(g.index, g.name, g.vram_used, g.vram_total, g.util_pct) for g in gpus] == [
         (0, "NVIDIA GeForce RTX 4080 SUPER", 1309 * MIB, 16376 * MIB, 0.0),
         (1, "NVIDIA GeForce RTX 4080 SUPER", 13625 * MIB, 16376 * MIB, 0.0),
@@ -223,7 +277,9 @@ def test_nvidia_csv_noheader_with_units() -> None:
     fields = ("index", "name", "memory.total", "memory.used", "utilization.gpu", "temperature.gpu")
     gpus = nvidia.parse_nvidia_memory_csv(sample("nvidia-smi-query-gpu-csv-noheader-units-2gpu.txt"), fields)
     assert [(g.index, g.vram_used, g.vram_total, g.util_pct) for g in gpus] == [
-        (0, 1309 * MIB, 16376 * MIB, 0.0), (1, 13625 * MIB, 16376 * MIB, 0.0)]
+        (0, 1309 * MIB, 16376 * MIB, 0.0),
+        (1, 13625 * MIB, 16376 * MIB, 0.0),
+    ]
     rows = nvidia.parse_nvidia_csv(sample("nvidia-smi-query-gpu-csv-noheader-units-2gpu.txt"), fields)
     assert rows[1]["temperature.gpu"] == "39"
 
@@ -234,23 +290,40 @@ def test_nvidia_csv_header_units_na_tesla_p100() -> None:
     assert row["uuid"] == "GPU-ef1b2c9b-38d8-2090-2bd1-f567a3eb42a6"
     assert row["fan.speed"] is None  # [N/A]
     assert row["fan.speed.unit"] == "%"
-    assert (row["pstate"], row["memory.reserved"], row["memory.used"], row["memory.free"]) == ("P0", "103", "0", "16280")
+    assert (row["pstate"], row["memory.reserved"], row["memory.used"], row["memory.free"]) == (
+        "P0",
+        "103",
+        "0",
+        "16280",
+    )
     assert (row["memory.used.unit"], row["power.draw"], row["clocks.current.video"]) == ("MiB", "28.16", "835")
 
 
 def test_nvidia_xml_rtx3080_v13() -> None:
     (g,) = nvidia.parse_nvidia_xml(sample("nvidia-smi-q-x-rtx3080-v13.xml"))
     assert (g.index, g.name, g.vram_total, g.vram_used, g.util_pct) == (
-        0, "NVIDIA GeForce RTX 3080", 10240 * MIB, 9184 * MIB, 65.0)
+        0,
+        "NVIDIA GeForce RTX 3080",
+        10240 * MIB,
+        9184 * MIB,
+        65.0,
+    )
 
 
 def test_nvidia_xml_a100_mig_devices_are_detail_not_extra_memory() -> None:
     gpus = nvidia.parse_nvidia_xml(sample("nvidia-smi-q-x-a100-sxm4-mig.xml"))
     gpu, *migs = gpus
     assert (gpu.name, gpu.vram_total, gpu.vram_used, gpu.util_pct, gpu.parent) == (
-        "NVIDIA A100-SXM4-40GB", 40960 * MIB, 38 * MIB, None, None)
+        "NVIDIA A100-SXM4-40GB",
+        40960 * MIB,
+        38 * MIB,
+        None,
+        None,
+    )
     assert [(m.name, m.vram_total, m.vram_used, m.parent) for m in migs] == [
-        ("MIG GI 1 CI 0", 19968 * MIB, 19 * MIB, 0), ("MIG GI 2 CI 0", 19968 * MIB, 19 * MIB, 0)]
+        ("MIG GI 1 CI 0", 19968 * MIB, 19 * MIB, 0),
+        ("MIG GI 2 CI 0", 19968 * MIB, 19 * MIB, 0),
+    ]
     r = reading_from_gpus(gpus, "nvidia-smi")
     assert (r.total_bytes, r.used_bytes) == (40960 * MIB, 38 * MIB)
 
@@ -264,7 +337,9 @@ def test_sysctl_hw_memsize() -> None:
 
 def test_sysctl_a_grep_memsize() -> None:
     assert apple.parse_sysctl(sample("sysctl-a-grep-hw.memsize-m1-16gb.txt")) == {
-        "hw.memsize": "17179869184", "hw.memsize_usable": "16383606784"}
+        "hw.memsize": "17179869184",
+        "hw.memsize_usable": "16383606784",
+    }
 
 
 def test_sysctl_wired_limit_default_policy() -> None:
@@ -284,7 +359,10 @@ def test_sysctl_wired_limit_set() -> None:
 def test_sysctl_pressure_heavy_is_critical() -> None:
     sc = apple.parse_sysctl(sample("sysctl-vm-pressure-level-heavy-load.txt"))
     assert (sc["vm.memory_pressure"], sc["kern.memorystatus_vm_pressure_level"], sc["vm.page_free_count"]) == (
-        "1693", "4", "32572")
+        "1693",
+        "4",
+        "32572",
+    )
     r = apple.apple_reading("hw.memsize: 17179869184\n" + sample("sysctl-vm-pressure-level-heavy-load.txt"), None)
     assert r.pressure == "critical"
 
@@ -304,10 +382,15 @@ def test_vm_stat_macos26_m5pro() -> None:
 
 
 def test_apple_reading_with_vm_stat() -> None:
-    r = apple.apple_reading("hw.memsize: 51539607552\nkern.memorystatus_vm_pressure_level: 2\n",
-                            sample("vm_stat-m5pro-48gb-macos26.txt"))
+    r = apple.apple_reading(
+        "hw.memsize: 51539607552\nkern.memorystatus_vm_pressure_level: 2\n", sample("vm_stat-m5pro-48gb-macos26.txt")
+    )
     assert (r.total_bytes, r.used_bytes, r.pressure, r.source) == (
-        48 * GIB, (1176672 + 291583 + 244173) * 16384, "warn", "sysctl hw.memsize + vm_stat")
+        48 * GIB,
+        (1176672 + 291583 + 244173) * 16384,
+        "warn",
+        "sysctl hw.memsize + vm_stat",
+    )
     assert r.gpus[0].vram_total == int(48 * GIB * 0.75)
 
 
@@ -340,13 +423,25 @@ def test_proc_meminfo_of_this_machine() -> None:
 def test_llama_server_version_new_format() -> None:
     v = serving.parse_llama_version(sample("llama-server-version-new-format.partial.txt"))
     assert (v.version, v.build, v.commit, v.compiler, v.target, v.label) == (
-        "0.3.0-dev", 10621, "c1d0e7a00", None, None, "b10621 (c1d0e7a00)")
+        "0.3.0-dev",
+        10621,
+        "c1d0e7a00",
+        None,
+        None,
+        "b10621 (c1d0e7a00)",
+    )
 
 
 def test_llama_server_version_old_format_empty_target() -> None:
     v = serving.parse_llama_version(sample("llama-server-version-old-format-msvc.txt"))
     assert (v.version, v.build, v.commit, v.compiler, v.target, v.label) == (
-        None, 4291, "ce8784bd", "MSVC 19.29.30157.0", None, "b4291 (ce8784bd)")
+        None,
+        4291,
+        "ce8784bd",
+        "MSVC 19.29.30157.0",
+        None,
+        "b4291 (ce8784bd)",
+    )
 
 
 def test_llama_cli_version_rocm_prelude() -> None:
@@ -357,11 +452,18 @@ def test_llama_cli_version_rocm_prelude() -> None:
 
 
 def test_llama_version_with_built_line_and_cuda_device() -> None:
-    text = ("ggml_cuda_init: found 1 CUDA devices:\n  Device 0: NVIDIA GeForce RTX 4090, compute capability 8.9, "
-            "VMM: yes\nversion: 6327 (4d74393b)\nbuilt with cc (Debian 12.2.0-14) 12.2.0 for x86_64-linux-gnu\n")
+    text = (
+        "ggml_cuda_init: found 1 CUDA devices:\n  Device 0: NVIDIA GeForce RTX 4090, compute capability 8.9, "
+        "VMM: yes\nversion: 6327 (4d74393b)\nbuilt with cc (Debian 12.2.0-14) 12.2.0 for x86_64-linux-gnu\n"
+    )
     v = serving.parse_llama_version(text)
     assert (v.build, v.commit, v.compiler, v.target, v.backend) == (
-        6327, "4d74393b", "cc (Debian 12.2.0-14) 12.2.0", "x86_64-linux-gnu", "CUDA")
+        6327,
+        "4d74393b",
+        "cc (Debian 12.2.0-14) 12.2.0",
+        "x86_64-linux-gnu",
+        "CUDA",
+    )
     assert v.devices == (serving.GgmlDevice(0, "NVIDIA GeForce RTX 4090", None, None),)
 
 
@@ -381,25 +483,58 @@ def test_build_info_from_props() -> None:
 def test_llama_swap_version_running_performance() -> None:
     v = serving.parse_swap_version({"version": "v250", "commit": "0123456789abcdef", "build_date": "2026-10-01"})
     assert v.label == "llama-swap v250 (01234567)"
-    running = serving.parse_swap_running({"running": [
-        {"model": "gemma-4-31b", "state": "ready", "cmd": "x", "proxy": "http://127.0.0.1:5801", "ttl": 60,
-         "name": "", "description": ""},
-        {"model": "qwen3-8b", "state": "starting"},
-    ]})
-    assert [(r.model, r.state, r.ttl) for r in running] == [("gemma-4-31b", "ready", 60), ("qwen3-8b", "starting", None)]
-    (g,) = serving.parse_swap_performance({"enabled": True, "gpu_stats": [
-        {"id": 0, "name": "Radeon 8060S", "mem_used_mb": 41000, "mem_total_mb": 98304, "gpu_util_pct": 12,
-         "temp_c": 50}]})
+    running = serving.parse_swap_running(
+        {
+            "running": [
+                {
+                    "model": "gemma-4-31b",
+                    "state": "ready",
+                    "cmd": "x",
+                    "proxy": "http://127.0.0.1:5801",
+                    "ttl": 60,
+                    "name": "",
+                    "description": "",
+                },
+                {"model": "qwen3-8b", "state": "starting"},
+            ]
+        }
+    )
+    assert [(r.model, r.state, r.ttl) for r in running] == [
+        ("gemma-4-31b", "ready", 60),
+        ("qwen3-8b", "starting", None),
+    ]
+    (g,) = serving.parse_swap_performance(
+        {
+            "enabled": True,
+            "gpu_stats": [
+                {
+                    "id": 0,
+                    "name": "Radeon 8060S",
+                    "mem_used_mb": 41000,
+                    "mem_total_mb": 98304,
+                    "gpu_util_pct": 12,
+                    "temp_c": 50,
+                }
+            ],
+        }
+    )
     assert (g.source, g.vram_used, g.vram_total, g.util_pct) == ("llama-swap", 41000 * MIB, 98304 * MIB, 12.0)
     assert serving.parse_swap_performance({"enabled": False}) == []
 
 
 def test_llama_server_health_props_slots_shapes() -> None:
     assert serving.parse_server_health(200, {"status": "ok"}).state == "ready"
-    h = serving.parse_server_health(503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+    h = serving.parse_server_health(
+        503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+    )
     assert (h.state, h.detail) == ("loading", "Loading model")
-    p = serving.parse_server_props({"build_info": "b6327-4d74393b", "model_path": "/m.gguf", "total_slots": 2,
-                                    "modalities": {"vision": False}})
+    p = serving.parse_server_props(
+        {"build_info": "b6327-4d74393b", "model_path": "/m.gguf", "total_slots": 2, "modalities": {"vision": False}}
+    )
     assert (p.model_path, p.total_slots, p.build.build if p.build else None, p.modalities) == (
-        "/m.gguf", 2, 6327, {"vision": False})
+        "/m.gguf",
+        2,
+        6327,
+        {"vision": False},
+    )
     assert serving.parse_server_slots([{"id": 0, "is_processing": True}, {"id": 1, "is_processing": False}]) == (1, 2)

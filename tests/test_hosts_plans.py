@@ -18,26 +18,46 @@ FORGE = Path(__file__).resolve().parent.parent / "config" / "forge.yaml"
 
 
 def test_hip_plan_for_strix_halo() -> None:
-    p = make_plan(BuildSettings(source_dir="~/src/llama.cpp", backend="hip", gpu_target="gfx1151", ref="b6327",
-                                restart="systemctl --user restart llama-swap"), "/home/forge", 32)
+    p = make_plan(
+        BuildSettings(
+            source_dir="~/src/llama.cpp",
+            backend="hip",
+            gpu_target="gfx1151",
+            ref="b6327",
+            restart="systemctl --user restart llama-swap",
+        ),
+        "/home/forge",
+        32,
+    )
     assert p.source_dir == "/home/forge/src/llama.cpp"
     assert p.build_dir == "/home/forge/src/llama.cpp/build"
     assert p.binary == "/home/forge/src/llama.cpp/build/bin/llama-server"
-    assert p.configure == ("cmake", "-S", ".", "-B", "build", "-DGGML_HIP=ON", "-DAMDGPU_TARGETS=gfx1151",
-                           "-DCMAKE_BUILD_TYPE=Release")
+    assert p.configure == (
+        "cmake",
+        "-S",
+        ".",
+        "-B",
+        "build",
+        "-DGGML_HIP=ON",
+        "-DAMDGPU_TARGETS=gfx1151",
+        "-DCMAKE_BUILD_TYPE=Release",
+    )
     assert p.build == ("cmake", "--build", "build", "--config", "Release", "-j", "32", "--target", "llama-server")
     assert p.update == (("git", "fetch", "--tags", "origin", "b6327"), ("git", "checkout", "--detach", "FETCH_HEAD"))
     assert p.restart == ("sh", "-c", "systemctl --user restart llama-swap")
     assert p.backup_dir("20261201-101010") == "/home/forge/src/llama.cpp/build.bak-20261201-101010"
 
 
-@pytest.mark.parametrize(("backend", "target", "flags"), [
-    ("cuda", "89", ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=89")),
-    ("cuda", None, ("-DGGML_CUDA=ON",)),
-    ("metal", None, ("-DGGML_METAL=ON",)),
-    ("vulkan", None, ("-DGGML_VULKAN=ON",)),
-    ("cpu", None, ()),
-])
+@pytest.mark.parametrize(
+    ("backend", "target", "flags"),
+    [
+        ("cuda", "89", ("-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=89")),
+        ("cuda", None, ("-DGGML_CUDA=ON",)),
+        ("metal", None, ("-DGGML_METAL=ON",)),
+        ("vulkan", None, ("-DGGML_VULKAN=ON",)),
+        ("cpu", None, ()),
+    ],
+)
 def test_backend_flags(backend: str, target: str | None, flags: tuple[str, ...]) -> None:
     p = make_plan(BuildSettings(source_dir="/opt/llama.cpp", backend=backend, gpu_target=target, jobs=6), "/root", 2)
     assert p.configure == ("cmake", "-S", ".", "-B", "build", *flags, "-DCMAKE_BUILD_TYPE=Release")
@@ -45,21 +65,35 @@ def test_backend_flags(backend: str, target: str | None, flags: tuple[str, ...])
 
 
 def test_configured_commands_run_as_the_operators_shell_text() -> None:
-    p = make_plan(BuildSettings(source_dir="/opt/llama.cpp", build_dir="build-rocm", configure="./configure.sh --rocm",
-                                build="make -j8 llama-server", update="git pull --ff-only"), "/root", 2)
-    assert (p.configure, p.build, p.update) == (("sh", "-c", "./configure.sh --rocm"),
-                                                ("sh", "-c", "make -j8 llama-server"),
-                                                (("sh", "-c", "git pull --ff-only"),))
+    p = make_plan(
+        BuildSettings(
+            source_dir="/opt/llama.cpp",
+            build_dir="build-rocm",
+            configure="./configure.sh --rocm",
+            build="make -j8 llama-server",
+            update="git pull --ff-only",
+        ),
+        "/root",
+        2,
+    )
+    assert (p.configure, p.build, p.update) == (
+        ("sh", "-c", "./configure.sh --rocm"),
+        ("sh", "-c", "make -j8 llama-server"),
+        (("sh", "-c", "git pull --ff-only"),),
+    )
     assert p.binary == "/opt/llama.cpp/build-rocm/bin/llama-server" and not p.derived_update
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    (BuildSettings(backend="hip"), "gpu_target is required for the hip backend"),
-    (BuildSettings(backend="opencl"), "build.backend 'opencl' is not one of"),
-    (BuildSettings(build_dir="."), "must be a subdirectory of source_dir"),
-    (BuildSettings(build_dir="../elsewhere"), "must be a subdirectory of source_dir"),
-    (BuildSettings(source_dir="relative/llama.cpp"), "must be absolute"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (BuildSettings(backend="hip"), "gpu_target is required for the hip backend"),
+        (BuildSettings(backend="opencl"), "build.backend 'opencl' is not one of"),
+        (BuildSettings(build_dir="."), "must be a subdirectory of source_dir"),
+        (BuildSettings(build_dir="../elsewhere"), "must be a subdirectory of source_dir"),
+        (BuildSettings(source_dir="relative/llama.cpp"), "must be absolute"),
+    ],
+)
 def test_plans_that_cannot_build_say_which_field(settings: BuildSettings, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_plan(settings, "/home/forge", 4)
@@ -76,8 +110,10 @@ def test_memory_budget_of_the_story_homelab(forge_state: RoutingState) -> None:
     # Gemma 4 31B stays hot (state: hot) while Qwen3.6 35B takes default-chat back: 21 + 20.5 + 16.8
     # + 15 + 9.2 + 5.1 + 0.3 = 87.9 GB, over 90% of Furnace's 96 GB.
     assert c.outcome == "warn", c.evidence
-    assert c.evidence.startswith("hot on furnace after the change: qwen3.6-chat-35b-a3b 21 GB (role default-chat), "
-                                 "gemma-4-chat-31b 20.5 GB (kept hot)")
+    assert c.evidence.startswith(
+        "hot on furnace after the change: qwen3.6-chat-35b-a3b 21 GB (role default-chat), "
+        "gemma-4-chat-31b 20.5 GB (kept hot)"
+    )
     assert c.evidence.endswith("= 87.9 GB of the 96 GB budget (over 90%)")
 
 

@@ -17,8 +17,9 @@ import asyncio
 import shutil
 import socket
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -57,25 +58,39 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, fakebin: Path) -> Iterator[Ss
 
 
 def ssh(s: Sshd, **kw: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {"user": s.user, "port": s.port, "key_file": str(s.client_key),
-                         "known_hosts": str(s.known_hosts), "connect_timeout_s": 3, "command_timeout_s": 5,
-                         "keepalive_s": 5}
+    d: dict[str, Any] = {
+        "user": s.user,
+        "port": s.port,
+        "key_file": str(s.client_key),
+        "known_hosts": str(s.known_hosts),
+        "connect_timeout_s": 3,
+        "command_timeout_s": 5,
+        "keepalive_s": 5,
+    }
     d.update(kw)
     return d
 
 
-def catalog(hosts: dict[str, dict[str, Any]], backends: dict[str, dict[str, Any]] | None = None,
-            models: dict[str, dict[str, Any]] | None = None) -> Catalog:
+def catalog(
+    hosts: dict[str, dict[str, Any]],
+    backends: dict[str, dict[str, Any]] | None = None,
+    models: dict[str, dict[str, Any]] | None = None,
+) -> Catalog:
     backends = backends or {}
     if not backends:
         first = next(iter(hosts))
         backends = {"b0": {"host": first, "kind": "llama-server", "base_url": "http://127.0.0.1:9"}}
     bname = next(iter(backends))
     models = models or {"m0": {"family": "f", "architecture": "gemma3", "placements": [{"backend": bname}]}}
-    return Catalog.model_validate({
-        "hosts": hosts, "backends": backends, "families": {"f": {}}, "models": models,
-        "roles": {"default-chat": {"model": next(iter(models))}},
-    })
+    return Catalog.model_validate(
+        {
+            "hosts": hosts,
+            "backends": backends,
+            "families": {"f": {}},
+            "models": models,
+            "roles": {"default-chat": {"model": next(iter(models))}},
+        }
+    )
 
 
 def write_sysfs(root: Path, cards: dict[str, dict[str, str]], kfd: dict[str, str]) -> Path:
@@ -91,8 +106,7 @@ def write_sysfs(root: Path, cards: dict[str, dict[str, str]], kfd: dict[str, str
     for i, (minor, version) in enumerate(kfd.items()):
         node = root / "class" / "kfd" / "kfd" / "topology" / "nodes" / str(i)
         node.mkdir(parents=True)
-        (node / "properties").write_text(f"cpu_cores_count 0\ngfx_target_version {version}\n"
-                                         f"drm_render_minor {minor}\n")
+        (node / "properties").write_text(f"cpu_cores_count 0\ngfx_target_version {version}\ndrm_render_minor {minor}\n")
     return root
 
 
@@ -101,12 +115,22 @@ async def test_strix_halo_apu_from_sysfs_over_ssh(sshd: Sshd, tmp_path: Path) ->
     the ceiling."""
     vram = (SAMPLES / "sysfs-mem_info_vram_total-strixhalo-512m-uma.txt").read_text().strip()
     gtt = (SAMPLES / "sysfs-mem_info_gtt_total-strixhalo-gttsize-128g.txt").read_text().strip()
-    root = write_sysfs(tmp_path / "sys", {"card1": {"mem_info_vram_total": vram, "mem_info_vram_used": "368111616",
-                                                    "mem_info_gtt_total": gtt, "mem_info_gtt_used": str(40 * GIB),
-                                                    "render_minor": "128"}},
-                       {"128": "110501", "129": "0"})
-    cat = catalog({"furnace": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 96,
-                               "ssh": ssh(sshd)}})
+    root = write_sysfs(
+        tmp_path / "sys",
+        {
+            "card1": {
+                "mem_info_vram_total": vram,
+                "mem_info_vram_used": "368111616",
+                "mem_info_gtt_total": gtt,
+                "mem_info_gtt_used": str(40 * GIB),
+                "render_minor": "128",
+            }
+        },
+        {"128": "110501", "129": "0"},
+    )
+    cat = catalog(
+        {"furnace": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 96, "ssh": ssh(sshd)}}
+    )
     svc = HostsService(cat, state_dir=None, sysfs_root=str(root))
     try:
         p = await svc.probe_now("furnace")
@@ -126,22 +150,30 @@ async def test_amd_smi_then_rocm_smi_over_ssh(sshd: Sshd, fakebin: Path, tmp_pat
     empty.mkdir()
     fake_tool(fakebin, "amd-smi", f'cat "{SAMPLES / "amd-smi-metric-mem-usage-gpu_data-shape.trimmed.json"}"')
     fake_tool(fakebin, "rocm-smi", f'cat "{SAMPLES / "rocm-smi-json-showmeminfo-all-rx6700xt-rocm612.json"}"')
-    cat = catalog({"crucible": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 24,
-                                "ssh": ssh(sshd)}})
+    cat = catalog(
+        {"crucible": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 24, "ssh": ssh(sshd)}}
+    )
     svc = HostsService(cat, state_dir=None, sysfs_root=str(empty))
     try:
         p = await svc.probe_now("crucible")
         assert (p.memory_source, p.memory_total_gb, p.memory_used_gb) == (
-            "amd-smi", round(16368 * MIB / GIB, 2), round(14569 * MIB / GIB, 2))
+            "amd-smi",
+            round(16368 * MIB / GIB, 2),
+            round(14569 * MIB / GIB, 2),
+        )
         assert p.gpus[0].name == "AMD Radeon RX 7800 XT"
         assert (fakebin / "amd-smi.args").read_text().splitlines()[-1] == "metric --mem-usage --json"
         (fakebin / "amd-smi").unlink()  # the host loses amd-smi: rocm-smi is next
         p = await svc.probe_now("crucible")
         assert (p.memory_source, p.memory_total_gb, p.memory_used_gb) == (
-            "rocm-smi", round(12868124672 / GIB, 2), round(1572745216 / GIB, 2))
+            "rocm-smi",
+            round(12868124672 / GIB, 2),
+            round(1572745216 / GIB, 2),
+        )
         assert p.gpus[0].gfx_target == "gfx1031"
-        assert (fakebin / "rocm-smi.args").read_text().splitlines()[-1] == \
-            "--showmeminfo vram gtt --showuse --showproductname --json"
+        assert (fakebin / "rocm-smi.args").read_text().splitlines()[
+            -1
+        ] == "--showmeminfo vram gtt --showuse --showproductname --json"
         assert any("amd-smi" in n and "not installed" in n for n in p.notes)
     finally:
         await svc.close()
@@ -152,10 +184,13 @@ async def test_rocm_smi_text_fallback_over_ssh(sshd: Sshd, fakebin: Path, tmp_pa
     """An old rocm-smi without --json: the text report (MI300X, spaces instead of tabs)."""
     empty = tmp_path / "sys"
     empty.mkdir()
-    fake_tool(fakebin, "rocm-smi", 'case "$*" in *--json*) echo "unrecognized arguments: --json" >&2; exit 2;; esac\n'
-                                   f'cat "{SAMPLES / "rocm-smi-showmeminfo-vram-mi300x-8gpu-spaces.txt"}"')
-    cat = catalog({"mi": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 1500,
-                          "ssh": ssh(sshd)}})
+    fake_tool(
+        fakebin,
+        "rocm-smi",
+        'case "$*" in *--json*) echo "unrecognized arguments: --json" >&2; exit 2;; esac\n'
+        f'cat "{SAMPLES / "rocm-smi-showmeminfo-vram-mi300x-8gpu-spaces.txt"}"',
+    )
+    cat = catalog({"mi": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 1500, "ssh": ssh(sshd)}})
     svc = HostsService(cat, state_dir=None, sysfs_root=str(empty))
     try:
         p = await svc.probe_now("mi")
@@ -168,7 +203,11 @@ async def test_rocm_smi_text_fallback_over_ssh(sshd: Sshd, fakebin: Path, tmp_pa
 
 
 async def test_nvidia_smi_over_ssh(sshd: Sshd, fakebin: Path) -> None:
-    fake_tool(fakebin, "nvidia-smi", f'cat "{SAMPLES / "nvidia-smi-query-gpu-index-name-memused-memtotal-util-csv-noheader-nounits-2gpu.txt"}"')
+    fake_tool(
+        fakebin,
+        "nvidia-smi",
+        f'cat "{SAMPLES / "nvidia-smi-query-gpu-index-name-memused-memtotal-util-csv-noheader-nounits-2gpu.txt"}"',
+    )
     cat = catalog({"rig": {"address": sshd.address, "platform": "nvidia", "memory_budget_gb": 32, "ssh": ssh(sshd)}})
     svc = HostsService(cat, state_dir=None)
     try:
@@ -177,15 +216,27 @@ async def test_nvidia_smi_over_ssh(sshd: Sshd, fakebin: Path) -> None:
         await svc.close()
         (fakebin / "nvidia-smi").unlink()
     assert (p.memory_source, p.memory_total_gb, p.memory_used_gb) == (
-        "nvidia-smi", round(2 * 16376 * MIB / GIB, 2), round((1309 + 13625) * MIB / GIB, 2))
-    assert (fakebin / "nvidia-smi.args").read_text().splitlines()[-1] == \
-        "--query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv,noheader,nounits"
+        "nvidia-smi",
+        round(2 * 16376 * MIB / GIB, 2),
+        round((1309 + 13625) * MIB / GIB, 2),
+    )
+    assert (fakebin / "nvidia-smi.args").read_text().splitlines()[
+        -1
+    ] == "--query-gpu=index,name,memory.used,memory.total,utilization.gpu --format=csv,noheader,nounits"
 
 
 async def test_hung_gpu_tool_is_a_note_not_an_unreachable_host(sshd: Sshd, fakebin: Path) -> None:
     fake_tool(fakebin, "nvidia-smi", "sleep 30")
-    cat = catalog({"rig": {"address": sshd.address, "platform": "nvidia", "memory_budget_gb": 32,
-                           "ssh": ssh(sshd, command_timeout_s=1)}})
+    cat = catalog(
+        {
+            "rig": {
+                "address": sshd.address,
+                "platform": "nvidia",
+                "memory_budget_gb": 32,
+                "ssh": ssh(sshd, command_timeout_s=1),
+            }
+        }
+    )
     svc = HostsService(cat, state_dir=None)
     try:
         p = await svc.probe_now("rig")
@@ -199,12 +250,15 @@ async def test_hung_gpu_tool_is_a_note_not_an_unreachable_host(sshd: Sshd, fakeb
 
 async def test_apple_sysctl_and_vm_stat_over_ssh(sshd: Sshd, fakebin: Path) -> None:
     """A Mac cannot run here: sysctl and vm_stat are stand-ins printing the captured samples."""
-    fake_tool(fakebin, "sysctl", f'cat "{SAMPLES / "sysctl-hw.memsize-m1-16gb.txt"}" '
-                                 f'"{SAMPLES / "sysctl-iogpu.wired_limit_mb-default.txt"}" '
-                                 f'"{SAMPLES / "sysctl-vm-pressure-level-heavy-load.txt"}"')
+    fake_tool(
+        fakebin,
+        "sysctl",
+        f'cat "{SAMPLES / "sysctl-hw.memsize-m1-16gb.txt"}" '
+        f'"{SAMPLES / "sysctl-iogpu.wired_limit_mb-default.txt"}" '
+        f'"{SAMPLES / "sysctl-vm-pressure-level-heavy-load.txt"}"',
+    )
     fake_tool(fakebin, "vm_stat", f'cat "{SAMPLES / "vm_stat-m5pro-48gb-macos26.txt"}"')
-    cat = catalog({"anvil": {"address": sshd.address, "platform": "apple", "memory_budget_gb": 16,
-                             "ssh": ssh(sshd)}})
+    cat = catalog({"anvil": {"address": sshd.address, "platform": "apple", "memory_budget_gb": 16, "ssh": ssh(sshd)}})
     svc = HostsService(cat, state_dir=None)
     try:
         p = await svc.probe_now("anvil")
@@ -215,8 +269,9 @@ async def test_apple_sysctl_and_vm_stat_over_ssh(sshd: Sshd, fakebin: Path) -> N
     assert (p.memory_source, p.memory_total_gb, p.pressure) == ("sysctl hw.memsize + vm_stat", 16.0, "critical")
     assert p.memory_used_gb == round((1176672 + 291583 + 244173) * 16384 / GIB, 2)
     assert p.gpus[0].unified
-    assert (fakebin / "sysctl.args").read_text().splitlines()[-1] == \
-        "hw.memsize iogpu.wired_limit_mb kern.memorystatus_vm_pressure_level"
+    assert (fakebin / "sysctl.args").read_text().splitlines()[
+        -1
+    ] == "hw.memsize iogpu.wired_limit_mb kern.memorystatus_vm_pressure_level"
 
 
 async def test_cpu_host_reads_the_real_proc_meminfo(sshd: Sshd) -> None:
@@ -226,17 +281,30 @@ async def test_cpu_host_reads_the_real_proc_meminfo(sshd: Sshd) -> None:
         p = await svc.probe_now("box")
     finally:
         await svc.close()
-    total_kib = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines()
-                         if ln.startswith("MemTotal:")).split()[1])
-    assert (p.reachable, p.memory_source, p.memory_total_gb) == (True, "/proc/meminfo", round(total_kib * 1024 / GIB, 2))
+    total_kib = int(
+        next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:")).split()[1]
+    )
+    assert (p.reachable, p.memory_source, p.memory_total_gb) == (
+        True,
+        "/proc/meminfo",
+        round(total_kib * 1024 / GIB, 2),
+    )
     assert 0 < (p.memory_used_gb or 0) < (p.memory_total_gb or 0)
 
 
 async def test_unknown_host_key_shows_as_unreachable_with_the_reason(sshd: Sshd, tmp_path: Path) -> None:
     kh = tmp_path / "known_hosts"
     kh.write_text("")
-    cat = catalog({"box": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8,
-                           "ssh": ssh(sshd, known_hosts=str(kh))}})
+    cat = catalog(
+        {
+            "box": {
+                "address": sshd.address,
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "ssh": ssh(sshd, known_hosts=str(kh)),
+            }
+        }
+    )
     svc = HostsService(cat, state_dir=None)
     try:
         p = await svc.probe_now("box")
@@ -253,19 +321,50 @@ def swap_standin(version: str = "v250") -> web.Application:
     app = web.Application()
 
     async def running(_: web.Request) -> web.Response:
-        return web.json_response({"running": [
-            {"model": "gemma-4-31b", "state": "ready", "cmd": "llama-server ...", "proxy": "http://127.0.0.1:5800",
-             "ttl": 0, "name": "", "description": ""},
-            {"model": "nomic-embed", "state": "starting", "cmd": "llama-server ...", "proxy": "http://127.0.0.1:5801",
-             "ttl": 300, "name": "", "description": ""}]})
+        return web.json_response(
+            {
+                "running": [
+                    {
+                        "model": "gemma-4-31b",
+                        "state": "ready",
+                        "cmd": "llama-server ...",
+                        "proxy": "http://127.0.0.1:5800",
+                        "ttl": 0,
+                        "name": "",
+                        "description": "",
+                    },
+                    {
+                        "model": "nomic-embed",
+                        "state": "starting",
+                        "cmd": "llama-server ...",
+                        "proxy": "http://127.0.0.1:5801",
+                        "ttl": 300,
+                        "name": "",
+                        "description": "",
+                    },
+                ]
+            }
+        )
 
     async def ver(_: web.Request) -> web.Response:
         return web.json_response({"version": version, "commit": "9c3b1f0e2d", "build_date": "2026-10-01T00:00:00Z"})
 
     async def perf(_: web.Request) -> web.Response:
-        return web.json_response({"enabled": True, "gpu_stats": [
-            {"id": 0, "name": "Radeon 8060S Graphics", "mem_used_mb": 41000, "mem_total_mb": 98304,
-             "gpu_util_pct": 35, "temp_c": 61}]})
+        return web.json_response(
+            {
+                "enabled": True,
+                "gpu_stats": [
+                    {
+                        "id": 0,
+                        "name": "Radeon 8060S Graphics",
+                        "mem_used_mb": 41000,
+                        "mem_total_mb": 98304,
+                        "gpu_util_pct": 35,
+                        "temp_c": 61,
+                    }
+                ],
+            }
+        )
 
     app.router.add_get("/running", running)
     app.router.add_get("/api/version", ver)
@@ -310,14 +409,28 @@ async def test_serving_stack_llama_swap_llama_server_and_the_binary(
     empty.mkdir()
     dead = f"http://127.0.0.1:{_dead_port()}"
     cat = catalog(
-        {"furnace": {"address": sshd.address, "platform": "amd-rocm", "memory_budget_gb": 96, "ssh": ssh(sshd),
-                     "build": {"source_dir": str(built_repo.source), "backend": "hip", "gpu_target": "gfx1151"}}},
-        backends={"swap": {"host": "furnace", "kind": "llama-swap", "base_url": swap_url},
-                  "direct": {"host": "furnace", "kind": "llama-server", "base_url": llama_server.url},
-                  "gone": {"host": "furnace", "kind": "llama-server", "base_url": dead}},
-        models={"gemma3-direct": {"family": "f", "architecture": "gemma3",
-                                  "placements": [{"backend": "direct", "name": "gemma3-270m"}]},
-                "gemma-4-31b": {"family": "f", "architecture": "gemma4", "placements": [{"backend": "swap"}]}},
+        {
+            "furnace": {
+                "address": sshd.address,
+                "platform": "amd-rocm",
+                "memory_budget_gb": 96,
+                "ssh": ssh(sshd),
+                "build": {"source_dir": str(built_repo.source), "backend": "hip", "gpu_target": "gfx1151"},
+            }
+        },
+        backends={
+            "swap": {"host": "furnace", "kind": "llama-swap", "base_url": swap_url},
+            "direct": {"host": "furnace", "kind": "llama-server", "base_url": llama_server.url},
+            "gone": {"host": "furnace", "kind": "llama-server", "base_url": dead},
+        },
+        models={
+            "gemma3-direct": {
+                "family": "f",
+                "architecture": "gemma3",
+                "placements": [{"backend": "direct", "name": "gemma3-270m"}],
+            },
+            "gemma-4-31b": {"family": "f", "architecture": "gemma4", "placements": [{"backend": "swap"}]},
+        },
     )
     svc = HostsService(cat, state_dir=None, sysfs_root=str(empty))
     try:
@@ -329,8 +442,10 @@ async def test_serving_stack_llama_swap_llama_server_and_the_binary(
     finally:
         await svc.close()
     assert p.loaded_models == {"swap": ["gemma-4-31b", "nomic-embed"], "direct": ["gemma3-270m"]}
-    assert [(r.model, r.state) for r in p.backends["swap"].running] == [("gemma-4-31b", "ready"),
-                                                                         ("nomic-embed", "starting")]
+    assert [(r.model, r.state) for r in p.backends["swap"].running] == [
+        ("gemma-4-31b", "ready"),
+        ("nomic-embed", "starting"),
+    ]
     assert p.backends["direct"].health == "ready"
     assert p.backends["direct"].slots_total == 4  # the session server runs parallel=4
     # /props build_info of the xllamacpp wheel is "b0-unknown" (built outside a git checkout).
@@ -338,7 +453,10 @@ async def test_serving_stack_llama_swap_llama_server_and_the_binary(
     assert p.backends["gone"].health == "down"
     # No GPU tool answered here, so memory comes from llama-swap's /api/performance.
     assert (p.memory_source, p.memory_total_gb, p.memory_used_gb) == (
-        "llama-swap /api/performance", 96.0, round(41000 * MIB / GIB, 2))
+        "llama-swap /api/performance",
+        96.0,
+        round(41000 * MIB / GIB, 2),
+    )
     # The version of the build the jobs manage, from its own --version, plus llama-swap's.
     short = built_repo.commits["v1"][:9]
     assert p.serving_version == f"b1 ({short}) · llama-swap v250 (9c3b1f0e)"
@@ -363,8 +481,17 @@ async def test_inventory_over_ssh_reads_headers_and_keeps_odd_names_inert(
     odd = models / f"x; rm -rf {canary.name}; $(touch pwned) `touch pwned`.gguf"
     odd.write_bytes(b"not a gguf at all")
     (models / "readme.txt").write_text("not listed")
-    cat = catalog({"box": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8, "ssh": ssh(sshd),
-                           "model_dirs": [str(models), str(tmp_path / "no-such-dir")]}})
+    cat = catalog(
+        {
+            "box": {
+                "address": sshd.address,
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "ssh": ssh(sshd),
+                "model_dirs": [str(models), str(tmp_path / "no-such-dir")],
+            }
+        }
+    )
     svc = HostsService(cat, state_dir=None)
     try:
         files = await svc.refresh_inventory("box")
@@ -389,11 +516,17 @@ async def test_one_silent_host_never_stalls_the_others(sshd: Sshd) -> None:
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     port = silent.getsockname()[1]
-    cat = catalog({
-        "good": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8, "ssh": ssh(sshd)},
-        "silent": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 8,
-                   "ssh": ssh(sshd, port=port, connect_timeout_s=2, command_timeout_s=2)},
-    })
+    cat = catalog(
+        {
+            "good": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8, "ssh": ssh(sshd)},
+            "silent": {
+                "address": "127.0.0.1",
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "ssh": ssh(sshd, port=port, connect_timeout_s=2, command_timeout_s=2),
+            },
+        }
+    )
     svc = HostsService(cat, state_dir=None, probe_interval_s=0.2)
     try:
         await svc.start()
@@ -417,8 +550,17 @@ async def test_the_probe_loop_also_keeps_the_inventory(sshd: Sshd, tmp_path: Pat
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(unknown_arch_gguf, models / "gemma9-tiny.gguf")
-    cat = catalog({"box": {"address": sshd.address, "platform": "cpu", "memory_budget_gb": 8, "ssh": ssh(sshd),
-                           "model_dirs": [str(models)]}})
+    cat = catalog(
+        {
+            "box": {
+                "address": sshd.address,
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "ssh": ssh(sshd),
+                "model_dirs": [str(models)],
+            }
+        }
+    )
     svc = HostsService(cat, state_dir=None, probe_interval_s=0.2)
     try:
         with pytest.raises(ValueError, match="unknown host 'nowhere'"):
@@ -432,7 +574,10 @@ async def test_the_probe_loop_also_keeps_the_inventory(sshd: Sshd, tmp_path: Pat
     finally:
         await svc.close()
     assert (Path(f.path).name, f.architecture, f.size_bytes) == (
-        "gemma9-tiny.gguf", "gemma9", unknown_arch_gguf.stat().st_size)
+        "gemma9-tiny.gguf",
+        "gemma9",
+        unknown_arch_gguf.stat().st_size,
+    )
 
 
 async def test_the_gateway_snapshot_shows_sshd_probe_data(sshd: Sshd, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -38,8 +38,15 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
 
 def settings(s: Sshd, **kw: object) -> SshSettings:
-    base: dict[str, object] = dict(user=s.user, port=s.port, key_file=str(s.client_key), known_hosts=str(s.known_hosts),
-                                   connect_timeout_s=5, command_timeout_s=10, keepalive_s=5)
+    base: dict[str, object] = dict(
+        user=s.user,
+        port=s.port,
+        key_file=str(s.client_key),
+        known_hosts=str(s.known_hosts),
+        connect_timeout_s=5,
+        command_timeout_s=10,
+        keepalive_s=5,
+    )
     base.update(kw)
     return SshSettings(**base)
 
@@ -103,8 +110,11 @@ async def test_ssh_stdin_cwd_exit_status_and_live_output(sshd: Sshd, tmp_path: P
         res = await t.run(["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
         assert (res.exit_status, res.out, res.err) == (7, "out\n", "err\n")
         seen: list[tuple[str, str]] = []
-        res = await t.run(["sh", "-c", "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three"], 10,
-                          on_output=lambda s, line: seen.append((s, line)))
+        res = await t.run(
+            ["sh", "-c", "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three"],
+            10,
+            on_output=lambda s, line: seen.append((s, line)),
+        )
         assert seen == [("stdout", "one"), ("stderr", "two"), ("stdout", "three")]
         res = await t.run(["no-such-command-forge"], 10)
         assert res.exit_status == 127
@@ -160,8 +170,9 @@ async def test_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     with pytest.raises(HostKeyRefused) as e:
         await t.run(["true"], 10)
     msg = str(e.value)
-    fp = subprocess.run(["ssh-keygen", "-lf", str(sshd.host_key.with_suffix(".pub"))], capture_output=True,
-                        text=True).stdout.split()[1]
+    fp = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd.host_key.with_suffix(".pub"))], capture_output=True, text=True
+    ).stdout.split()[1]
     assert "unknown host key" in msg and f"[{sshd.address}]:{sshd.port}" in msg and "Refusing" in msg
     assert fp in msg  # the fingerprint to check on the host
     await t.close()
@@ -176,8 +187,9 @@ async def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     t = SshTransport("box", sshd.address, settings(sshd, known_hosts=str(kh)))
     with pytest.raises(HostKeyRefused, match="HOST KEY CHANGED") as e:
         await t.run(["true"], 10)
-    trusted = subprocess.run(["ssh-keygen", "-lf", str(other.with_suffix(".pub"))], capture_output=True,
-                             text=True).stdout.split()[1]
+    trusted = subprocess.run(
+        ["ssh-keygen", "-lf", str(other.with_suffix(".pub"))], capture_output=True, text=True
+    ).stdout.split()[1]
     assert trusted in str(e.value) and "ssh-keygen -R" in str(e.value)
     await t.close()
 
@@ -206,8 +218,9 @@ def agent(tmp_path: Path) -> Iterator[SshAgent]:
 
 
 @pytest.mark.sshd
-async def test_agent_key_authenticates(sshd: Sshd, agent: SshAgent, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_agent_key_authenticates(
+    sshd: Sshd, agent: SshAgent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``key_file: null``: the key comes from the agent named by SSH_AUTH_SOCK, never from a file."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh default keys can stand in for the agent
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
@@ -233,8 +246,9 @@ async def test_reconnects_after_the_server_restarts_with_backoff(tmp_path: Path)
     if reason:
         pytest.skip(reason)
     server = start_sshd(tmp_path / "a")
-    t = SshTransport("box", server.address, settings(server, connect_timeout_s=2), backoff_base_s=0.5,
-                     backoff_max_s=1.0)
+    t = SshTransport(
+        "box", server.address, settings(server, connect_timeout_s=2), backoff_base_s=0.5, backoff_max_s=1.0
+    )
     try:
         assert (await t.run(["true"], 5)).ok
         server.stop()

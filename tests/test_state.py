@@ -86,7 +86,9 @@ def test_corrupt_state_file_is_refused_not_overwritten(tmp_path: Path) -> None:
 def test_stale_overlay_entries_are_ignored_with_a_warning(tmp_path: Path) -> None:
     d = tmp_path / "st"
     d.mkdir()
-    (d / "state.json").write_text(json.dumps({"version": 1, "roles": {"default-chat": {"model": "gone"}}, "models": {}}))
+    (d / "state.json").write_text(
+        json.dumps({"version": 1, "roles": {"default-chat": {"model": "gone"}}, "models": {}})
+    )
     s = RoutingState(load_catalog(FORGE), d)
     assert s.role("default-chat").model == "gemma-4-chat-31b"
     assert any("gone" in w for w in s.warnings)

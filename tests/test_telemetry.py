@@ -127,15 +127,25 @@ def test_errors_grouped_by_class_and_target_with_full_messages() -> None:
     msg = "unknown model architecture: 'gemma4'"
     tel.record(rec(1, model="gemma-4-26b", status=502, error_class=ErrorClass.UPSTREAM_ERROR, error=msg))
     tel.record(rec(2, model="gemma-4-26b", status=502, error_class=ErrorClass.UPSTREAM_ERROR, error=msg))
-    tel.record(rec(3, role="vision", model="qwen2.5-vl", status=503, error_class=ErrorClass.UPSTREAM_STARTUP,
-                   error="startup timeout after 120 s"))
+    tel.record(
+        rec(
+            3,
+            role="vision",
+            model="qwen2.5-vl",
+            status=503,
+            error_class=ErrorClass.UPSTREAM_STARTUP,
+            error="startup timeout after 120 s",
+        )
+    )
     tel.record(rec(4, status=429, error_class=ErrorClass.SATURATED))
     tel.record(rec(5))  # ok: not an error anywhere
     tel.record(rec(6, role=None, model=None, status=400, error_class=ErrorClass.CALLER_ERROR, error="bad json"))
     info = tel.info(now=10)
     assert info.errors_by_class == {"upstream_error": 2, "upstream_startup": 1, "saturated": 1, "caller_error": 1}
     assert info.errors_by_target == {
-        "default-chat/gemma-4-26b": 3, "vision/qwen2.5-vl": 1, "(unrouted)/-": 1,
+        "default-chat/gemma-4-26b": 3,
+        "vision/qwen2.5-vl": 1,
+        "(unrouted)/-": 1,
     }
     # newest first, bounded to 3, messages verbatim
     assert [e.request_id for e in info.last_errors] == ["r6", "r4", "r3"]
@@ -200,17 +210,39 @@ def test_inflight_passes_through() -> None:
 def test_prometheus_exposition_parses_back_with_exact_values() -> None:
     tel = Telemetry(None)
     tel.record(rec(1, latency_ms=40.0, tokens_in=10, tokens_out=20, thinking_injected=True))
-    tel.record(rec(2, latency_ms=2000.0, ttft_ms=30.0, stream=True, tokens_in=5, tokens_out=7,
-                   thinking_injected=True, thinking_leaked=True))
-    tel.record(rec(3, latency_ms=10.0, status=502, error_class=ErrorClass.UPSTREAM_ERROR,
-                   error="unknown model architecture: 'gemma4'"))
+    tel.record(
+        rec(
+            2,
+            latency_ms=2000.0,
+            ttft_ms=30.0,
+            stream=True,
+            tokens_in=5,
+            tokens_out=7,
+            thinking_injected=True,
+            thinking_leaked=True,
+        )
+    )
+    tel.record(
+        rec(
+            3,
+            latency_ms=10.0,
+            status=502,
+            error_class=ErrorClass.UPSTREAM_ERROR,
+            error="unknown model architecture: 'gemma4'",
+        )
+    )
     tel.record(rec(4, model="qwen3-30b", backend="furnace-swap-2", latency_ms=1.0, fallback=True))
     types, samples = parse_prometheus(tel.prometheus())
     assert types["forge_requests_total"] == "counter"
     assert types["forge_request_duration_seconds"] == "histogram"
     assert types["forge_ttft_seconds"] == "histogram"
-    for name in ("forge_tokens_total", "forge_thinking_injected_total", "forge_thinking_leaks_total",
-                 "forge_fallbacks_total", "forge_history_dropped_total"):
+    for name in (
+        "forge_tokens_total",
+        "forge_thinking_injected_total",
+        "forge_thinking_leaks_total",
+        "forge_fallbacks_total",
+        "forge_history_dropped_total",
+    ):
         assert types[name] == "counter"
     g = {"role": "default-chat", "model": "gemma-4-26b", "host": "furnace"}
     assert value(samples, "forge_requests_total", **g, backend="furnace-swap", error_class="ok") == 2
@@ -256,8 +288,17 @@ def test_memory_stays_bounded_over_200k_records() -> None:
     sizes = []
     for i in range(200_000):
         err = ErrorClass.UPSTREAM_ERROR if i % 7 == 0 else ErrorClass.OK
-        tel.record(rec(i * 0.1, role=roles[i % 5], model=f"m{i % 997}", latency_ms=float(i % 300),
-                       ttft_ms=1.0, error_class=err, error="x" if i % 7 == 0 else None))
+        tel.record(
+            rec(
+                i * 0.1,
+                role=roles[i % 5],
+                model=f"m{i % 997}",
+                latency_ms=float(i % 300),
+                ttft_ms=1.0,
+                error_class=err,
+                error="x" if i % 7 == 0 else None,
+            )
+        )
         if i in (99_999, 199_999):
             sizes.append(tel.memory_stats())
     for s in sizes:
@@ -302,7 +343,7 @@ def test_reader_thread_while_recording() -> None:
             try:
                 tel.info(now=50)
                 tel.prometheus()
-            except BaseException as e:  # noqa: BLE001 - surfaced by the assertion below
+            except BaseException as e:
                 failures.append(e)
                 return
 
@@ -361,12 +402,23 @@ def test_model_and_host_windows_exact() -> None:
     """The same records seen by role, by model and by host: counts add up, percentiles per view."""
     tel = Telemetry(None, window_s=60, bucket_s=10)
     for i, ms in enumerate((10.0, 20.0, 30.0, 40.0)):  # bucket [100, 110)
-        tel.record(rec(100 + i, role="default-chat", model="gemma-4-31b", host="furnace", latency_ms=ms,
-                       ttft_ms=float(i + 1)))
+        tel.record(
+            rec(100 + i, role="default-chat", model="gemma-4-31b", host="furnace", latency_ms=ms, ttft_ms=float(i + 1))
+        )
     tel.record(rec(105, role="priority-chat", model="gemma-4-31b", host="crucible", latency_ms=100.0, ttft_ms=50.0))
     tel.record(rec(115, role="priority-chat", model="gemma-4-31b", host="crucible", latency_ms=200.0, ttft_ms=60.0))
-    tel.record(rec(116, role="vision", model="gemma-4-e4b", host="crucible", latency_ms=1000.0, status=502,
-                   error_class=ErrorClass.UPSTREAM_ERROR, error="unknown model architecture: 'gemma4'"))
+    tel.record(
+        rec(
+            116,
+            role="vision",
+            model="gemma-4-e4b",
+            host="crucible",
+            latency_ms=1000.0,
+            status=502,
+            error_class=ErrorClass.UPSTREAM_ERROR,
+            error="unknown model architecture: 'gemma4'",
+        )
+    )
     tel.record(rec(117, role=None, model=None, host=None, status=404, error_class=ErrorClass.NOT_FOUND))
     info = tel.info(now=119)
 
@@ -395,7 +447,10 @@ def test_model_and_host_windows_exact() -> None:
 
     roles = {r.role: r for r in info.roles}  # the role view is unchanged by the new keying
     assert (roles["priority-chat"].count, roles["priority-chat"].p50_ms, roles["priority-chat"].p95_ms) == (
-        2, 100.0, 200.0)
+        2,
+        100.0,
+        200.0,
+    )
     assert roles["default-chat"].ttft_p95_ms == 4.0
     for view in (info.roles, info.models, info.hosts):
         assert sum(s.count for s in view) == 8
@@ -425,8 +480,7 @@ def test_many_distinct_models_and_hosts_keep_memory_fixed() -> None:
     roles = ["default-chat", "vision", "embed"]
     sizes = []
     for i in range(60_000):  # 100 requests a second for 600 s: the window turns over ten times
-        tel.record(rec(i / 100, role=roles[i % 3], model=f"m{i}", host=f"h{i}", latency_ms=float(i % 100),
-                       ttft_ms=2.0))
+        tel.record(rec(i / 100, role=roles[i % 3], model=f"m{i}", host=f"h{i}", latency_ms=float(i % 100), ttft_ms=2.0))
         if i in (29_999, 59_999):
             sizes.append(tel.memory_stats())
     for s in sizes:

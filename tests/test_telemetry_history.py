@@ -36,12 +36,40 @@ async def test_records_survive_a_restart(tmp_path: Path) -> None:
     tel = Telemetry(path)
     await tel.start()
     first = [
-        rec(100.5, request_id="a", latency_ms=12.5, ttft_ms=3.25, tokens_in=4, tokens_out=9, tokens_per_s=40.0,
-            stream=True, thinking_injected=True, extra={"client": "agent-7"}),
-        rec(101.0, request_id="b", role="vision", model="qwen2.5-vl", status=502, image=True,
-            error_class=ErrorClass.UPSTREAM_ERROR, error="unknown model architecture: 'gemma4'"),
-        rec(102.0, request_id="c", role=None, model=None, host=None, backend=None, status=404,
-            error_class=ErrorClass.NOT_FOUND, fallback=True, thinking_leaked=True),
+        rec(
+            100.5,
+            request_id="a",
+            latency_ms=12.5,
+            ttft_ms=3.25,
+            tokens_in=4,
+            tokens_out=9,
+            tokens_per_s=40.0,
+            stream=True,
+            thinking_injected=True,
+            extra={"client": "agent-7"},
+        ),
+        rec(
+            101.0,
+            request_id="b",
+            role="vision",
+            model="qwen2.5-vl",
+            status=502,
+            image=True,
+            error_class=ErrorClass.UPSTREAM_ERROR,
+            error="unknown model architecture: 'gemma4'",
+        ),
+        rec(
+            102.0,
+            request_id="c",
+            role=None,
+            model=None,
+            host=None,
+            backend=None,
+            status=404,
+            error_class=ErrorClass.NOT_FOUND,
+            fallback=True,
+            thinking_leaked=True,
+        ),
     ]
     for r in first:
         tel.record(r)
@@ -189,8 +217,15 @@ async def test_replay_rebuilds_a_past_window(tmp_path: Path) -> None:
     for i in range(120):  # a trial day: one request every 10 min, two roles
         t = 10 * day + i * 600
         err = ErrorClass.UPSTREAM_ERROR if i % 12 == 0 else ErrorClass.OK
-        tel.record(rec(t, role="vision" if i % 3 == 0 else "default-chat", latency_ms=float(i + 1),
-                       error_class=err, error="boom" if err is not ErrorClass.OK else None))
+        tel.record(
+            rec(
+                t,
+                role="vision" if i % 3 == 0 else "default-chat",
+                latency_ms=float(i + 1),
+                error_class=err,
+                error="boom" if err is not ErrorClass.OK else None,
+            )
+        )
     tel.record(rec(12 * day, request_id="later"))  # outside the range
     await tel.close()
 

@@ -38,7 +38,14 @@ def parse_catalog(text: str, source: str = "<string>") -> Catalog:
                 msg = "unknown key (not part of the schema; check the spelling)"
             elif err["type"] == "missing":
                 msg = "required field is missing"
-            lines.append(f"  {where}: {msg}" + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict) else ""))
+            lines.append(
+                f"  {where}: {msg}"
+                + (
+                    f" (got {err['input']!r})"
+                    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict)
+                    else ""
+                )
+            )
         raise ConfigError(f"{source}: invalid catalog ({len(lines)} error(s)):\n" + "\n".join(lines)) from None
 
 

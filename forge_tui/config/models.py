@@ -14,25 +14,25 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
-    "Platform",
-    "BackendKind",
-    "Capability",
-    "ModelState",
-    "ThinkingPolicy",
-    "SshSettings",
-    "BuildSettings",
-    "Launch",
-    "Host",
-    "Backend",
-    "Family",
-    "Placement",
-    "Model",
-    "Role",
-    "Trial",
-    "GatewaySettings",
-    "Catalog",
     "ROLE_NAMES",
     "ROLE_REQUIRES",
+    "Backend",
+    "BackendKind",
+    "BuildSettings",
+    "Capability",
+    "Catalog",
+    "Family",
+    "GatewaySettings",
+    "Host",
+    "Launch",
+    "Model",
+    "ModelState",
+    "Placement",
+    "Platform",
+    "Role",
+    "SshSettings",
+    "ThinkingPolicy",
+    "Trial",
 ]
 
 
@@ -237,7 +237,7 @@ class Catalog(_Strict):
     roles: dict[str, Role]
 
     @model_validator(mode="after")
-    def _references(self) -> "Catalog":
+    def _references(self) -> Catalog:
         # Cross-references are checked here so a bad name is reported with its path.
         errors: list[str] = []
         for name, b in self.backends.items():

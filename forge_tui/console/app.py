@@ -19,7 +19,7 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from ..control.base import Control, ControlError
-from ..control.schema import ChangeResult, JobInfo, RoleInfo, Snapshot
+from ..schema import ChangeResult, JobInfo, RoleInfo, Snapshot
 from ..smoke import SmokeResult, smoke_roles
 from .commands import ForgeCommands
 from .keymap import APP_KEYS, bindings
@@ -104,8 +104,15 @@ class ForgeApp(App[None]):
         self.screen_change_signal.subscribe(self, self._screen_changed)
         self.poll_now()
 
-    def notify(self, message: str, *, title: str = "", severity: str = "information",  # type: ignore[override]
-               timeout: float | None = None, markup: bool = False) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: str = "information",  # type: ignore[override]
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
         # Gateway text (paths, model ids, upstream errors) is shown verbatim, never as markup.
         self.notices.append(Notice(title, message, severity))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)  # type: ignore[arg-type]
@@ -207,8 +214,11 @@ class ForgeApp(App[None]):
             return
         eligible = await self.control.eligible_models(role)
         if not [m for m in eligible if m != info.model]:
-            self.notify(f"no other model can hold {role} (needs {', '.join(info.requires) or 'chat'})",
-                        title="swap", severity="warning")
+            self.notify(
+                f"no other model can hold {role} (needs {', '.join(info.requires) or 'chat'})",
+                title="swap",
+                severity="warning",
+            )
             return
         choice = await self.push_screen_wait(SwapScreen(info, self.snapshot.models, eligible, self.control.preflight))
         if choice is not None:
@@ -250,14 +260,16 @@ class ForgeApp(App[None]):
     async def _rollback_trial_flow(self) -> None:
         roles = [r for r in (self.snapshot.roles if self.snapshot else []) if r.in_trial and r.previous]
         if not roles:
-            self.notify("no role in the current trial has a previous model", title="rollback trial refused",
-                        severity="error")
+            self.notify(
+                "no role in the current trial has a previous model", title="rollback trial refused", severity="error"
+            )
             return
         trial = self.snapshot.trial if self.snapshot else None
         body = "\n".join(f"  {r.name}: {r.model} -> {r.previous}" for r in roles)
         sure = await self.push_screen_wait(
-            ConfirmScreen(f"Roll back the whole trial{' ' + trial if trial else ''}?", body,
-                          yes="Roll back all", danger=True)
+            ConfirmScreen(
+                f"Roll back the whole trial{' ' + trial if trial else ''}?", body, yes="Roll back all", danger=True
+            )
         )
         if not sure:
             return
@@ -284,9 +296,11 @@ class ForgeApp(App[None]):
             return
         if info.deprecated:
             sure = await self.push_screen_wait(
-                ConfirmScreen(f"Remove the deprecation of {model}?",
-                              f"sunset {info.sunset or 'unset'}; its Deprecation and Sunset headers stop.",
-                              yes="Undeprecate")
+                ConfirmScreen(
+                    f"Remove the deprecation of {model}?",
+                    f"sunset {info.sunset or 'unset'}; its Deprecation and Sunset headers stop.",
+                    yes="Undeprecate",
+                )
             )
             if sure:
                 await self.apply_deprecation(model, False)
@@ -398,8 +412,12 @@ class ForgeApp(App[None]):
                 busy.append("jobs running: " + ", ".join(f"{j.kind} {j.host}" for j in running))
         if busy:
             sure = await self.push_screen_wait(
-                ConfirmScreen("Quit forge?", "\n".join(busy) + "\nIn-flight requests get a bounded drain.",
-                              yes="Quit", danger=True)
+                ConfirmScreen(
+                    "Quit forge?",
+                    "\n".join(busy) + "\nIn-flight requests get a bounded drain.",
+                    yes="Quit",
+                    danger=True,
+                )
             )
             if not sure:
                 return

@@ -12,16 +12,16 @@ import datetime as dt
 from rich.text import Text
 
 __all__ = [
-    "clock",
     "age",
-    "ms",
     "bar",
-    "memory_cell",
+    "clock",
     "health_text",
-    "state_text",
+    "memory_cell",
+    "ms",
     "outcome_text",
-    "short",
     "route_label",
+    "short",
+    "state_text",
 ]
 
 HEALTH_STYLES: dict[str, str] = {

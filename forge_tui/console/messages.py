@@ -11,17 +11,17 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from ..control.schema import Snapshot
+from ..schema import Snapshot
 
 __all__ = [
-    "SnapshotReady",
-    "SwapRequested",
+    "DeprecationRequested",
+    "JobLogRequested",
+    "JobRequested",
     "RollbackRequested",
     "RollbackTrialRequested",
-    "DeprecationRequested",
     "SmokeRequested",
-    "JobRequested",
-    "JobLogRequested",
+    "SnapshotReady",
+    "SwapRequested",
 ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from .schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 
 __all__ = ["Control", "ControlError"]
 

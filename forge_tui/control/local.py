@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import operations
+from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 from .base import ControlError
-from .schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -17,7 +17,7 @@ __all__ = ["LocalControl"]
 class LocalControl:
     """Drives the ``Runtime`` running in this process; calls the same operations as the admin API."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     @property

@@ -12,8 +12,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 from .base import ControlError
-from .schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 
 __all__ = ["RemoteControl"]
 
@@ -35,8 +35,9 @@ class RemoteControl:
     def mode(self) -> str:
         return "attached"
 
-    async def _call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                    change: bool = False) -> Any:
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None, change: bool = False
+    ) -> Any:
         if json is None and method in _BODY_METHODS:
             json = {}  # httpx then sends Content-Type: application/json
         try:
@@ -76,12 +77,18 @@ class RemoteControl:
         return list(await self._call("GET", f"/admin/roles/{quote(role, safe='')}/eligible"))
 
     async def swap(self, role: str, model: str, *, force: bool = False, actor: str = "operator") -> ChangeResult:
-        data = await self._call("POST", f"/admin/roles/{quote(role, safe='')}/swap",
-                                json={"model": model, "force": force, "actor": actor}, change=True)
+        data = await self._call(
+            "POST",
+            f"/admin/roles/{quote(role, safe='')}/swap",
+            json={"model": model, "force": force, "actor": actor},
+            change=True,
+        )
         return self._change(data)
 
     async def rollback(self, role: str, *, actor: str = "operator") -> ChangeResult:
-        data = await self._call("POST", f"/admin/roles/{quote(role, safe='')}/rollback", json={"actor": actor}, change=True)
+        data = await self._call(
+            "POST", f"/admin/roles/{quote(role, safe='')}/rollback", json={"actor": actor}, change=True
+        )
         return self._change(data)
 
     async def rollback_trial(self, *, actor: str = "operator") -> ChangeResult:
@@ -90,8 +97,12 @@ class RemoteControl:
     async def set_deprecated(
         self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"
     ) -> ChangeResult:
-        data = await self._call("POST", f"/admin/models/{quote(model, safe='')}/deprecation",
-                                json={"deprecated": deprecated, "sunset": sunset, "actor": actor}, change=True)
+        data = await self._call(
+            "POST",
+            f"/admin/models/{quote(model, safe='')}/deprecation",
+            json={"deprecated": deprecated, "sunset": sunset, "actor": actor},
+            change=True,
+        )
         return self._change(data)
 
     async def audit(self, limit: int = 200) -> list[AuditInfo]:
@@ -99,7 +110,8 @@ class RemoteControl:
 
     async def preflight(self, role: str, model: str) -> PreflightResult:
         return PreflightResult.model_validate(
-            await self._call("GET", "/admin/preflight", params={"role": role, "model": model}))
+            await self._call("GET", "/admin/preflight", params={"role": role, "model": model})
+        )
 
     async def start_job(self, kind: str, host: str) -> JobInfo:
         return JobInfo.model_validate(await self._call("POST", "/admin/jobs", json={"kind": kind, "host": host}))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .. import operations
-from ..control.schema import ChangeResult, DeprecateRequest, SwapRequest
+from ..schema import ChangeResult, DeprecateRequest, SwapRequest
 from ..state import ChangeRefused
 from .errors import (
     CallerError,
@@ -54,7 +55,7 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 
 
 class AdminApi:
-    def __init__(self, gw: "Gateway", token: str) -> None:
+    def __init__(self, gw: Gateway, token: str) -> None:
         if not token:
             raise ValueError("the admin API needs a token (the gateway generates one when none is configured)")
         self.gw = gw
@@ -81,12 +82,16 @@ class AdminApi:
         """Refuse browsers (403), then a missing or wrong token (401), then a non-JSON change (415)."""
         h = request.headers
         if "Origin" in h:
-            raise Forbidden(f"the admin API refuses requests sent by a web page (Origin: {h['Origin'][:100]})",
-                            code="cross_site_refused")
+            raise Forbidden(
+                f"the admin API refuses requests sent by a web page (Origin: {h['Origin'][:100]})",
+                code="cross_site_refused",
+            )
         site = h.get("Sec-Fetch-Site")
         if site is not None and site.lower() not in _FETCH_SITES_OK:
-            raise Forbidden(f"the admin API refuses requests sent by a web page (Sec-Fetch-Site: {site[:40]})",
-                            code="cross_site_refused")
+            raise Forbidden(
+                f"the admin API refuses requests sent by a web page (Sec-Fetch-Site: {site[:40]})",
+                code="cross_site_refused",
+            )
         bearer, raw = self._tokens
         got_bearer = h.get("Authorization", "").encode("utf-8", "replace")
         got_header = h.get("x-forge-admin-token", "").encode("utf-8", "replace")
@@ -104,7 +109,8 @@ class AdminApi:
             got = h.get("Content-Type") or "none"
             raise UnsupportedMediaType(
                 f"admin changes must be sent as Content-Type: application/json (got {got[:80]}); "
-                f"send {{}} when there is nothing to say")
+                f"send {{}} when there is nothing to say"
+            )
 
     def _wrap(self, impl: Handler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -112,8 +118,9 @@ class AdminApi:
                 self._authorize(request)
                 return await impl(request)
             except GatewayError as exc:
-                return web.Response(status=exc.status, body=exc.body_bytes(), content_type="application/json",
-                                    headers=exc.headers)
+                return web.Response(
+                    status=exc.status, body=exc.body_bytes(), content_type="application/json", headers=exc.headers
+                )
             except ChangeRefused as exc:
                 c = Conflict(str(exc))
                 return web.Response(status=c.status, body=c.body_bytes(), content_type="application/json")
@@ -133,7 +140,7 @@ class AdminApi:
             where = ".".join(str(p) for p in e["loc"]) or "(body)"
             raise CallerError(f"invalid {model.__name__}: {where}: {e['msg']}", param=where) from None
 
-    def _hosts(self) -> "HostsLike":
+    def _hosts(self) -> HostsLike:
         if self.gw.hosts is None:
             raise Unavailable("the hosts service is not running in this gateway (preflight and jobs need it)")
         return self.gw.hosts
@@ -170,15 +177,19 @@ class AdminApi:
     async def eligible(self, request: web.Request) -> web.Response:
         role = request.match_info["role"]
         if self.gw.state.role(role) is None:
-            raise NotFound(f"unknown role {role!r} (roles: {', '.join(sorted(self.gw.state.roles()))})",
-                           code="role_not_found", param="role")
+            raise NotFound(
+                f"unknown role {role!r} (roles: {', '.join(sorted(self.gw.state.roles()))})",
+                code="role_not_found",
+                param="role",
+            )
         return _json([m.id for m in self.gw.state.eligible_models(role)])
 
     # ------------------------------------------------------------------ changes
     async def swap(self, request: web.Request) -> web.Response:
         req: SwapRequest = await self._body(request, SwapRequest)
-        result = await operations.swap(self.gw.state, self.gw.hosts, request.match_info["role"], req.model,
-                                       force=req.force, actor=req.actor)
+        result = await operations.swap(
+            self.gw.state, self.gw.hosts, request.match_info["role"], req.model, force=req.force, actor=req.actor
+        )
         return self._change(result)
 
     async def rollback(self, request: web.Request) -> web.Response:
@@ -191,8 +202,11 @@ class AdminApi:
 
     async def deprecation(self, request: web.Request) -> web.Response:
         req: DeprecateRequest = await self._body(request, DeprecateRequest)
-        return self._change(operations.set_deprecated(self.gw.state, request.match_info["model"], req.deprecated,
-                                                      sunset=req.sunset, actor=req.actor))
+        return self._change(
+            operations.set_deprecated(
+                self.gw.state, request.match_info["model"], req.deprecated, sunset=req.sunset, actor=req.actor
+            )
+        )
 
     # ------------------------------------------------------------------ hosts
     async def preflight(self, request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-__all__ = ["TOKEN_FILE_NAME", "new_token", "write_token_file", "remove_token_file", "read_token_file"]
+__all__ = ["TOKEN_FILE_NAME", "new_token", "read_token_file", "remove_token_file", "write_token_file"]
 
 TOKEN_FILE_NAME = "admin.token"
 

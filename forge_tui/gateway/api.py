@@ -14,7 +14,8 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -39,7 +40,7 @@ from .validate import check_chat, check_completions, check_embeddings, parse_jso
 if TYPE_CHECKING:
     from .app import Gateway
 
-__all__ = ["OpenAIApi", "Ctx"]
+__all__ = ["Ctx", "OpenAIApi"]
 
 log = logging.getLogger("forge_tui.gateway")
 
@@ -80,7 +81,7 @@ _SseResponse = _sse_response_class()
 class Ctx:
     """Per-request state: the record being filled and the headers every answer carries."""
 
-    __slots__ = ("rec", "t0", "headers")
+    __slots__ = ("headers", "rec", "t0")
 
     def __init__(self, rec: RequestRecord, t0: float) -> None:
         self.rec = rec
@@ -127,8 +128,10 @@ def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
 
 
 # Token counts straight from the bytes: parsing a whole answer just for its usage costs more.
-_USAGE_RE = re.compile(rb'"(prompt_tokens|completion_tokens|prompt_n|predicted_n|predicted_per_second)"\s*:\s*'
-                       rb'([0-9][0-9.eE+-]*)')
+_USAGE_RE = re.compile(
+    rb'"(prompt_tokens|completion_tokens|prompt_n|predicted_n|predicted_per_second)"\s*:\s*'
+    rb"([0-9][0-9.eE+-]*)"
+)
 
 
 def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
@@ -163,7 +166,7 @@ def _content_is_json(text: str) -> bool:
 
 
 class OpenAIApi:
-    def __init__(self, gw: "Gateway") -> None:
+    def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         s = gw.catalog.gateway
         self.max_body = int(s.max_body_mb * 1024 * 1024)
@@ -263,10 +266,15 @@ class OpenAIApi:
         try:
             self._check_key(request)
         except GatewayError as exc:
-            return web.Response(status=exc.status, body=exc.body_bytes(), content_type="application/json",
-                                headers={"x-forge-request-id": rid})
-        return web.Response(body=self.gw.table().models_json, content_type="application/json",
-                            headers={"x-forge-request-id": rid})
+            return web.Response(
+                status=exc.status,
+                body=exc.body_bytes(),
+                content_type="application/json",
+                headers={"x-forge-request-id": rid},
+            )
+        return web.Response(
+            body=self.gw.table().models_json, content_type="application/json", headers={"x-forge-request-id": rid}
+        )
 
     async def chat(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         body = await self._json(request)
@@ -292,8 +300,9 @@ class OpenAIApi:
         want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
         if stream:
             n = body.get("n")
-            return await self._relay_stream(request, ctx, opened, strip=decision.off, want_json=want_json,
-                                            multi=isinstance(n, int) and n > 1)
+            return await self._relay_stream(
+                request, ctx, opened, strip=decision.off, want_json=want_json, multi=isinstance(n, int) and n > 1
+            )
         return await self._relay_json(ctx, opened, chat=True, strip=decision.off, want_json=want_json)
 
     async def completions(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
@@ -306,8 +315,9 @@ class OpenAIApi:
         check_embeddings(body)
         return await self._plain_json(request, ctx, body, "embeddings", "/v1/embeddings")
 
-    async def _plain_json(self, request: web.Request, ctx: Ctx, body: dict[str, Any], kind: str,
-                          path: str) -> web.StreamResponse:
+    async def _plain_json(
+        self, request: web.Request, ctx: Ctx, body: dict[str, Any], kind: str, path: str
+    ) -> web.StreamResponse:
         route = self.gw.table().resolve(body.get("model"), kind, body)
         ctx.routed(route)
         stream = body.get("stream") is True
@@ -353,8 +363,9 @@ class OpenAIApi:
             if audio is None:
                 audio = next((p for p in parts if (p.content_type or "").startswith("audio/")), None)
             if audio is None:
-                raise CallerError("Missing the audio part: send the WAV as a 'file' (or 'audio') form field.",
-                                  param="file")
+                raise CallerError(
+                    "Missing the audio part: send the WAV as a 'file' (or 'audio') form field.", param="file"
+                )
             check_audio(audio.data, self.audio_max_s, what="audio")
             image = any(p.name == "image" or (p.content_type or "").startswith("image/") for p in parts)
             ctx.rec.image = image
@@ -367,8 +378,9 @@ class OpenAIApi:
         ctx.routed(route)
         audio_field = body.get("audio", body.get("input_audio"))
         if audio_field is None:
-            raise CallerError("Missing required parameter: 'audio' (base64 WAV, or {\"data\": ..., \"format\": \"wav\"}).",
-                              param="audio")
+            raise CallerError(
+                'Missing required parameter: \'audio\' (base64 WAV, or {"data": ..., "format": "wav"}).', param="audio"
+            )
         data = audio_field.get("data") if isinstance(audio_field, dict) else audio_field
         b64_audio_duration(data, self.audio_max_s, what="audio")
         return await self._forward(ctx, route, JsonPayload(body, chat=False, thinking_header=None), "/v1/audio_qa")
@@ -379,15 +391,15 @@ class OpenAIApi:
         ctx.routed(route)
         return route
 
-    async def _forward(self, ctx: Ctx, route: Route, payload: Payload, path: str, *,
-                       image: bool = False) -> web.StreamResponse:
+    async def _forward(
+        self, ctx: Ctx, route: Route, payload: Payload, path: str, *, image: bool = False
+    ) -> web.StreamResponse:
         opened = await self.gw.upstream.open(route, path, payload, image=image)
         ctx.served(opened)
         return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
 
     # ------------------------------------------------------------------ relays
-    async def _relay_json(self, ctx: Ctx, opened: Opened, *, chat: bool, strip: bool,
-                          want_json: bool) -> web.Response:
+    async def _relay_json(self, ctx: Ctx, opened: Opened, *, chat: bool, strip: bool, want_json: bool) -> web.Response:
         resp = opened.resp
         rec = ctx.rec
         try:
@@ -397,8 +409,11 @@ class OpenAIApi:
             raise UpstreamTimeout(f"backend {opened.backend.name!r} stopped answering mid-response") from None
         except _UPSTREAM_READ_ERRORS as exc:
             opened.close(abort=True)
-            raise UpstreamError(f"backend {opened.backend.name!r} on {opened.backend.host} died while answering "
-                                f"({exc.__class__.__name__}: {exc})", upstream=str(exc)) from None
+            raise UpstreamError(
+                f"backend {opened.backend.name!r} on {opened.backend.host} died while answering "
+                f"({exc.__class__.__name__}: {exc})",
+                upstream=str(exc),
+            ) from None
         except BaseException:
             opened.close(abort=True)
             raise
@@ -422,8 +437,9 @@ class OpenAIApi:
             headers["Content-Encoding"] = enc
         return web.Response(status=resp.status, body=data, headers=headers)
 
-    def _check_chat_output(self, rec: RequestRecord, obj: dict[str, Any], data: bytes, strip: bool,
-                           want_json: bool) -> bytes:
+    def _check_chat_output(
+        self, rec: RequestRecord, obj: dict[str, Any], data: bytes, strip: bool, want_json: bool
+    ) -> bytes:
         choices = obj.get("choices")
         if not isinstance(choices, list):
             return data
@@ -439,7 +455,8 @@ class OpenAIApi:
                 if not isinstance(content, str) or not _content_is_json(content):
                     rec.error_class = ErrorClass.MODEL_OUTPUT
                     rec.error = "asked for JSON, the model answered " + (
-                        "nothing" if not content else f"non-JSON: {str(content)[:120]!r}")
+                        "nothing" if not content else f"non-JSON: {str(content)[:120]!r}"
+                    )
         if leaked:
             rec.thinking_leaked = True
             rec.error_class = ErrorClass.MODEL_OUTPUT
@@ -447,18 +464,22 @@ class OpenAIApi:
             return dump_bytes(obj)
         return data
 
-    async def _relay_stream(self, request: web.Request, ctx: Ctx, opened: Opened, *, strip: bool,
-                            want_json: bool, multi: bool = False) -> web.StreamResponse:
+    async def _relay_stream(
+        self, request: web.Request, ctx: Ctx, opened: Opened, *, strip: bool, want_json: bool, multi: bool = False
+    ) -> web.StreamResponse:
         resp = opened.resp
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             return await self._relay_json(ctx, opened, chat=True, strip=strip, want_json=want_json)
         rec = ctx.rec
-        out = _SseResponse(status=200, headers={
-            **ctx.headers,
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        })
+        out = _SseResponse(
+            status=200,
+            headers={
+                **ctx.headers,
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
         relay = SseRelay(strip=strip, capture=want_json, multi=multi)
         clean = False
         try:
@@ -468,18 +489,23 @@ class OpenAIApi:
                 try:
                     chunk = await resp.readany()
                 except http1.ReadTimeout:
-                    failure = UpstreamTimeout(f"backend {opened.backend.name!r} went silent mid-stream "
-                                              f"(nothing for {opened.backend.cfg.request_timeout_s:g}s)")
+                    failure = UpstreamTimeout(
+                        f"backend {opened.backend.name!r} went silent mid-stream "
+                        f"(nothing for {opened.backend.cfg.request_timeout_s:g}s)"
+                    )
                     break
                 except _UPSTREAM_READ_ERRORS as exc:
                     failure = UpstreamError(
                         f"backend {opened.backend.name!r} on {opened.backend.host} died mid-stream "
-                        f"({exc.__class__.__name__}: {exc})", upstream=str(exc))
+                        f"({exc.__class__.__name__}: {exc})",
+                        upstream=str(exc),
+                    )
                     break
                 if not chunk:
                     if not relay.done:
-                        failure = UpstreamError(f"backend {opened.backend.name!r} on {opened.backend.host} "
-                                                f"ended the stream without [DONE]")
+                        failure = UpstreamError(
+                            f"backend {opened.backend.name!r} on {opened.backend.host} ended the stream without [DONE]"
+                        )
                     break
                 piece = relay.feed(chunk)
                 if piece:
@@ -502,8 +528,10 @@ class OpenAIApi:
                 rec.error = "thinking leaked into content (moved to reasoning_content)"
             if failure is not None or relay.upstream_error:
                 if failure is None:
-                    failure = UpstreamError(f"backend {opened.backend.name!r} reported mid-stream: {relay.upstream_error}",
-                                            upstream=relay.upstream_error)
+                    failure = UpstreamError(
+                        f"backend {opened.backend.name!r} reported mid-stream: {relay.upstream_error}",
+                        upstream=relay.upstream_error,
+                    )
                     tail = b""  # the backend's own error event already went out
                 else:
                     tail = relay.flush() + error_event(failure.message, failure.type, failure.code)
@@ -529,4 +557,3 @@ class OpenAIApi:
             return out
         finally:
             opened.close(abort=not clean)
-

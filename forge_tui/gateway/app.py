@@ -22,14 +22,14 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import aiohttp
 from aiohttp import web
 
 from ..config.models import Catalog
-from ..control.schema import Snapshot
+from ..schema import Snapshot
 from ..state import AuditEntry, RoutingState
 from .admin import AdminApi
 from .admin_token import TOKEN_FILE_NAME, new_token, remove_token_file, write_token_file
@@ -99,7 +99,8 @@ class Gateway:
         self.admin_token: str = admin_token or new_token()
         # Where start() writes a generated token (None: configured token, or no state dir: memory only).
         self.admin_token_path: Path | None = (
-            state.state_dir / TOKEN_FILE_NAME if self._token_generated and state.state_dir is not None else None)
+            state.state_dir / TOKEN_FILE_NAME if self._token_generated and state.state_dir is not None else None
+        )
         self.app = self._build_app(self.admin_token)
 
     # ------------------------------------------------------------------ wiring
@@ -117,8 +118,9 @@ class Gateway:
     async def _on_startup(self, app: web.Application) -> None:
         # The client lives exactly as long as the app, whichever runner serves it.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, raise_for_status=False,
-                                              skip_auto_headers=("User-Agent",))
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, raise_for_status=False, skip_auto_headers=("User-Agent",)
+        )
         self._upstream = Upstream(self.backends, self._session)
         self._prober = HealthProber(self.backends, self._session, self.settings.health_interval_s)
         self._prober.start()
@@ -182,8 +184,9 @@ class Gateway:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if self._runner is not None:
             raise RuntimeError("gateway already started")
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -191,8 +194,10 @@ class Gateway:
         except OSError as exc:
             await runner.cleanup()
             if exc.errno == errno.EADDRINUSE:
-                msg = (f"port {port} on {host} is already in use (another forge-tui or another program); "
-                       f"stop it or pick another port with --port")
+                msg = (
+                    f"port {port} on {host} is already in use (another forge-tui or another program); "
+                    f"stop it or pick another port with --port"
+                )
             elif exc.errno == errno.EADDRNOTAVAIL:
                 msg = f"cannot listen on {host}:{port}: this machine has no such address"
             elif exc.errno == errno.EACCES:
@@ -211,8 +216,12 @@ class Gateway:
             try:
                 write_token_file(self.admin_token_path, self.admin_token)
             except OSError as exc:
-                log.warning("cannot write the admin token to %s (%s); it stays in memory only: set "
-                            "FORGE_ADMIN_TOKEN to choose one", self.admin_token_path, exc.strerror or exc)
+                log.warning(
+                    "cannot write the admin token to %s (%s); it stays in memory only: set "
+                    "FORGE_ADMIN_TOKEN to choose one",
+                    self.admin_token_path,
+                    exc.strerror or exc,
+                )
                 self.admin_token_path = None
         addr = runner.addresses[0]
         self.port = int(addr[1])
@@ -230,8 +239,11 @@ class Gateway:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, drain_timeout))
             except TimeoutError:
-                log.warning("gateway stop: %d request(s) still in flight after %.0fs; cancelling them",
-                            self._inflight, drain_timeout)
+                log.warning(
+                    "gateway stop: %d request(s) still in flight after %.0fs; cancelling them",
+                    self._inflight,
+                    drain_timeout,
+                )
             finally:
                 self._idle = None
         await runner.cleanup()
@@ -257,13 +269,20 @@ class Gateway:
         for n, b in self.backends.items():
             up = 1 if b.health == READY and b.breaker.state() != "open" else 0
             lines.append(f'forge_backend_up{{backend="{_label(n)}",host="{_label(b.host)}"}} {up}')
-        lines += ["# HELP forge_inflight Requests the gateway is answering right now.",
-                  "# TYPE forge_inflight gauge", f"forge_inflight {self._inflight}",
-                  "# HELP forge_backend_inflight Requests holding a backend slot.",
-                  "# TYPE forge_backend_inflight gauge"]
-        lines += [f'forge_backend_inflight{{backend="{_label(n)}"}} {b.limiter.inflight}' for n, b in self.backends.items()]
-        lines += ["# HELP forge_backend_queued Requests waiting for a backend slot.",
-                  "# TYPE forge_backend_queued gauge"]
+        lines += [
+            "# HELP forge_inflight Requests the gateway is answering right now.",
+            "# TYPE forge_inflight gauge",
+            f"forge_inflight {self._inflight}",
+            "# HELP forge_backend_inflight Requests holding a backend slot.",
+            "# TYPE forge_backend_inflight gauge",
+        ]
+        lines += [
+            f'forge_backend_inflight{{backend="{_label(n)}"}} {b.limiter.inflight}' for n, b in self.backends.items()
+        ]
+        lines += [
+            "# HELP forge_backend_queued Requests waiting for a backend slot.",
+            "# TYPE forge_backend_queued gauge",
+        ]
         lines += [f'forge_backend_queued{{backend="{_label(n)}"}} {b.limiter.queued}' for n, b in self.backends.items()]
         text = self.telemetry.prometheus().rstrip("\n") + "\n" + "\n".join(lines) + "\n"
         return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -18,11 +18,11 @@ from .errors import CallerError, PayloadTooLarge
 
 __all__ = [
     "AudioUnreadable",
-    "wav_duration",
-    "check_audio",
-    "b64_audio_duration",
     "FormPart",
+    "b64_audio_duration",
+    "check_audio",
     "encode_multipart",
+    "wav_duration",
 ]
 
 
@@ -41,7 +41,7 @@ def wav_duration(data: bytes, total_len: int | None = None) -> float:
     byte_rate = sample_rate = 0
     fact_frames: int | None = None
     while pos + 8 <= len(data):
-        cid = data[pos:pos + 4]
+        cid = data[pos : pos + 4]
         (size,) = struct.unpack_from("<I", data, pos + 4)
         body = pos + 8
         if cid == b"fmt ":

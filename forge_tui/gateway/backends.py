@@ -11,15 +11,15 @@ import errno
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 
 from ..config.models import Backend, BackendKind
 from .errors import Saturated
 
-__all__ = ["Breaker", "Limiter", "BackendRuntime", "HealthProber", "READY", "STARTING", "DOWN", "UNKNOWN"]
+__all__ = ["DOWN", "READY", "STARTING", "UNKNOWN", "BackendRuntime", "Breaker", "HealthProber", "Limiter"]
 
 READY = "ready"
 STARTING = "starting"
@@ -38,7 +38,7 @@ def is_startup_text(text: str) -> bool:
 class Breaker:
     """Opens after ``failures`` consecutive connect failures; after ``reset_s`` lets one trial through."""
 
-    __slots__ = ("failures", "reset_s", "consecutive", "opened_at", "trial", "_clock")
+    __slots__ = ("_clock", "consecutive", "failures", "opened_at", "reset_s", "trial")
 
     def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.failures = failures
@@ -95,7 +95,9 @@ class _Waiter:
 class Limiter:
     """A concurrency cap with a bounded FIFO wait queue and a lower cap for image requests."""
 
-    def __init__(self, name: str, limit: int, image_limit: int | None, queue_limit: int, queue_timeout_s: float) -> None:
+    def __init__(
+        self, name: str, limit: int, image_limit: int | None, queue_limit: int, queue_timeout_s: float
+    ) -> None:
         self.name = name
         self.limit = limit
         self.image_limit = min(image_limit, limit) if image_limit else limit
@@ -298,7 +300,7 @@ class HealthProber:
             _, why = describe_connect_error(exc)
             b.set_health(DOWN, why)
             return
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             b.set_health(DOWN, f"health probe failed: {exc.__class__.__name__}: {exc}".rstrip(": "))
             return
         if b.kind is BackendKind.LLAMA_SWAP:
@@ -320,7 +322,7 @@ class HealthProber:
         try:
             async with self.session.get(b.cfg.base_url + "/running", timeout=self._timeout) as resp:
                 data = json.loads(await resp.read()) if resp.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             return
         running = data.get("running") if isinstance(data, dict) else None
         if not isinstance(running, list):

@@ -28,22 +28,22 @@ from typing import Any
 from ..telemetry.records import ErrorClass
 
 __all__ = [
-    "GatewayError",
     "CallerError",
-    "Unauthorized",
-    "Forbidden",
-    "UnsupportedMediaType",
     "Conflict",
+    "Forbidden",
+    "GatewayBindError",
+    "GatewayError",
     "NotFound",
     "PayloadTooLarge",
     "Saturated",
+    "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
+    "UpstreamError",
     "UpstreamFailure",
-    "UpstreamUnreachable",
     "UpstreamStartup",
     "UpstreamTimeout",
-    "UpstreamError",
-    "GatewayBindError",
+    "UpstreamUnreachable",
     "error_body",
 ]
 

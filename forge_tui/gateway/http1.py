@@ -20,13 +20,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "ConnectRefused",
     "ConnectFailed",
+    "ConnectRefused",
     "Disconnected",
-    "ReadTimeout",
     "MalformedResponse",
-    "Response",
     "Pool",
+    "ReadTimeout",
+    "Response",
 ]
 
 _HEAD_END = b"\r\n\r\n"
@@ -64,10 +64,26 @@ class MalformedResponse(ConnectionError):
 class Response:
     """One answer on a pooled connection. Read it fully (``read``) or piecewise (``readany``), then ``close``."""
 
-    __slots__ = ("status", "reason", "headers", "_conn", "_pieces", "_buffered", "_waiter", "done", "_error",
-                 "_mode", "_left", "_cstate", "_cbuf", "keep_alive", "_released", "_paused")
+    __slots__ = (
+        "_buffered",
+        "_cbuf",
+        "_conn",
+        "_cstate",
+        "_error",
+        "_left",
+        "_mode",
+        "_paused",
+        "_pieces",
+        "_released",
+        "_waiter",
+        "done",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+    )
 
-    def __init__(self, conn: "_Conn", status: int, reason: str, headers: dict[str, str], no_body: bool) -> None:
+    def __init__(self, conn: _Conn, status: int, reason: str, headers: dict[str, str], no_body: bool) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers  # lower-case names
@@ -132,7 +148,7 @@ class Response:
             st = self._cstate
             if st == 1:
                 take = min(self._left, end - pos)
-                self._push(bytes(buf[pos:pos + take]))
+                self._push(bytes(buf[pos : pos + take]))
                 pos += take
                 self._left -= take
                 if self._left == 0:
@@ -266,10 +282,21 @@ def _expire(fut: asyncio.Future[Any], timeout: float) -> None:
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "head", "resp", "head_waiter", "lost", "read_timeout", "no_body", "reused",
-                 "waiting", "last_data")
+    __slots__ = (
+        "head",
+        "head_waiter",
+        "last_data",
+        "lost",
+        "no_body",
+        "pool",
+        "read_timeout",
+        "resp",
+        "reused",
+        "transport",
+        "waiting",
+    )
 
-    def __init__(self, pool: "Pool") -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
@@ -300,7 +327,7 @@ class _Conn(asyncio.Protocol):
                         raise MalformedResponse("response head larger than 64 KiB")
                     return
                 resp = self._parse_head(bytes(self.head[:end]))
-                rest = bytes(self.head[end + 4:])
+                rest = bytes(self.head[end + 4 :])
                 self.head.clear()
                 self.resp = resp
                 w, self.head_waiter = self.head_waiter, None
@@ -319,7 +346,9 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.pool.forget(self)
-        err = Disconnected(f"the backend closed the connection{f' ({exc})' if exc else ''}", got_head=self.resp is not None)
+        err = Disconnected(
+            f"the backend closed the connection{f' ({exc})' if exc else ''}", got_head=self.resp is not None
+        )
         w = self.head_waiter
         if w is not None and not w.done():
             w.set_exception(err)
@@ -420,14 +449,31 @@ class Pool:
     """Keep-alive connections to one backend (host:port, optional TLS and path prefix)."""
 
     @classmethod
-    def for_url(cls, base_url: str, *, connect_timeout: float, read_timeout: float, max_idle: int = 64) -> "Pool":
+    def for_url(cls, base_url: str, *, connect_timeout: float, read_timeout: float, max_idle: int = 64) -> Pool:
         u = urlsplit(base_url)
         tls = u.scheme == "https"
-        return cls(u.hostname or "127.0.0.1", u.port or (443 if tls else 80), connect_timeout=connect_timeout,
-                   read_timeout=read_timeout, max_idle=max_idle, ssl=tls, prefix=u.path)
+        return cls(
+            u.hostname or "127.0.0.1",
+            u.port or (443 if tls else 80),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_idle=max_idle,
+            ssl=tls,
+            prefix=u.path,
+        )
 
-    def __init__(self, host: str, port: int, *, connect_timeout: float, read_timeout: float,
-                 max_idle: int = 64, idle_ttl_s: float = 30.0, ssl: bool = False, prefix: str = "") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_idle: int = 64,
+        idle_ttl_s: float = 30.0,
+        ssl: bool = False,
+        prefix: str = "",
+    ) -> None:
         self.host = host
         self.port = port
         self.ssl = ssl
@@ -480,9 +526,13 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port,
-                                                       ssl=True if self.ssl else None,
-                                                       server_hostname=self.host if self.ssl else None)
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self),
+                    self.host,
+                    self.port,
+                    ssl=True if self.ssl else None,
+                    server_hostname=self.host if self.ssl else None,
+                )
         except ConnectionRefusedError as exc:
             raise ConnectRefused(exc.errno, "connection refused") from None
         except TimeoutError:
@@ -507,8 +557,9 @@ class Pool:
             return conn
         return None
 
-    async def request(self, method: str, path: str, body: bytes, headers: list[tuple[str, str]],
-                      read_timeout: float | None = None) -> Response:
+    async def request(
+        self, method: str, path: str, body: bytes, headers: list[tuple[str, str]], read_timeout: float | None = None
+    ) -> Response:
         """Send one request; returns once the response head has arrived."""
         head = [f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_header]
         for k, v in headers:

@@ -5,13 +5,14 @@ The gateway never imports the hosts package: anything with these methods will do
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
-from ..control.schema import JobInfo, PreflightResult, TelemetryInfo
+from ..schema import JobInfo, PreflightResult, TelemetryInfo
 from ..state import RoutingState
 from ..telemetry.records import RequestRecord
 
-__all__ = ["TelemetryLike", "HostProbeLike", "HostsLike"]
+__all__ = ["HostProbeLike", "HostsLike", "TelemetryLike"]
 
 
 class TelemetryLike(Protocol):

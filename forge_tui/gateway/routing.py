@@ -18,7 +18,7 @@ from ..config.models import ModelState, ThinkingPolicy
 from ..state import RoutingState
 from .errors import NotFound
 
-__all__ = ["Candidate", "Route", "RouteTable", "classify", "AUTO"]
+__all__ = ["AUTO", "Candidate", "Route", "RouteTable", "classify"]
 
 AUTO = "auto"
 
@@ -86,7 +86,7 @@ def _route_header(role: str | None, model: str, host: str, backend: str, fallbac
 
 
 def _http_date(d: dt.date) -> str:
-    return format_datetime(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc), usegmt=True)
+    return format_datetime(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC), usegmt=True)
 
 
 class RouteTable:
@@ -193,41 +193,45 @@ class RouteTable:
         for name in self.role_names:
             rv = self.roles_ref[name]
             mv = self.models_ref.get(rv.model)
-            data.append({
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "forge",
-                "forge": {
-                    "kind": "role",
-                    "target": rv.model,
-                    "fallbacks": list(rv.fallbacks),
-                    "state": mv.state.value if mv else None,
-                    "deprecated": bool(mv and mv.deprecated),
-                    "sunset": mv.sunset.isoformat() if mv and mv.sunset else None,
-                    "in_trial": rv.in_trial,
-                },
-            })
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "forge",
+                    "forge": {
+                        "kind": "role",
+                        "target": rv.model,
+                        "fallbacks": list(rv.fallbacks),
+                        "state": mv.state.value if mv else None,
+                        "deprecated": bool(mv and mv.deprecated),
+                        "sunset": mv.sunset.isoformat() if mv and mv.sunset else None,
+                        "in_trial": rv.in_trial,
+                    },
+                }
+            )
         for mid, mv in self.models_ref.items():
             fam = cat.families.get(mv.family)
-            data.append({
-                "id": mid,
-                "object": "model",
-                "created": 0,
-                "owned_by": mv.family,
-                "forge": {
-                    "kind": "model",
-                    "state": mv.state.value,
-                    "deprecated": mv.deprecated,
-                    "sunset": mv.sunset.isoformat() if mv.sunset else None,
-                    "roles": state.roles_using(mid),
-                    "family": mv.family,
-                    "architecture": mv.architecture,
-                    "capabilities": [c.value for c in mv.capabilities],
-                    "thinking": fam.thinking.value if fam else ThinkingPolicy.NONE.value,
-                    "hosts": list(mv.hosts),
-                },
-            })
+            data.append(
+                {
+                    "id": mid,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": mv.family,
+                    "forge": {
+                        "kind": "model",
+                        "state": mv.state.value,
+                        "deprecated": mv.deprecated,
+                        "sunset": mv.sunset.isoformat() if mv.sunset else None,
+                        "roles": state.roles_using(mid),
+                        "family": mv.family,
+                        "architecture": mv.architecture,
+                        "capabilities": [c.value for c in mv.capabilities],
+                        "thinking": fam.thinking.value if fam else ThinkingPolicy.NONE.value,
+                        "hosts": list(mv.hosts),
+                    },
+                }
+            )
         return json.dumps({"object": "list", "data": data}).encode()
 
     def resolve(self, name: str | None, kind: str, body: dict[str, Any] | None) -> Route:

@@ -6,16 +6,16 @@ import time
 from typing import TYPE_CHECKING
 
 from ..config.models import BackendKind, ThinkingPolicy
-from ..control.schema import BackendInfo, HostInfo, ModelInfo, RoleInfo, Snapshot
+from ..schema import BackendInfo, HostInfo, ModelInfo, RoleInfo, Snapshot
 from .backends import DOWN, READY, STARTING, UNKNOWN, BackendRuntime
 
 if TYPE_CHECKING:
     from .app import Gateway
 
-__all__ = ["build_snapshot", "backend_loaded_models"]
+__all__ = ["backend_loaded_models", "build_snapshot"]
 
 
-def backend_loaded_models(gw: "Gateway", b: BackendRuntime) -> list[str] | None:
+def backend_loaded_models(gw: Gateway, b: BackendRuntime) -> list[str] | None:
     """Model ids loaded on ``b`` right now (None: the backend's state is not known yet)."""
     placed = gw.placements_on(b.name)  # upstream name -> model id
     if b.kind is BackendKind.LLAMA_SWAP:
@@ -30,7 +30,7 @@ def backend_loaded_models(gw: "Gateway", b: BackendRuntime) -> list[str] | None:
     return None
 
 
-def build_snapshot(gw: "Gateway") -> Snapshot:
+def build_snapshot(gw: Gateway) -> Snapshot:
     state = gw.state
     cat = state.catalog
     roles = [
@@ -99,8 +99,13 @@ def build_snapshot(gw: "Gateway") -> Snapshot:
                     checked_at=b.checked_at,
                 )
             )
-        info = HostInfo(name=hname, address=h.address, platform=h.platform.value,
-                        memory_budget_gb=h.memory_budget_gb, backends=backends)
+        info = HostInfo(
+            name=hname,
+            address=h.address,
+            platform=h.platform.value,
+            memory_budget_gb=h.memory_budget_gb,
+            backends=backends,
+        )
         p = probes.get(hname)
         if p is not None:
             info.reachable = p.reachable
@@ -130,7 +135,7 @@ def build_snapshot(gw: "Gateway") -> Snapshot:
     )
 
 
-def _from_backends(info: HostInfo, gw: "Gateway", backends: list[BackendInfo]) -> None:
+def _from_backends(info: HostInfo, gw: Gateway, backends: list[BackendInfo]) -> None:
     """No host probe: what the backends say (reachable if any answers; memory = catalog sizes of loaded models)."""
     healths = [b.health for b in backends]
     if any(h in (READY, STARTING) for h in healths):

@@ -15,7 +15,7 @@ from .thinking import ThinkStripper
 # One encoder for the process: json.dumps with options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-__all__ = ["SseRelay", "error_event", "dump_bytes"]
+__all__ = ["SseRelay", "dump_bytes", "error_event"]
 
 DONE = b"data: [DONE]"
 
@@ -27,13 +27,31 @@ def dump_bytes(obj: Any) -> bytes:
 
 def error_event(message: str, type_: str, code: str | int | None) -> bytes:
     """An OpenAI-style in-stream error followed by a clean end of stream."""
-    return (b"data: " + dump_bytes({"error": {"message": message, "type": type_, "param": None, "code": code}})
-            + b"\n\n" + DONE + b"\n\n")
+    return (
+        b"data: "
+        + dump_bytes({"error": {"message": message, "type": type_, "param": None, "code": code}})
+        + b"\n\n"
+        + DONE
+        + b"\n\n"
+    )
 
 
 class SseRelay:
-    __slots__ = ("_buf", "done", "strippers", "first_token_at", "usage", "timings", "leaked", "content",
-                 "events", "upstream_error", "_template", "_settled", "_multi")
+    __slots__ = (
+        "_buf",
+        "_multi",
+        "_settled",
+        "_template",
+        "content",
+        "done",
+        "events",
+        "first_token_at",
+        "leaked",
+        "strippers",
+        "timings",
+        "upstream_error",
+        "usage",
+    )
 
     def __init__(self, *, strip: bool, capture: bool, multi: bool = False) -> None:
         self._buf = b""
@@ -51,8 +69,15 @@ class SseRelay:
         self._multi = multi  # n > 1: choices may start late, keep parsing
 
     def feed(self, chunk: bytes) -> bytes:
-        if self._settled and not self._buf and chunk[-1:] == b"\n" and b'"usage"' not in chunk \
-                and b'"timings"' not in chunk and b'"error"' not in chunk and b"[DONE]" not in chunk:
+        if (
+            self._settled
+            and not self._buf
+            and chunk[-1:] == b"\n"
+            and b'"usage"' not in chunk
+            and b'"timings"' not in chunk
+            and b'"error"' not in chunk
+            and b"[DONE]" not in chunk
+        ):
             # Whole lines of ordinary events once settled: count them and pass the bytes on as they
             # came (what the line-by-line path would rebuild, without splitting and joining).
             self.events += chunk.count(b"\ndata:") + chunk.startswith(b"data:")
@@ -62,7 +87,7 @@ class SseRelay:
         if nl < 0:
             self._buf = buf
             return b""
-        self._buf = buf[nl + 1:]
+        self._buf = buf[nl + 1 :]
         lines = buf[: nl + 1].split(b"\n")
         lines.pop()  # the empty string after the last newline
         out = bytearray()
@@ -78,8 +103,7 @@ class SseRelay:
         if payload == b"[DONE]":
             self.done = True
             return self.flush() + line
-        if self._settled and b'"usage"' not in payload and b'"timings"' not in payload \
-                and b'"error"' not in payload:
+        if self._settled and b'"usage"' not in payload and b'"timings"' not in payload and b'"error"' not in payload:
             # Nothing left to learn from an ordinary chunk: count it and pass it on unparsed.
             self.events += 1
             return line
@@ -108,7 +132,7 @@ class SseRelay:
             if not isinstance(delta, dict):
                 continue
             c = delta.get("content")
-            if isinstance(c, str) and c or delta.get("reasoning_content"):
+            if (isinstance(c, str) and c) or delta.get("reasoning_content"):
                 self.events += 1
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 from ..config.models import ThinkingPolicy
 from .errors import CallerError
 
-__all__ = ["ThinkingDecision", "decide", "ThinkStripper", "strip_message"]
+__all__ = ["ThinkStripper", "ThinkingDecision", "decide", "strip_message"]
 
 OPEN = "<think>"
 CLOSE = "</think>"
@@ -56,8 +56,9 @@ def caller_choice(body: dict[str, Any]) -> bool | None:
     if v is None:
         return None
     if not isinstance(v, bool):
-        raise CallerError("chat_template_kwargs.enable_thinking must be a boolean",
-                          param="chat_template_kwargs.enable_thinking")
+        raise CallerError(
+            "chat_template_kwargs.enable_thinking must be a boolean", param="chat_template_kwargs.enable_thinking"
+        )
     return v
 
 
@@ -99,7 +100,7 @@ def _partial_suffix(text: str, tag: str) -> int:
 class ThinkStripper:
     """Stream-safe: feed content deltas, get (content, reasoning) back; tags may split across chunks."""
 
-    __slots__ = ("state", "buf", "leaked")
+    __slots__ = ("buf", "leaked", "state")
 
     START, INSIDE, AFTER, PASS = 0, 1, 2, 3  # AFTER: drop the blank lines that follow </think>
 
@@ -130,18 +131,18 @@ class ThinkStripper:
                 return out, ""
             self.leaked = True
             self.state = self.INSIDE
-            self.buf = s[len(OPEN):]
+            self.buf = s[len(OPEN) :]
         # INSIDE the block
         idx = self.buf.find(CLOSE)
         if idx >= 0:
             reasoning = self.buf[:idx]
-            rest = self.buf[idx + len(CLOSE):].lstrip()
+            rest = self.buf[idx + len(CLOSE) :].lstrip()
             self.buf = ""
             self.state = self.PASS if rest else self.AFTER
             return rest, reasoning
         keep = _partial_suffix(self.buf, CLOSE)
         reasoning = self.buf[: len(self.buf) - keep]
-        self.buf = self.buf[len(self.buf) - keep:]
+        self.buf = self.buf[len(self.buf) - keep :]
         return "", reasoning
 
     def finish(self) -> tuple[str, str]:

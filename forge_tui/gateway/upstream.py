@@ -34,7 +34,7 @@ from .errors import (
 from .routing import Candidate, Route
 from .stream import dump_bytes
 
-__all__ = ["Payload", "JsonPayload", "FormPayload", "Opened", "Upstream", "extract_message"]
+__all__ = ["FormPayload", "JsonPayload", "Opened", "Payload", "Upstream", "extract_message"]
 
 CONNECT_TIMEOUT_S = 5.0
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -49,7 +49,7 @@ class Payload(Protocol):
 class JsonPayload:
     """A JSON body, re-rendered per candidate: the backend's own model name and the family's thinking policy."""
 
-    __slots__ = ("body", "caller_thinking", "header", "chat", "_cache")
+    __slots__ = ("_cache", "body", "caller_thinking", "chat", "header")
 
     def __init__(self, body: dict[str, Any], *, chat: bool, thinking_header: str | None) -> None:
         self.body = body
@@ -80,7 +80,7 @@ class JsonPayload:
 class FormPayload:
     """A multipart form, re-encoded per candidate with the backend's own model name."""
 
-    __slots__ = ("parts", "_cache")
+    __slots__ = ("_cache", "parts")
 
     def __init__(self, parts: list[FormPart]) -> None:
         self.parts = parts
@@ -144,8 +144,12 @@ class Upstream:
         self.backends = backends
         self.session = session  # side requests only (llama-swap logs); the request path uses the pools
         self.pools = {
-            name: http1.Pool.for_url(b.cfg.base_url, connect_timeout=CONNECT_TIMEOUT_S,
-                                     read_timeout=b.cfg.request_timeout_s, max_idle=max(8, 2 * b.cfg.max_concurrency))
+            name: http1.Pool.for_url(
+                b.cfg.base_url,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=b.cfg.request_timeout_s,
+                max_idle=max(8, 2 * b.cfg.max_concurrency),
+            )
             for name, b in backends.items()
         }
 
@@ -167,8 +171,9 @@ class Upstream:
                     return await self._walk(route, path, payload, image, exc)
         return await self._walk(route, path, payload, image, None)
 
-    async def _walk(self, route: Route, path: str, payload: Payload, image: bool,
-                    first_failure: GatewayError | None) -> Opened:
+    async def _walk(
+        self, route: Route, path: str, payload: Payload, image: bool, first_failure: GatewayError | None
+    ) -> Opened:
         cands = route.candidates
         what = f"role {route.role!r}" if route.role else f"model {route.model!r}"
         if not cands:
@@ -189,8 +194,11 @@ class Upstream:
         last_resort = False
         if not order and first_failure is None:
             # Everything looks down. One recently-down backend may just be restarting: give it its window.
-            order = [c for c in cands if self.backends[c.backend].breaker.allows()
-                     and self.backends[c.backend].maybe_starting(now)][:1]
+            order = [
+                c
+                for c in cands
+                if self.backends[c.backend].breaker.allows() and self.backends[c.backend].maybe_starting(now)
+            ][:1]
             last_resort = True
         tried_first = first_failure is not None
         reasons += [self._skip_reason(c) for c in cands if c not in order and not (tried_first and c is cands[0])]
@@ -232,7 +240,7 @@ class Upstream:
         A refused connection rules out the whole backend; a model still loading on a llama-swap
         does not rule out another model that backend already has up."""
         me = order[i]
-        for c in order[i + 1:]:
+        for c in order[i + 1 :]:
             elsewhere = c.backend != me.backend or (not refused and c.model != me.model)
             if elsewhere and self.backends[c.backend].usable():
                 return True
@@ -305,7 +313,9 @@ class Upstream:
             except http1.ConnectFailed as exc:
                 where = _where(be)
                 be.breaker.failure()
-                raise UpstreamUnreachable(f"{where} is unreachable ({be.cfg.base_url}): {exc.strerror or exc}") from None
+                raise UpstreamUnreachable(
+                    f"{where} is unreachable ({be.cfg.base_url}): {exc.strerror or exc}"
+                ) from None
             except http1.ReadTimeout:
                 where = _where(be)
                 be.breaker.success()
@@ -314,8 +324,9 @@ class Upstream:
                 ) from None
             except (http1.Disconnected, http1.MalformedResponse) as exc:
                 where = _where(be)
-                raise UpstreamError(f"{where} closed the connection without answering ({exc})",
-                                    upstream=str(exc)) from None
+                raise UpstreamError(
+                    f"{where} closed the connection without answering ({exc})", upstream=str(exc)
+                ) from None
             else:
                 be.breaker.success()
                 if resp.status < 400:
@@ -328,8 +339,9 @@ class Upstream:
                     signal = f"HTTP 503 {msg}"
                 elif resp.status == 429:
                     ra = resp.headers.get("retry-after", "1")
-                    raise Saturated(f"{where} is saturated: {msg}", retry_after=int(ra) if ra.isdigit() else 1,
-                                    upstream=msg)
+                    raise Saturated(
+                        f"{where} is saturated: {msg}", retry_after=int(ra) if ra.isdigit() else 1, upstream=msg
+                    )
                 else:
                     raise await self._answer_error(be, cand, resp.status, msg)
             # A startup signal: move on if something else can serve, else wait it out.
@@ -371,12 +383,13 @@ class Upstream:
     async def _llama_swap_log_errors(self, be: BackendRuntime) -> list[str]:
         """llama-swap answers a failed start with little; the reason is in its upstream log (GET /logs)."""
         try:
-            async with self.session.get(be.cfg.base_url + "/logs", headers={"Accept": "text/plain"},
-                                        timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            async with self.session.get(
+                be.cfg.base_url + "/logs", headers={"Accept": "text/plain"}, timeout=aiohttp.ClientTimeout(total=3)
+            ) as resp:
                 if resp.status != 200:
                     return []
                 raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return []
         tail = raw[-_LOG_TAIL_BYTES:].decode("utf-8", "replace").splitlines()[-300:]
         # The loader's own line is the one an operator needs first, then the last few other failures.

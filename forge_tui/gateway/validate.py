@@ -11,14 +11,21 @@ from typing import Any
 
 from .errors import CallerError
 
-__all__ = ["parse_json_object", "check_chat", "check_completions", "check_embeddings", "scan_parts"]
+__all__ = ["check_chat", "check_completions", "check_embeddings", "parse_json_object", "scan_parts"]
 
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "logprobs_top", "top_logprobs")
 _NUM_FIELDS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
 _INT_SET = frozenset(_INT_FIELDS)
 _NUM_SET = frozenset(_NUM_FIELDS)
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
-               float: "a number", type(None): "null"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
 
 
 def _got(v: Any) -> str:
@@ -71,7 +78,9 @@ def check_chat(body: dict[str, Any]) -> None:
     _common(body)
     messages = body.get("messages")
     if messages is None:
-        raise CallerError("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        raise CallerError(
+            "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
     if not isinstance(messages, list):
         raise _bad("messages", "an array", messages)
     if not messages:

@@ -5,13 +5,13 @@ from .service import BackendStatus, HostProbe, HostsService
 from .transport import CommandResult, HostKeyRefused, HostUnreachable, LocalTransport, SshTransport, TransportError
 
 __all__ = [
-    "HostsService",
-    "HostProbe",
     "BackendStatus",
     "CommandResult",
-    "TransportError",
     "HostKeyRefused",
+    "HostProbe",
     "HostUnreachable",
+    "HostsService",
     "LocalTransport",
     "SshTransport",
+    "TransportError",
 ]

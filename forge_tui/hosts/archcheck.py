@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from .gguf import probe_gguf
 from .transport import CommandTimeout, Transport
 
-__all__ = ["ArchVerdict", "ServingBinary", "classify", "check_architectures", "XLLAMACPP_SCRIPT"]
+__all__ = ["XLLAMACPP_SCRIPT", "ArchVerdict", "ServingBinary", "check_architectures", "classify"]
 
 # Loads a GGUF with the real llama.cpp inside xllamacpp (what the demo backends run).
 XLLAMACPP_SCRIPT = r"""
@@ -72,11 +72,11 @@ class ServingBinary:
     kind: str = "llama-server"  # llama-server | xllamacpp
 
     @classmethod
-    def llama_server(cls, path: str) -> "ServingBinary":
+    def llama_server(cls, path: str) -> ServingBinary:
         return cls(path, (path,), "llama-server")
 
     @classmethod
-    def xllamacpp(cls, python: str = sys.executable) -> "ServingBinary":
+    def xllamacpp(cls, python: str = sys.executable) -> ServingBinary:
         return cls(f"xllamacpp ({python})", (python, "-c", XLLAMACPP_SCRIPT), "xllamacpp")
 
     def argv(self, model_path: str, port: int) -> list[str]:
@@ -100,8 +100,9 @@ def classify(architecture: str, output: str, exit_status: int | None) -> ArchVer
     key = _KNOWN[0].search(output)
     if key and not key.group(1).startswith(architecture + "."):
         # A hyperparameter of some other architecture: the file was not the probe we wrote.
-        return ArchVerdict(architecture, "inconclusive", f"the loader asked for {key.group(1)!r}, not an "
-                                                         f"{architecture!r} key")
+        return ArchVerdict(
+            architecture, "inconclusive", f"the loader asked for {key.group(1)!r}, not an {architecture!r} key"
+        )
     for pat in _KNOWN:
         if m := pat.search(output):
             line = next((ln.strip() for ln in output.splitlines() if pat.search(ln)), m.group(0))
@@ -138,8 +139,9 @@ async def check_architectures(
             try:
                 r = await transport.run(binary.argv(path, 0), timeout)
             except CommandTimeout:
-                out[arch] = ArchVerdict(arch, "inconclusive",
-                                        f"{binary.label} did not exit within {timeout:g}s on a weightless GGUF")
+                out[arch] = ArchVerdict(
+                    arch, "inconclusive", f"{binary.label} did not exit within {timeout:g}s on a weightless GGUF"
+                )
                 continue
             if r.exit_status in (126, 127):
                 out[arch] = ArchVerdict(arch, "inconclusive", f"cannot run {binary.label}: {r.reason(2)}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..config.models import BuildSettings
 from .inventory import expand_home
 
-__all__ = ["BuildPlan", "make_plan", "BACKEND_FLAGS"]
+__all__ = ["BACKEND_FLAGS", "BuildPlan", "make_plan"]
 
 # CMake flags per llama.cpp backend (ggml's option names).
 BACKEND_FLAGS: dict[str, tuple[str, ...]] = {

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from .transport import Transport
 
 __all__ = [
-    "GgufError",
-    "NeedMoreData",
-    "GgufHeader",
-    "parse_header",
-    "read_remote_header",
-    "probe_gguf",
     "FIRST_READ_BYTES",
     "MAX_READ_BYTES",
+    "GgufError",
+    "GgufHeader",
+    "NeedMoreData",
+    "parse_header",
+    "probe_gguf",
+    "read_remote_header",
 ]
 
 MAGIC = b"GGUF"
@@ -69,7 +69,7 @@ class _Cursor:
         end = self.pos + n
         if end > len(self.data):
             raise NeedMoreData(end)
-        chunk = self.data[self.pos:end]
+        chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .gguf import GgufError, read_remote_header
 from .transport import Transport
 
-__all__ = ["GgufFile", "LIST_SCRIPT", "remote_home", "expand_home", "list_gguf", "Inventory"]
+__all__ = ["LIST_SCRIPT", "GgufFile", "Inventory", "expand_home", "list_gguf", "remote_home"]
 
 # "file<TAB>size<TAB>path" per GGUF (symlinks followed), "missing<TAB>dir" per absent directory.
 LIST_SCRIPT = r"""
@@ -55,7 +55,9 @@ def expand_home(path: str, home: str) -> str:
     return path
 
 
-async def list_gguf(transport: Transport, dirs: list[str], timeout: float = 60.0) -> tuple[list[tuple[str, int]], list[str]]:
+async def list_gguf(
+    transport: Transport, dirs: list[str], timeout: float = 60.0
+) -> tuple[list[tuple[str, int]], list[str]]:
     """(path, size) of every GGUF under ``dirs`` (already expanded), and the dirs that do not exist."""
     if not dirs:
         return [], []

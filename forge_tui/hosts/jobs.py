@@ -16,13 +16,14 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, TextIO
+from typing import TextIO
 
-from ..control.schema import JobInfo
+from ..schema import JobInfo
 
-__all__ = ["JOB_KINDS", "StepRecord", "Job", "StepFailed", "JobManager"]
+__all__ = ["JOB_KINDS", "Job", "JobManager", "StepFailed", "StepRecord"]
 
 JOB_KINDS = ("rebuild", "verify")
 HISTORY_LIMIT = 200
@@ -86,7 +87,7 @@ class Job:
 
     def log(self, text: str) -> None:
         stamp = dt.datetime.now().strftime("%H:%M:%S")
-        for line in (text.splitlines() or [""]):
+        for line in text.splitlines() or [""]:
             entry = f"{stamp} {line}"
             self.lines.append(entry)
             if self._log is not None:
@@ -177,7 +178,8 @@ class JobManager:
             rec["state"] = "failed"
             rec["finished"] = marker.stat().st_mtime
             rec["error"] = "interrupted: forge-tui stopped while the job ran" + (
-                f"; the build backup was left in place at {backup}" if backup else "")
+                f"; the build backup was left in place at {backup}" if backup else ""
+            )
             self._append_history(rec)
             marker.unlink(missing_ok=True)
 
@@ -230,8 +232,9 @@ class JobManager:
         if job.finished is not None:
             return
         job.finished = time.time()
-        job.log(f"== job {job.state}" + (f": {job.error}" if job.error else "") +
-                f" ({job.finished - job.started:.1f}s)")
+        job.log(
+            f"== job {job.state}" + (f": {job.error}" if job.error else "") + f" ({job.finished - job.started:.1f}s)"
+        )
         self._append_history(job.record())
         m = self._marker(job.id)
         if m is not None:

@@ -9,11 +9,11 @@ the evidence over SSH is ``HostsService.preflight``.
 from __future__ import annotations
 
 from ..config.models import Catalog, ModelState
-from ..control.schema import PreflightCheck
+from ..schema import PreflightCheck
 from ..state import ModelView, RoleView, RoutingState
 from .archcheck import ArchVerdict
 
-__all__ = ["PASS", "WARN", "FAIL", "capability_check", "memory_check", "arch_check", "primary_host"]
+__all__ = ["FAIL", "PASS", "WARN", "arch_check", "capability_check", "memory_check", "primary_host"]
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 NEAR_BUDGET = 0.9  # warn above this share of the budget
@@ -31,21 +31,33 @@ def capability_check(role: RoleView, model: ModelView) -> PreflightCheck:
     if model.state is ModelState.DISABLED:
         return PreflightCheck(name="capabilities", outcome=FAIL, evidence=f"{model.id} is disabled in the catalog")
     if missing:
-        return PreflightCheck(name="capabilities", outcome=FAIL,
-                              evidence=f"{role.name} needs {', '.join(missing)}; {model.id} has {have}")
+        return PreflightCheck(
+            name="capabilities", outcome=FAIL, evidence=f"{role.name} needs {', '.join(missing)}; {model.id} has {have}"
+        )
     need = ", ".join(c.value for c in role.requires)
-    return PreflightCheck(name="capabilities", outcome=PASS, evidence=f"{role.name} needs {need}; {model.id} has {have}")
+    return PreflightCheck(
+        name="capabilities", outcome=PASS, evidence=f"{role.name} needs {need}; {model.id} has {have}"
+    )
 
 
 def arch_check(architecture: str, verdict: ArchVerdict, binary_label: str, host: str) -> PreflightCheck:
     if verdict.outcome == "known":
-        return PreflightCheck(name="architecture", outcome=PASS,
-                              evidence=f"{binary_label} on {host} knows {architecture!r} ({verdict.evidence})")
+        return PreflightCheck(
+            name="architecture",
+            outcome=PASS,
+            evidence=f"{binary_label} on {host} knows {architecture!r} ({verdict.evidence})",
+        )
     if verdict.outcome == "unknown":
-        return PreflightCheck(name="architecture", outcome=FAIL,
-                              evidence=f"{binary_label} on {host}: {verdict.evidence} (rebuild: forge-tui job rebuild {host})")
-    return PreflightCheck(name="architecture", outcome=WARN,
-                          evidence=f"could not prove {binary_label} on {host} knows {architecture!r}: {verdict.evidence}")
+        return PreflightCheck(
+            name="architecture",
+            outcome=FAIL,
+            evidence=f"{binary_label} on {host}: {verdict.evidence} (rebuild: forge-tui job rebuild {host})",
+        )
+    return PreflightCheck(
+        name="architecture",
+        outcome=WARN,
+        evidence=f"could not prove {binary_label} on {host} knows {architecture!r}: {verdict.evidence}",
+    )
 
 
 def memory_check(
@@ -77,8 +89,11 @@ def memory_check(
     if total > budget:
         return PreflightCheck(name="memory", outcome=FAIL, evidence=evidence)
     if measured_total_gb is not None and total > measured_total_gb:
-        return PreflightCheck(name="memory", outcome=WARN,
-                              evidence=f"{evidence}; the host reports only {measured_total_gb:.1f} GB in total")
+        return PreflightCheck(
+            name="memory",
+            outcome=WARN,
+            evidence=f"{evidence}; the host reports only {measured_total_gb:.1f} GB in total",
+        )
     if total > NEAR_BUDGET * budget:
         return PreflightCheck(name="memory", outcome=WARN, evidence=f"{evidence} (over {NEAR_BUDGET:.0%})")
     return PreflightCheck(name="memory", outcome=PASS, evidence=evidence)

@@ -23,8 +23,8 @@ import datetime as dt
 import posixpath
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from ..config.models import Catalog, Host
 from ..state import RoutingState
@@ -37,10 +37,21 @@ from .probes.serving import parse_llama_version
 from .smoke import LLAMA_KINDS, RoleCheck, roles_served_by, smoke_host_roles
 from .transport import CommandResult, Transport, TransportError
 
-__all__ = ["JobTimeouts", "JobRunner", "REBUILD_STEPS", "VERIFY_STEPS", "models_on_host"]
+__all__ = ["REBUILD_STEPS", "VERIFY_STEPS", "JobRunner", "JobTimeouts", "models_on_host"]
 
-REBUILD_STEPS = ["connect", "backup", "update", "configure", "build", "version", "architectures", "regression",
-                 "restart", "smoke", "cleanup"]
+REBUILD_STEPS = [
+    "connect",
+    "backup",
+    "update",
+    "configure",
+    "build",
+    "version",
+    "architectures",
+    "regression",
+    "restart",
+    "smoke",
+    "cleanup",
+]
 VERIFY_STEPS = ["connect", "version", "architectures", "regression"]
 KEEP_BACKUPS = 2
 
@@ -188,14 +199,22 @@ class JobRunner:
         if self.job is not None:
             self.job.log(f"   | {line}")
 
-    async def _run(self, argv: list[str] | tuple[str, ...], timeout: float, *, cwd: str | None = None,
-                   quiet: bool = False) -> CommandResult:
+    async def _run(
+        self, argv: list[str] | tuple[str, ...], timeout: float, *, cwd: str | None = None, quiet: bool = False
+    ) -> CommandResult:
         if self.job is not None and not quiet:
             self.job.log(f"   $ {shlex.join(argv)}" + (f"   (in {cwd})" if cwd else ""))
         return await self.t.run(list(argv), timeout, cwd=cwd, on_output=None if quiet else self._out)
 
-    async def _must(self, argv: list[str] | tuple[str, ...], timeout: float, what: str, *,
-                    cwd: str | None = None, quiet: bool = False) -> CommandResult:
+    async def _must(
+        self,
+        argv: list[str] | tuple[str, ...],
+        timeout: float,
+        what: str,
+        *,
+        cwd: str | None = None,
+        quiet: bool = False,
+    ) -> CommandResult:
         res = await self._run(argv, timeout, cwd=cwd, quiet=quiet)
         if not res.ok:
             raise StepFailed(f"{what}: exit {res.exit_status}: {res.reason() or 'no output'}")
@@ -208,8 +227,11 @@ class JobRunner:
         parts = [res.out.strip()]
         b = self.host.build
         if b is not None:
-            n = await self._run(["sh", "-c", "getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu"],
-                                self.timeouts.command, quiet=True)
+            n = await self._run(
+                ["sh", "-c", "getconf _NPROCESSORS_ONLN 2>/dev/null || sysctl -n hw.ncpu"],
+                self.timeouts.command,
+                quiet=True,
+            )
             nproc = int(n.out.strip()) if n.ok and n.out.strip().isdigit() else 4
             try:
                 self.plan = make_plan(b, self.home, nproc)
@@ -218,13 +240,20 @@ class JobRunner:
             self.binary = ServingBinary.llama_server(self.plan.binary)
             parts.append(f"source {self.plan.source_dir}, binary {self.plan.binary}")
             if self.kind == "rebuild":
-                await self._must(["test", "-d", self.plan.source_dir], self.timeouts.command,
-                                 f"source directory {self.plan.source_dir} is missing")
+                await self._must(
+                    ["test", "-d", self.plan.source_dir],
+                    self.timeouts.command,
+                    f"source directory {self.plan.source_dir} is missing",
+                )
                 tools = ["git"] if self.plan.derived_update else []
                 tools += [a[0] for a in (self.plan.configure, self.plan.build) if a[0] != "sh"]
                 for tool in dict.fromkeys(tools):
-                    await self._must(["sh", "-c", 'command -v "$1"', "forge-which", tool], self.timeouts.command,
-                                     f"{tool} is not installed on {self.host_name}", quiet=True)
+                    await self._must(
+                        ["sh", "-c", 'command -v "$1"', "forge-which", tool],
+                        self.timeouts.command,
+                        f"{tool} is not installed on {self.host_name}",
+                        quiet=True,
+                    )
         elif self.binary is None:
             raise StepFailed(f"host {self.host_name} has no build settings: no serving binary to check")
         else:
@@ -242,7 +271,9 @@ class JobRunner:
             await self._must(["cp", "-a", plan.build_dir, backup], self.timeouts.backup, "copying the build tree")
             self.backup = backup
             self.manager.checkpoint(self.job, backup=backup)  # type: ignore[arg-type]
-            return _Outcome(f"{plan.build_dir} -> {backup}" + (f"; source at {self.old_head[:12]}" if self.old_head else ""))
+            return _Outcome(
+                f"{plan.build_dir} -> {backup}" + (f"; source at {self.old_head[:12]}" if self.old_head else "")
+            )
         self.fresh_build = True
         return _Outcome(f"no build tree at {plan.build_dir} yet: nothing to back up (a failure removes the new one)")
 
@@ -264,17 +295,27 @@ class JobRunner:
     async def _build(self) -> _Outcome:
         plan = self._plan()
         await self._must(plan.build, self.timeouts.build, "build", cwd=plan.source_dir)
-        await self._must(["test", "-x", plan.binary], self.timeouts.command,
-                         f"the build finished but {plan.binary} is not an executable", quiet=True)
+        await self._must(
+            ["test", "-x", plan.binary],
+            self.timeouts.command,
+            f"the build finished but {plan.binary} is not an executable",
+            quiet=True,
+        )
         return _Outcome(plan.binary)
 
     async def _version(self) -> _Outcome:
         binary = self.binary
         assert binary is not None
         if binary.kind == "xllamacpp":
-            res = await self._must([binary.argv_prefix[0], "-c",
-                                    "import xllamacpp; print('xllamacpp', getattr(xllamacpp, '__version__', '?'))"],
-                                   self.timeouts.command, "importing xllamacpp")
+            res = await self._must(
+                [
+                    binary.argv_prefix[0],
+                    "-c",
+                    "import xllamacpp; print('xllamacpp', getattr(xllamacpp, '__version__', '?'))",
+                ],
+                self.timeouts.command,
+                "importing xllamacpp",
+            )
             return _Outcome(res.out.strip())
         res = await self._run([binary.argv_prefix[0], "--version"], self.timeouts.command)
         if res.exit_status in (126, 127):
@@ -283,8 +324,11 @@ class JobRunner:
             v = parse_llama_version(res.err + "\n" + res.out)
         except ValueError as exc:
             raise StepFailed(str(exc)) from None
-        return _Outcome(f"{v.label}" + (f", built with {v.compiler}" if v.compiler else "") +
-                        (f" for {v.target}" if v.target else ""))
+        return _Outcome(
+            f"{v.label}"
+            + (f", built with {v.compiler}" if v.compiler else "")
+            + (f" for {v.target}" if v.target else "")
+        )
 
     async def _declared_arch(self, mid: str) -> str:
         """The architecture the model's GGUF on the host declares (the catalog's if no file)."""
@@ -310,8 +354,10 @@ class JobRunner:
             job.log(f"   {mid}: {path} declares no general.architecture; using the catalog's {m.architecture!r}")
             return m.architecture
         if h.architecture != m.architecture:
-            job.log(f"   {mid}: WARNING the catalog says {m.architecture!r} but {path} declares {h.architecture!r}; "
-                    f"checking what the file declares")
+            job.log(
+                f"   {mid}: WARNING the catalog says {m.architecture!r} but {path} declares {h.architecture!r}; "
+                f"checking what the file declares"
+            )
         return h.architecture
 
     async def _architectures(self) -> _Outcome:
@@ -322,8 +368,9 @@ class JobRunner:
             return _Outcome(f"no model is placed on {self.host_name}'s llama.cpp backends", skipped=True)
         for mid in models:
             self.model_archs[mid] = await self._declared_arch(mid)
-        self.verdicts = await check_architectures(self.t, binary, list(self.model_archs.values()),
-                                                  timeout=self.timeouts.arch)
+        self.verdicts = await check_architectures(
+            self.t, binary, list(self.model_archs.values()), timeout=self.timeouts.arch
+        )
         bad = []
         for mid, arch in self.model_archs.items():
             v = self.verdicts[arch]
@@ -354,8 +401,9 @@ class JobRunner:
         if not url:
             job.log("   no gateway URL (the gateway is not running here): routes not smoked")
             return _Outcome(parts[0] + "; gateway not running, no smoke")
-        checks = await smoke_host_roles(url, roles, self.host_name, api_key=self._api_key(),
-                                        timeout=self._smoke_timeout())
+        checks = await smoke_host_roles(
+            url, roles, self.host_name, api_key=self._api_key(), timeout=self._smoke_timeout()
+        )
         failing = []
         for c in checks:
             job.log(f"   {c.role} -> {c.model}: {'ok' if c.ok else 'FAIL'}: {c.detail}")
@@ -372,8 +420,9 @@ class JobRunner:
     async def _restart(self) -> _Outcome:
         plan = self._plan()
         if plan.restart is None:
-            return _Outcome(f"hosts.{self.host_name}.build.restart is not set: the serving layer was not restarted",
-                            skipped=True)
+            return _Outcome(
+                f"hosts.{self.host_name}.build.restart is not set: the serving layer was not restarted", skipped=True
+            )
         await self._must(plan.restart, self.timeouts.restart, "restart", cwd=plan.source_dir)
         return _Outcome(plan.restart[-1])
 
@@ -386,13 +435,21 @@ class JobRunner:
         url = self.gateway_url()
         if not url:
             return _Outcome("the gateway is not running here: no smoke through it", skipped=True)
-        checks = await smoke_host_roles(url, roles, self.host_name, api_key=self._api_key(),
-                                        timeout=self._smoke_timeout())
+        checks = await smoke_host_roles(
+            url, roles, self.host_name, api_key=self._api_key(), timeout=self._smoke_timeout()
+        )
         failing = []
         for c in checks:
             before = self.baseline.get(c.role)
-            was = "" if before is None else (" (answered before the restart: a regression)" if before.ok
-                                             else " (was failing before the restart too)")
+            was = (
+                ""
+                if before is None
+                else (
+                    " (answered before the restart: a regression)"
+                    if before.ok
+                    else " (was failing before the restart too)"
+                )
+            )
             job.log(f"   {c.role} -> {c.model}: {'ok' if c.ok else 'FAIL'}: {c.detail}{'' if c.ok else was}")
             if not c.ok:
                 failing.append(f"{c.role}: {c.detail}{was}")
@@ -403,8 +460,9 @@ class JobRunner:
     async def _cleanup(self) -> _Outcome:
         plan = self._plan()
         parent, base = posixpath.split(plan.build_dir)
-        res = await self._run(["find", parent, "-maxdepth", "1", "-name", f"{base}.bak-*"], self.timeouts.command,
-                              quiet=True)
+        res = await self._run(
+            ["find", parent, "-maxdepth", "1", "-name", f"{base}.bak-*"], self.timeouts.command, quiet=True
+        )
         backups = sorted(p for p in res.out.splitlines() if p.startswith(plan.build_dir + ".bak-"))
         old = backups[:-KEEP_BACKUPS]
         for p in old:
@@ -431,8 +489,11 @@ class JobRunner:
                 await self._must(["rm", "-rf", plan.build_dir], self.timeouts.backup, "removing the failed build")
                 rec.detail = f"removed the new {plan.build_dir} (there was no build before)"
             if self.updated and self.old_head:
-                await self._must(["git", "-C", plan.source_dir, "checkout", "--detach", self.old_head],
-                                 self.timeouts.update, "checking out the old source commit")
+                await self._must(
+                    ["git", "-C", plan.source_dir, "checkout", "--detach", self.old_head],
+                    self.timeouts.update,
+                    "checking out the old source commit",
+                )
                 rec.detail += f"; source back at {self.old_head[:12]}"
         except (StepFailed, TransportError) as exc:
             problems.append(f"restore failed: {exc}")
@@ -445,8 +506,9 @@ class JobRunner:
             rr.state, rr.started = "running", time.time()
             job.log("== restart-old")
             try:
-                await self._must(plan.restart, self.timeouts.restart, "restarting on the old build",
-                                 cwd=plan.source_dir)
+                await self._must(
+                    plan.restart, self.timeouts.restart, "restarting on the old build", cwd=plan.source_dir
+                )
                 rr.state, rr.detail = "ok", plan.restart[-1]
             except (StepFailed, TransportError) as exc:
                 rr.state, rr.detail = "failed", str(exc)

@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 from ..config.models import BackendKind, Catalog, Host
-from ..control.schema import JobInfo, PreflightCheck, PreflightResult
+from ..schema import JobInfo, PreflightCheck, PreflightResult
 from ..state import RoutingState
 from .archcheck import ArchVerdict, ServingBinary, check_architectures
 from .buildplan import make_plan
@@ -42,7 +43,7 @@ from .rebuild import JobRunner, JobTimeouts
 from .smoke import LLAMA_KINDS
 from .transport import SshTransport, Transport, TransportError, transport_for
 
-__all__ = ["HostProbe", "BackendStatus", "HostsService"]
+__all__ = ["BackendStatus", "HostProbe", "HostsService"]
 
 VERSION_EVERY = 10  # re-read `llama-server --version` every N probes (it can init GPUs: not free)
 
@@ -107,8 +108,9 @@ class HostsService:
         self.job_timeouts = job_timeouts
         # Reconnect backoff never longer than two probe intervals: a host back up shows up soon.
         backoff = max(1.0, min(30.0, 2 * probe_interval_s))
-        self._transports: dict[str, Transport] = {n: transport_for(n, h, backoff_max_s=backoff)
-                                                  for n, h in catalog.hosts.items()}
+        self._transports: dict[str, Transport] = {
+            n: transport_for(n, h, backoff_max_s=backoff) for n, h in catalog.hosts.items()
+        }
         self._inventory: dict[str, Inventory] = {n: Inventory(t) for n, t in self._transports.items()}
         self._probes: dict[str, HostProbe] = {n: HostProbe(host=n) for n in catalog.hosts}
         self._locks: dict[str, asyncio.Lock] = {n: asyncio.Lock() for n in catalog.hosts}
@@ -154,8 +156,12 @@ class HostsService:
             try:
                 await self.probe_now(name)
             except Exception as exc:  # a bug in one probe must not end this host's loop for good
-                self._probes[name] = HostProbe(host=name, reachable=None, probed_at=time.time(),
-                                               error=f"probe failed: {exc.__class__.__name__}: {exc}")
+                self._probes[name] = HostProbe(
+                    host=name,
+                    reachable=None,
+                    probed_at=time.time(),
+                    error=f"probe failed: {exc.__class__.__name__}: {exc}",
+                )
             now = asyncio.get_running_loop().time()
             due = last_inventory is None or now - last_inventory > self.inventory_interval_s
             if due and self._probes[name].reachable and self.catalog.hosts[name].model_dirs:
@@ -194,9 +200,13 @@ class HostsService:
         async with self._locks[host]:
             try:
                 probe = await asyncio.wait_for(self._probe(host), self._probe_bound(host))
-            except asyncio.TimeoutError:
-                probe = HostProbe(host=host, reachable=False, probed_at=time.time(),
-                                  error=f"probe did not finish within {self._probe_bound(host):g}s")
+            except TimeoutError:
+                probe = HostProbe(
+                    host=host,
+                    reachable=False,
+                    probed_at=time.time(),
+                    error=f"probe did not finish within {self._probe_bound(host):g}s",
+                )
                 self._drop_connection(host)
             self._probes[host] = probe
             return probe
@@ -218,7 +228,7 @@ class HostsService:
             # Liveness first, so a hung GPU tool is not mistaken for a dead host.
             await asyncio.wait_for(t.run(["true"], self._command_timeout(name)), self.probe_timeout(name))
             probe.reachable = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             probe.reachable = False
             probe.error = f"no answer within {self.probe_timeout(name):g}s"
             self._drop_connection(name)
@@ -232,7 +242,7 @@ class HostsService:
                     probe_memory(t, h, timeout=self._command_timeout(name), sysfs_root=self.sysfs_root),
                     3 * self._command_timeout(name),
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 probe.error = f"memory probe did not finish within {3 * self._command_timeout(name):g}s"
             except TransportError as exc:
                 probe.reachable = False
@@ -244,8 +254,9 @@ class HostsService:
                 probe.loaded_models[bname] = [r.model for r in st.running]
             elif st.health == "ready" and self.catalog.backends[bname].kind is BackendKind.LLAMA_SERVER:
                 # A llama-server serves exactly its one model: the catalog's placements on it.
-                probe.loaded_models[bname] = [p.name or mid for mid, m in self.catalog.models.items()
-                                              for p in m.placements if p.backend == bname]
+                probe.loaded_models[bname] = [
+                    p.name or mid for mid, m in self.catalog.models.items() for p in m.placements if p.backend == bname
+                ]
         perf = [g for st in backends.values() for g in st.gpus]
         if (reading is None or reading.total_bytes is None) and perf:
             reading = reading_from_gpus(perf, "llama-swap /api/performance")
@@ -390,7 +401,9 @@ class HostsService:
             return ServingBinary.llama_server(await self._binary_path(host))
         return self.local_binary(host)
 
-    async def architecture_verdicts(self, host: str, architectures: list[str]) -> tuple[ServingBinary | None, dict[str, ArchVerdict]]:
+    async def architecture_verdicts(
+        self, host: str, architectures: list[str]
+    ) -> tuple[ServingBinary | None, dict[str, ArchVerdict]]:
         """Verdicts from the host's serving binary, cached per binary identity (path + size + mtime)."""
         binary = await self.serving_binary(host)
         if binary is None:
@@ -430,76 +443,106 @@ class HostsService:
         rv, mv = state.role(role), state.model(model)
         if rv is None or mv is None:
             what = f"unknown role {role!r}" if rv is None else f"unknown model {model!r}"
-            return PreflightResult(role=role, model=model, checks=[PreflightCheck(name="catalog", outcome=FAIL,
-                                                                                 evidence=what)])
+            return PreflightResult(
+                role=role, model=model, checks=[PreflightCheck(name="catalog", outcome=FAIL, evidence=what)]
+            )
         host, backend = primary_host(self.catalog, model)
         checks = [capability_check(rv, mv)]
         b = self.catalog.backends[backend]
         m = self.catalog.models[model]
         if b.kind not in LLAMA_KINDS:
-            checks.append(PreflightCheck(name="weights", outcome=WARN, evidence=(
-                f"{model} is served by {backend} ({b.kind.value}) on {host}: no llama.cpp GGUF to check")))
-            checks.append(PreflightCheck(name="architecture", outcome=WARN, evidence=(
-                f"{backend} is not a llama.cpp backend; its server decides what it can load")))
+            checks.append(
+                PreflightCheck(
+                    name="weights",
+                    outcome=WARN,
+                    evidence=(f"{model} is served by {backend} ({b.kind.value}) on {host}: no llama.cpp GGUF to check"),
+                )
+            )
+            checks.append(
+                PreflightCheck(
+                    name="architecture",
+                    outcome=WARN,
+                    evidence=(f"{backend} is not a llama.cpp backend; its server decides what it can load"),
+                )
+            )
         else:
             try:
-                weights, declared = await asyncio.wait_for(self._weights_check(host, model),
-                                                           self.probe_timeout(host) * 2)
+                weights, declared = await asyncio.wait_for(
+                    self._weights_check(host, model), self.probe_timeout(host) * 2
+                )
                 checks.append(weights)
-                checks.append(await asyncio.wait_for(self._arch_check(host, declared or m.architecture),
-                                                     self.probe_timeout(host) + 120))
-            except (TransportError, asyncio.TimeoutError) as exc:
+                checks.append(
+                    await asyncio.wait_for(
+                        self._arch_check(host, declared or m.architecture), self.probe_timeout(host) + 120
+                    )
+                )
+            except (TimeoutError, TransportError) as exc:
                 why = str(exc) or f"no answer within {self.probe_timeout(host) * 2:g}s"
                 names = {c.name for c in checks}
                 for name in ("weights", "architecture"):
                     if name not in names:
                         checks.append(PreflightCheck(name=name, outcome=FAIL, evidence=f"{host} unreachable: {why}"))
         probe = self._probes.get(host)
-        checks.append(memory_check(self.catalog, state, role, model, host,
-                                   measured_total_gb=probe.memory_total_gb if probe else None))
+        checks.append(
+            memory_check(
+                self.catalog, state, role, model, host, measured_total_gb=probe.memory_total_gb if probe else None
+            )
+        )
         return PreflightResult(role=role, model=model, host=host, checks=checks)
 
     async def _weights_check(self, host: str, model: str) -> tuple[PreflightCheck, str | None]:
         m = self.catalog.models[model]
         h = self.catalog.hosts[host]
         if not m.gguf:
-            return PreflightCheck(name="weights", outcome=WARN,
-                                  evidence=f"the catalog has no gguf path for {model}: weights not checked"), None
+            return PreflightCheck(
+                name="weights", outcome=WARN, evidence=f"the catalog has no gguf path for {model}: weights not checked"
+            ), None
         if m.gguf.startswith("@"):
             # The first call assembles the bundled GGUF (~250 MB written once): off the event loop.
             path = await asyncio.to_thread(self._resolve_local_gguf, m.gguf) if h.transport == "local" else None
             if path is None:
-                return PreflightCheck(name="weights", outcome=FAIL,
-                                      evidence=f"{m.gguf} (a bundled demo model) is not available on {host}"), None
+                return PreflightCheck(
+                    name="weights", outcome=FAIL, evidence=f"{m.gguf} (a bundled demo model) is not available on {host}"
+                ), None
         else:
             path = expand_home(m.gguf, await self._home(host))
         t = self._transports[host]
         size = await t.run(["sh", "-c", 'wc -c < "$1"', "forge-size", path], self._command_timeout(host))
         if not size.ok:
-            return PreflightCheck(name="weights", outcome=FAIL,
-                                  evidence=f"{path} is not on {host}: {size.reason(1) or 'not found'}"), None
+            return PreflightCheck(
+                name="weights", outcome=FAIL, evidence=f"{path} is not on {host}: {size.reason(1) or 'not found'}"
+            ), None
         try:
             hdr = await read_remote_header(t, path, timeout=self._command_timeout(host))
         except GgufError as exc:
             return PreflightCheck(name="weights", outcome=FAIL, evidence=f"{path} on {host}: {exc}"), None
-        where = (f"{path} on {host}: {_size(int(size.out.strip() or 0))}, GGUF v{hdr.version}, "
-                 f"declares general.architecture={hdr.architecture!r}")
+        where = (
+            f"{path} on {host}: {_size(int(size.out.strip() or 0))}, GGUF v{hdr.version}, "
+            f"declares general.architecture={hdr.architecture!r}"
+        )
         if hdr.architecture != m.architecture:
-            return PreflightCheck(name="weights", outcome=FAIL, evidence=(
-                f"{where}, but the catalog says {m.architecture!r}")), hdr.architecture
+            return PreflightCheck(
+                name="weights", outcome=FAIL, evidence=(f"{where}, but the catalog says {m.architecture!r}")
+            ), hdr.architecture
         home = await self._home(host)
         dirs = [expand_home(d, home) for d in h.model_dirs]
         if dirs and not any(path.startswith(d.rstrip("/") + "/") for d in dirs):
-            return PreflightCheck(name="weights", outcome=WARN,
-                                  evidence=f"{where}; outside the host's model_dirs ({', '.join(dirs)})"), hdr.architecture
+            return PreflightCheck(
+                name="weights", outcome=WARN, evidence=f"{where}; outside the host's model_dirs ({', '.join(dirs)})"
+            ), hdr.architecture
         return PreflightCheck(name="weights", outcome=PASS, evidence=where), hdr.architecture
 
     async def _arch_check(self, host: str, architecture: str) -> PreflightCheck:
         binary, verdicts = await self.architecture_verdicts(host, [architecture])
         if binary is None:
-            return PreflightCheck(name="architecture", outcome=WARN, evidence=(
-                f"host {host} has no build settings (hosts.{host}.build): no serving binary to ask about "
-                f"{architecture!r}"))
+            return PreflightCheck(
+                name="architecture",
+                outcome=WARN,
+                evidence=(
+                    f"host {host} has no build settings (hosts.{host}.build): no serving binary to ask about "
+                    f"{architecture!r}"
+                ),
+            )
         return arch_check(architecture, verdicts[architecture], binary.label, host)
 
     # ------------------------------------------------------------------ jobs
@@ -513,7 +556,12 @@ class HostsService:
         if kind == "verify" and h.build is None and local is None:
             raise ValueError(f"host {host!r} has no build settings (hosts.{host}.build): no serving binary to verify")
         runner = JobRunner(
-            kind, host, h, self.catalog, transport_for(host, h), self._jobs,
+            kind,
+            host,
+            h,
+            self.catalog,
+            transport_for(host, h),
+            self._jobs,
             state=lambda: self._state,
             gateway_url=self._gateway_url,
             local_binary=local if h.build is None else None,

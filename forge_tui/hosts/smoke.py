@@ -16,7 +16,7 @@ from ..config.models import BackendKind, Capability, Catalog
 from ..smoke import smoke_role
 from ..state import RoutingState
 
-__all__ = ["RoleCheck", "LLAMA_KINDS", "roles_served_by", "route_host", "smoke_host_roles"]
+__all__ = ["LLAMA_KINDS", "RoleCheck", "roles_served_by", "route_host", "smoke_host_roles"]
 
 # Backends whose binary a rebuild replaces.
 LLAMA_KINDS = (BackendKind.LLAMA_SWAP, BackendKind.LLAMA_SERVER)

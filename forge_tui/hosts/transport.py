@@ -24,9 +24,10 @@ import re
 import shlex
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import asyncssh
 
@@ -34,16 +35,16 @@ from ..config.models import Host, SshSettings
 
 __all__ = [
     "CommandResult",
-    "TransportError",
+    "CommandTimeout",
     "HostKeyRefused",
     "HostUnreachable",
-    "CommandTimeout",
-    "Transport",
     "LocalTransport",
-    "SshTransport",
-    "transport_for",
-    "remote_command",
     "OutputCallback",
+    "SshTransport",
+    "Transport",
+    "TransportError",
+    "remote_command",
+    "transport_for",
 ]
 
 OutputCallback = Callable[[str, str], None]
@@ -204,8 +205,9 @@ class LocalTransport:
             )
         except FileNotFoundError as exc:
             # Same outcome as a remote shell: "command not found" is exit status 127.
-            return CommandResult(list(argv), 127, b"", f"{exc.filename or argv[0]}: not found\n".encode(),
-                                 time.monotonic() - started)
+            return CommandResult(
+                list(argv), 127, b"", f"{exc.filename or argv[0]}: not found\n".encode(), time.monotonic() - started
+            )
         except (NotADirectoryError, PermissionError) as exc:
             return CommandResult(list(argv), 126, b"", f"{exc}\n".encode(), time.monotonic() - started)
         out, err = bytearray(), bytearray()
@@ -216,20 +218,24 @@ class LocalTransport:
                 await proc.stdin.drain()
                 proc.stdin.close()
             assert proc.stdout is not None and proc.stderr is not None
-            await asyncio.gather(_pump(proc.stdout, out, "stdout", on_output),
-                                 _pump(proc.stderr, err, "stderr", on_output))
+            await asyncio.gather(
+                _pump(proc.stdout, out, "stdout", on_output), _pump(proc.stderr, err, "stderr", on_output)
+            )
             return await proc.wait()
 
         try:
             status = await asyncio.wait_for(collect(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._kill(proc)
-            raise CommandTimeout(f"{self.host}: `{shlex.join(argv)}` did not finish within {timeout:g}s (killed)") from None
+            raise CommandTimeout(
+                f"{self.host}: `{shlex.join(argv)}` did not finish within {timeout:g}s (killed)"
+            ) from None
         except BaseException:
             await self._kill(proc)
             raise
-        return CommandResult(list(argv), status if status >= 0 else None, bytes(out), bytes(err),
-                             time.monotonic() - started)
+        return CommandResult(
+            list(argv), status if status >= 0 else None, bytes(out), bytes(err), time.monotonic() - started
+        )
 
     @staticmethod
     async def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -241,7 +247,7 @@ class LocalTransport:
             return
         try:
             await asyncio.wait_for(proc.wait(), 3.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -275,7 +281,7 @@ class _Backoff:
 
 
 class _Client(asyncssh.SSHClient):
-    def __init__(self, owner: "SshTransport") -> None:
+    def __init__(self, owner: SshTransport) -> None:
         self._owner = owner
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -333,7 +339,9 @@ class SshTransport:
                     )
                 await asyncio.sleep(wait)
             try:
-                conn, client = await self._open(max(0.1, min(self.settings.connect_timeout_s, deadline - time.monotonic())))
+                conn, client = await self._open(
+                    max(0.1, min(self.settings.connect_timeout_s, deadline - time.monotonic()))
+                )
             except TransportError as exc:
                 self._backoff.failed(str(exc))
                 raise
@@ -379,7 +387,7 @@ class SshTransport:
                 f"{self.host}: {s.user}@{where} refused our key ({exc.reason}); "
                 f"key: {s.key_file or 'ssh agent / default keys'}"
             ) from None
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise HostUnreachable(f"{self.host}: no SSH answer from {where} within {timeout:g}s") from None
         except asyncssh.Error as exc:
             raise HostUnreachable(f"{self.host}: SSH to {where} failed: {exc.reason}") from None
@@ -398,7 +406,7 @@ class SshTransport:
             key = await asyncio.wait_for(asyncssh.get_server_host_key(self.address, s.port), s.connect_timeout_s)
             if key is not None:
                 offered = f" The server offered {key.get_algorithm()} {key.get_fingerprint()}."
-        except (OSError, asyncssh.Error, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncssh.Error):
             pass
         if trusted:
             fps = ", ".join(k.get_fingerprint() for k in trusted)
@@ -455,14 +463,15 @@ class SshTransport:
             if stdin is not None:
                 proc.stdin.write(stdin)
                 proc.stdin.write_eof()
-            await asyncio.gather(_pump(proc.stdout, out, "stdout", on_output),
-                                 _pump(proc.stderr, err, "stderr", on_output))
+            await asyncio.gather(
+                _pump(proc.stdout, out, "stdout", on_output), _pump(proc.stderr, err, "stderr", on_output)
+            )
             await proc.wait_closed()
             return proc.exit_status
 
         try:
             status = await asyncio.wait_for(collect(), max(0.1, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._close_proc(proc)
             if proc is None:
                 # The channel never opened: the link is most likely gone.
@@ -500,7 +509,7 @@ class SshTransport:
             c.conn.close()
             try:
                 await asyncio.wait_for(c.conn.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, OSError, asyncssh.Error):
+            except (TimeoutError, OSError, asyncssh.Error):
                 c.conn.abort()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .records import ErrorClass, RequestRecord
 
-__all__ = ["SCHEMA_VERSION", "COLUMNS", "HistoryError", "History"]
+__all__ = ["COLUMNS", "SCHEMA_VERSION", "History", "HistoryError"]
 
 SCHEMA_VERSION = 1
 
@@ -50,9 +50,7 @@ _INSERT = f"INSERT INTO requests ({', '.join(_NAMES)}) VALUES ({', '.join('?' * 
 _SELECT = f"SELECT id, {', '.join(_NAMES)} FROM requests"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, "
-    + ", ".join(f"{c} {t}" for c, t in COLUMNS)
-    + ")",
+    "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, " + ", ".join(f"{c} {t}" for c, t in COLUMNS) + ")",
     "CREATE INDEX IF NOT EXISTS requests_time ON requests (time)",
     "CREATE INDEX IF NOT EXISTS requests_role_time ON requests (role, time)",
 )
@@ -91,26 +89,81 @@ def _row(r: RequestRecord) -> tuple:
     if ec_text is None:
         ec_text = ec.value if isinstance(ec, ErrorClass) else str(ec)
     return (
-        r.time, r.request_id, r.endpoint, r.role, r.model, r.host, r.backend, int(r.stream), r.status,
-        ec_text, r.error, r.latency_ms, r.ttft_ms,
-        r.tokens_in, r.tokens_out, r.tokens_per_s, int(r.fallback), int(r.thinking_injected),
-        int(r.thinking_leaked), int(r.image), _extra_json(r.extra),
+        r.time,
+        r.request_id,
+        r.endpoint,
+        r.role,
+        r.model,
+        r.host,
+        r.backend,
+        int(r.stream),
+        r.status,
+        ec_text,
+        r.error,
+        r.latency_ms,
+        r.ttft_ms,
+        r.tokens_in,
+        r.tokens_out,
+        r.tokens_per_s,
+        int(r.fallback),
+        int(r.thinking_injected),
+        int(r.thinking_leaked),
+        int(r.image),
+        _extra_json(r.extra),
     )
 
 
 def _record(row: tuple) -> RequestRecord:
-    (_id, time, request_id, endpoint, role, model, host, backend, stream, status, ec, error, latency_ms,
-     ttft_ms, tokens_in, tokens_out, tokens_per_s, fallback, injected, leaked, image, extra) = row
+    (
+        _id,
+        time,
+        request_id,
+        endpoint,
+        role,
+        model,
+        host,
+        backend,
+        stream,
+        status,
+        ec,
+        error,
+        latency_ms,
+        ttft_ms,
+        tokens_in,
+        tokens_out,
+        tokens_per_s,
+        fallback,
+        injected,
+        leaked,
+        image,
+        extra,
+    ) = row
     try:
         error_class = ErrorClass(ec)
     except ValueError:  # written by a newer forge-tui with more classes; keep the row readable
         error_class = ErrorClass.GATEWAY_ERROR
     return RequestRecord(
-        time=time, request_id=request_id, endpoint=endpoint, role=role, model=model, host=host,
-        backend=backend, stream=bool(stream), status=status, error_class=error_class, error=error,
-        latency_ms=latency_ms, ttft_ms=ttft_ms, tokens_in=tokens_in, tokens_out=tokens_out,
-        tokens_per_s=tokens_per_s, fallback=bool(fallback), thinking_injected=bool(injected),
-        thinking_leaked=bool(leaked), image=bool(image), extra=json.loads(extra) if extra else {},
+        time=time,
+        request_id=request_id,
+        endpoint=endpoint,
+        role=role,
+        model=model,
+        host=host,
+        backend=backend,
+        stream=bool(stream),
+        status=status,
+        error_class=error_class,
+        error=error,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        tokens_per_s=tokens_per_s,
+        fallback=bool(fallback),
+        thinking_injected=bool(injected),
+        thinking_leaked=bool(leaked),
+        image=bool(image),
+        extra=json.loads(extra) if extra else {},
     )
 
 
@@ -273,8 +326,14 @@ class History:
                 self._progress.notify_all()
 
     def read(
-        self, *, since: float | None = None, until: float | None = None, role: str | None = None,
-        limit: int = 1000, after_id: int | None = None, newest_first: bool = False,
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        role: str | None = None,
+        limit: int = 1000,
+        after_id: int | None = None,
+        newest_first: bool = False,
     ) -> list[tuple[int, RequestRecord]]:
         """Rows written so far as (row id, record), by time; with ``after_id``, by row id (to page
         through a long range). A missing file reads as empty."""

@@ -16,7 +16,21 @@ __all__ = ["DURATION_BUCKETS_S", "TTFT_BUCKETS_S", "PromMetrics", "escape_label"
 
 # Local LLM requests range from a cached embed (ms) to a long generation (minutes).
 DURATION_BUCKETS_S: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 TTFT_BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -165,8 +179,12 @@ def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[
             out.append(f"{name}_sum{{{lbl}}} {_num(getattr(s, f'{pick}_sum'))}")
             out.append(f"{name}_count{{{lbl}}} {total}")
 
-    histogram("forge_request_duration_seconds", "Request latency as seen by the gateway, arrival to last byte.",
-              DURATION_BUCKETS_S, "dur")
+    histogram(
+        "forge_request_duration_seconds",
+        "Request latency as seen by the gateway, arrival to last byte.",
+        DURATION_BUCKETS_S,
+        "dur",
+    )
     histogram("forge_ttft_seconds", "Time to first token of streamed requests.", TTFT_BUCKETS_S, "ttft")
 
     head("forge_tokens_total", "counter", "Tokens reported by the backends, prompt (in) and completion (out).")
@@ -175,10 +193,16 @@ def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[
             if n:
                 out.append(f"forge_tokens_total{{{_labels(('direction',) + names, (direction,) + key)}}} {n}")
     for name, help_, attr in (
-        ("forge_thinking_injected_total", "Requests where the gateway turned thinking off for the caller.",
-         "thinking_injected"),
-        ("forge_thinking_leaks_total", "Responses that still opened with <think> while thinking was off.",
-         "thinking_leaks"),
+        (
+            "forge_thinking_injected_total",
+            "Requests where the gateway turned thinking off for the caller.",
+            "thinking_injected",
+        ),
+        (
+            "forge_thinking_leaks_total",
+            "Responses that still opened with <think> while thinking was off.",
+            "thinking_leaks",
+        ),
         ("forge_fallbacks_total", "Requests served by a fallback model or a second placement.", "fallbacks"),
     ):
         head(name, "counter", help_)

@@ -10,7 +10,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from math import ceil
 
-__all__ = ["rank_percentile", "merged_percentiles"]
+__all__ = ["merged_percentiles", "rank_percentile"]
 
 _EPS = 1e-9  # q * n is not exact in binary (0.95 * 100 = 95.00000000000001)
 

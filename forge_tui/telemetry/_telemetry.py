@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..control.schema import ErrorInfo, RequestInfo, RoleStats, SeriesPoint, TelemetryInfo
+from ..schema import ErrorInfo, RequestInfo, RoleStats, SeriesPoint, TelemetryInfo
 from ._history import History
 from ._metrics import PromMetrics, render
 from ._percentiles import merged_percentiles
@@ -56,17 +56,37 @@ class _Sorted:
 
 def _request_info(r: RequestRecord) -> RequestInfo:
     return RequestInfo(
-        time=r.time, request_id=r.request_id, endpoint=r.endpoint, role=r.role, model=r.model, host=r.host,
-        backend=r.backend, stream=r.stream, status=r.status, error_class=r.error_class.value,
-        latency_ms=r.latency_ms, ttft_ms=r.ttft_ms, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
-        fallback=r.fallback, thinking_injected=r.thinking_injected, thinking_leaked=r.thinking_leaked,
+        time=r.time,
+        request_id=r.request_id,
+        endpoint=r.endpoint,
+        role=r.role,
+        model=r.model,
+        host=r.host,
+        backend=r.backend,
+        stream=r.stream,
+        status=r.status,
+        error_class=r.error_class.value,
+        latency_ms=r.latency_ms,
+        ttft_ms=r.ttft_ms,
+        tokens_in=r.tokens_in,
+        tokens_out=r.tokens_out,
+        fallback=r.fallback,
+        thinking_injected=r.thinking_injected,
+        thinking_leaked=r.thinking_leaked,
     )
 
 
 def _error_info(r: RequestRecord) -> ErrorInfo:
     return ErrorInfo(
-        time=r.time, request_id=r.request_id, error_class=r.error_class.value, status=r.status, role=r.role,
-        model=r.model, host=r.host, backend=r.backend, message=r.error or "",
+        time=r.time,
+        request_id=r.request_id,
+        error_class=r.error_class.value,
+        status=r.status,
+        role=r.role,
+        model=r.model,
+        host=r.host,
+        backend=r.backend,
+        message=r.error or "",
     )
 
 
@@ -79,7 +99,12 @@ def _parts(items: list[tuple[_RouteCopy, _Sorted]], ttft: bool = False) -> list[
 
 
 def _view(
-    pairs: list[tuple[_RouteCopy, _Sorted]], dim: int, first_idx: int, now_idx: int, bucket_s: float, span: float,
+    pairs: list[tuple[_RouteCopy, _Sorted]],
+    dim: int,
+    first_idx: int,
+    now_idx: int,
+    bucket_s: float,
+    span: float,
     max_keys: int | None,
 ) -> list[RoleStats]:
     """Fold routes into one view: dim 0 by role, 1 by model, 2 by host; sorted by name. Past
@@ -108,15 +133,25 @@ def _view(
                 series.append(SeriesPoint(t=idx * bucket_s, count=0))
             else:
                 p50, p95 = merged_percentiles(_parts(here), (0.50, 0.95))
-                series.append(SeriesPoint(t=idx * bucket_s, count=sum(c.count for c, _ in here), p50_ms=p50,
-                                          p95_ms=p95))
+                series.append(
+                    SeriesPoint(t=idx * bucket_s, count=sum(c.count for c, _ in here), p50_ms=p50, p95_ms=p95)
+                )
         count = sum(c.count for c, _ in items)
         p50, p95 = merged_percentiles(_parts(items), (0.50, 0.95))
         ttft_p50, ttft_p95 = merged_percentiles(_parts(items, ttft=True), (0.50, 0.95))
-        out.append(RoleStats(
-            role=name, count=count, errors=sum(c.errors for c, _ in items), p50_ms=p50, p95_ms=p95,
-            ttft_p50_ms=ttft_p50, ttft_p95_ms=ttft_p95, rps=count / span, series=series,
-        ))
+        out.append(
+            RoleStats(
+                role=name,
+                count=count,
+                errors=sum(c.errors for c, _ in items),
+                p50_ms=p50,
+                p95_ms=p95,
+                ttft_p50_ms=ttft_p50,
+                ttft_p95_ms=ttft_p95,
+                rps=count / span,
+                series=series,
+            )
+        )
     return out
 
 
@@ -149,7 +184,9 @@ class Telemetry:
         self._recent: deque[RequestRecord] = deque(maxlen=recent)
         self._last_errors: deque[RequestRecord] = deque(maxlen=last_errors)
         self._history = (
-            History(self.history_path, batch_size=batch_size, flush_interval_s=flush_interval_s, max_pending=max_pending)
+            History(
+                self.history_path, batch_size=batch_size, flush_interval_s=flush_interval_s, max_pending=max_pending
+            )
             if self.history_path is not None
             else None
         )
@@ -220,10 +257,18 @@ class Telemetry:
                 for route, rb in b.routes.items():
                     hit = cache.get((b.index, route))
                     fresh = hit is not None and hit.lat_seen == rb.lat_seen and hit.ttft_seen == rb.ttft_seen
-                    copies.append(_RouteCopy(
-                        b.index, route, rb.count, rb.errors, rb.lat_seen, rb.ttft_seen,
-                        None if fresh else rb.lat[:], None if fresh else rb.ttft[:],  # array slices: memcpy
-                    ))
+                    copies.append(
+                        _RouteCopy(
+                            b.index,
+                            route,
+                            rb.count,
+                            rb.errors,
+                            rb.lat_seen,
+                            rb.ttft_seen,
+                            None if fresh else rb.lat[:],
+                            None if fresh else rb.ttft[:],  # array slices: memcpy
+                        )
+                    )
                 for ec, n in b.errors_by_class.items():
                     name = str(getattr(ec, "value", ec))
                     by_class[name] = by_class.get(name, 0) + n
@@ -252,15 +297,25 @@ class Telemetry:
             pairs.append((c, srt))
         self._sorted = live  # only buckets still in the window stay cached
         # roles are few by construction (unknown names are 404s); models and hosts fold past max_keys
-        views = [_view(pairs, dim, first_idx, now_idx, w.bucket_s, span, None if dim == 0 else w.max_keys)
-                 for dim in range(3)]
+        views = [
+            _view(pairs, dim, first_idx, now_idx, w.bucket_s, span, None if dim == 0 else w.max_keys)
+            for dim in range(3)
+        ]
         roles, models, hosts = views
         window_count = sum(r.count for r in roles)
         return TelemetryInfo(
-            window_s=w.nbuckets * w.bucket_s, total=total, rps=window_count / span, inflight=inflight, roles=roles,
-            models=models, hosts=hosts, errors_by_class=by_class, errors_by_target=by_target,
+            window_s=w.nbuckets * w.bucket_s,
+            total=total,
+            rps=window_count / span,
+            inflight=inflight,
+            roles=roles,
+            models=models,
+            hosts=hosts,
+            errors_by_class=by_class,
+            errors_by_target=by_target,
             last_errors=[_error_info(r) for r in reversed(errors)],
-            recent=[_request_info(r) for r in reversed(recent)], thinking_leaks=leaks,
+            recent=[_request_info(r) for r in reversed(recent)],
+            thinking_leaks=leaks,
         )
 
     def prometheus(self) -> str:
@@ -269,15 +324,30 @@ class Telemetry:
             series = self._metrics.snapshot()
         h = self._history
         extra: list[tuple[str, str, str, float]] = [
-            ("forge_history_dropped_total", "counter",
-             "Request records not persisted to SQLite (backlog full, history closed, or a failed write).",
-             h.dropped if h else 0),
-            ("forge_history_written_total", "counter", "Request records written to the SQLite history.",
-             h.written if h else 0),
-            ("forge_history_write_errors_total", "counter", "Failed SQLite history batch writes.",
-             h.write_errors if h else 0),
-            ("forge_history_pending", "gauge", "Request records waiting for the history writer.",
-             h.pending if h else 0),
+            (
+                "forge_history_dropped_total",
+                "counter",
+                "Request records not persisted to SQLite (backlog full, history closed, or a failed write).",
+                h.dropped if h else 0,
+            ),
+            (
+                "forge_history_written_total",
+                "counter",
+                "Request records written to the SQLite history.",
+                h.written if h else 0,
+            ),
+            (
+                "forge_history_write_errors_total",
+                "counter",
+                "Failed SQLite history batch writes.",
+                h.write_errors if h else 0,
+            ),
+            (
+                "forge_history_pending",
+                "gauge",
+                "Request records waiting for the history writer.",
+                h.pending if h else 0,
+            ),
         ]
         return render(series, extra)
 
@@ -312,8 +382,13 @@ class Telemetry:
             await asyncio.to_thread(self._history.close)
 
     def history(
-        self, *, since: float | None = None, until: float | None = None, role: str | None = None,
-        limit: int = 1000, newest_first: bool = False,
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        role: str | None = None,
+        limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[RequestRecord]:
         """Records persisted so far with ``since <= time < until``, oldest first unless ``newest_first``."""
         if self._history is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .records import ErrorClass, RequestRecord
 
-__all__ = ["UNROUTED", "OVERFLOW", "Route", "RoleBucket", "Bucket", "RollingWindows"]
+__all__ = ["OVERFLOW", "UNROUTED", "Bucket", "RoleBucket", "RollingWindows", "Route"]
 
 _OK = ErrorClass.OK
 UNROUTED = "(unrouted)"  # requests that never resolved to a role / model / host (404, malformed body, ...)

@@ -39,7 +39,9 @@ def replay(
     last_id: int | None = 0
     loaded = 0
     while loaded < max_records:
-        rows = source.read(since=since, until=until, role=role, after_id=last_id, limit=min(chunk, max_records - loaded))
+        rows = source.read(
+            since=since, until=until, role=role, after_id=last_id, limit=min(chunk, max_records - loaded)
+        )
         if not rows:
             break
         for _, rec in rows:

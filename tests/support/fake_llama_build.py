@@ -20,7 +20,7 @@ from typing import Any
 
 from .sshd import Sshd
 
-__all__ = ["FakeLlamaRepo", "make_repo", "lab_catalog_data", "SERVER_C", "CMAKELISTS"]
+__all__ = ["CMAKELISTS", "SERVER_C", "FakeLlamaRepo", "lab_catalog_data", "make_repo"]
 
 CMAKELISTS = r"""
 cmake_minimum_required(VERSION 3.13)
@@ -115,9 +115,21 @@ int main(int argc, char **argv) {
 
 
 def _git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                         env={"GIT_AUTHOR_NAME": "forge", "GIT_AUTHOR_EMAIL": "forge@test", "GIT_COMMITTER_NAME": "forge",
-                              "GIT_COMMITTER_EMAIL": "forge@test", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            "GIT_AUTHOR_NAME": "forge",
+            "GIT_AUTHOR_EMAIL": "forge@test",
+            "GIT_COMMITTER_NAME": "forge",
+            "GIT_COMMITTER_EMAIL": "forge@test",
+            "HOME": str(cwd),
+            "PATH": "/usr/bin:/bin",
+        },
+    )
     return out.stdout.strip()
 
 
@@ -139,8 +151,11 @@ def make_repo(root: Path, *, build: bool = True) -> FakeLlamaRepo:
     _git(author, "init", "-q", "-b", "master")
     (author / "CMakeLists.txt").write_text(CMAKELISTS)
     commits = {}
-    for tag, archs, extra in (("v1", "llama,gemma3", ""), ("v2", "llama,gemma3,gemma4", ""),
-                              ("broken", "llama,gemma3,gemma4", "this is not C;\n")):
+    for tag, archs, extra in (
+        ("v1", "llama,gemma3", ""),
+        ("v2", "llama,gemma3,gemma4", ""),
+        ("broken", "llama,gemma3,gemma4", "this is not C;\n"),
+    ):
         (author / "server.c").write_text(SERVER_C.replace("@ARCHS@", archs) + extra)
         _git(author, "add", "-A")
         _git(author, "commit", "-q", "-m", f"fake llama.cpp {tag}")
@@ -154,43 +169,90 @@ def make_repo(root: Path, *, build: bool = True) -> FakeLlamaRepo:
     _git(source, "checkout", "-q", "--detach", "v1")
     repo = FakeLlamaRepo(origin, source, commits)
     if build:
-        subprocess.run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_BUILD_TYPE=Release"], cwd=source, check=True,
-                       capture_output=True)
-        subprocess.run(["cmake", "--build", "build", "--config", "Release", "-j", "2", "--target", "llama-server"],
-                       cwd=source, check=True, capture_output=True)
+        subprocess.run(
+            ["cmake", "-S", ".", "-B", "build", "-DCMAKE_BUILD_TYPE=Release"],
+            cwd=source,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["cmake", "--build", "build", "--config", "Release", "-j", "2", "--target", "llama-server"],
+            cwd=source,
+            check=True,
+            capture_output=True,
+        )
     return repo
 
 
-def lab_catalog_data(s: Sshd, repo: FakeLlamaRepo | None, models_dir: Path, llama_url: str, restart_log: Path,
-                     *, ref: str = "v2", build: str | None = None, extra_models: dict[str, Any] | None = None,
-                     roles: dict[str, Any] | None = None, gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+def lab_catalog_data(
+    s: Sshd,
+    repo: FakeLlamaRepo | None,
+    models_dir: Path,
+    llama_url: str,
+    restart_log: Path,
+    *,
+    ref: str = "v2",
+    build: str | None = None,
+    extra_models: dict[str, Any] | None = None,
+    roles: dict[str, Any] | None = None,
+    gateway: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One host ``box`` reached over the real ``s`` with build settings for ``repo``; its backend is
     the real llama.cpp server at ``llama_url``. ``models_dir`` is laid out by
     ``gguf_files.lab_models_dir``. The restart command logs the binary it finds to ``restart_log``.
     Without a ``repo`` the host has no build settings (probes only)."""
     models: dict[str, Any] = {
-        "gemma3-chat": {"family": "gemma3", "architecture": "gemma3", "gguf": str(models_dir / "gemma-3-270m.gguf"),
-                        "capabilities": ["chat"], "memory_gb": 0.4, "state": "hot",
-                        "placements": [{"backend": "box-llama"}]},
-        "gemma4-chat": {"family": "gemma3", "architecture": "gemma4", "gguf": str(models_dir / "gemma-4-tiny.gguf"),
-                        "capabilities": ["chat"], "memory_gb": 0.1, "state": "on-demand",
-                        "placements": [{"backend": "box-llama"}]},
+        "gemma3-chat": {
+            "family": "gemma3",
+            "architecture": "gemma3",
+            "gguf": str(models_dir / "gemma-3-270m.gguf"),
+            "capabilities": ["chat"],
+            "memory_gb": 0.4,
+            "state": "hot",
+            "placements": [{"backend": "box-llama"}],
+        },
+        "gemma4-chat": {
+            "family": "gemma3",
+            "architecture": "gemma4",
+            "gguf": str(models_dir / "gemma-4-tiny.gguf"),
+            "capabilities": ["chat"],
+            "memory_gb": 0.1,
+            "state": "on-demand",
+            "placements": [{"backend": "box-llama"}],
+        },
     }
     models.update(extra_models or {})
     data: dict[str, Any] = {
-        "hosts": {"box": {"address": s.address, "platform": "cpu", "memory_budget_gb": 8,
-                          "model_dirs": [str(models_dir)],
-                          "ssh": {"user": s.user, "port": s.port, "key_file": str(s.client_key),
-                                  "known_hosts": str(s.known_hosts), "connect_timeout_s": 5, "command_timeout_s": 30}}},
-        "backends": {"box-llama": {"host": "box", "kind": "llama-server", "base_url": llama_url,
-                                   "warmup_timeout_s": 30}},
+        "hosts": {
+            "box": {
+                "address": s.address,
+                "platform": "cpu",
+                "memory_budget_gb": 8,
+                "model_dirs": [str(models_dir)],
+                "ssh": {
+                    "user": s.user,
+                    "port": s.port,
+                    "key_file": str(s.client_key),
+                    "known_hosts": str(s.known_hosts),
+                    "connect_timeout_s": 5,
+                    "command_timeout_s": 30,
+                },
+            }
+        },
+        "backends": {
+            "box-llama": {"host": "box", "kind": "llama-server", "base_url": llama_url, "warmup_timeout_s": 30}
+        },
         "families": {"gemma3": {}},
         "models": models,
         "roles": roles or {"default-chat": {"model": "gemma3-chat"}},
     }
     if repo is not None:
-        build_cfg: dict[str, Any] = {"source_dir": str(repo.source), "ref": ref, "backend": "cpu",
-                                     "restart": f"build/bin/llama-server --version 2>> {restart_log}"}
+        build_cfg: dict[str, Any] = {
+            "source_dir": str(repo.source),
+            "ref": ref,
+            "backend": "cpu",
+            "restart": f"build/bin/llama-server --version 2>> {restart_log}",
+        }
         if build:
             build_cfg["build"] = build
         data["hosts"]["box"]["build"] = build_cfg

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 from openai import AsyncOpenAI
 
@@ -16,7 +17,7 @@ from forge_tui.gateway import Gateway
 from forge_tui.state import RoutingState
 from forge_tui.telemetry import RequestRecord, Telemetry
 
-__all__ = ["make_catalog", "Harness", "running_gateway"]
+__all__ = ["Harness", "make_catalog", "running_gateway"]
 
 
 def make_catalog(
@@ -32,8 +33,8 @@ def make_catalog(
     """A catalog with sensible test defaults: one ``local`` host, llama-server backends, family ``plain``."""
     data: dict[str, Any] = {
         "gateway": {"health_interval_s": 60, **(gateway or {})},
-        "hosts": hosts or {"local": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 8,
-                                     "transport": "local"}},
+        "hosts": hosts
+        or {"local": {"address": "127.0.0.1", "platform": "cpu", "memory_budget_gb": 8, "transport": "local"}},
         "backends": {n: {"host": "local", "kind": "llama-server", **b} for n, b in backends.items()},
         "families": families or {"plain": {"thinking": "none"}, "thinker": {"thinking": "off-by-default"}},
         "models": {m: {"family": "plain", "architecture": "gemma3", **d} for m, d in models.items()},
@@ -46,8 +47,11 @@ def make_catalog(
 
 def single_model_catalog(url: str, **backend: Any) -> Catalog:
     """The smallest useful catalog: backend ``a`` at ``url``, model ``m`` on it, ``default-chat`` -> ``m``."""
-    return make_catalog(backends={"a": {"base_url": url, **backend}}, models={"m": {"placements": [{"backend": "a"}]}},
-                        roles={"default-chat": {"model": "m"}})
+    return make_catalog(
+        backends={"a": {"base_url": url, **backend}},
+        models={"m": {"placements": [{"backend": "a"}]}},
+        roles={"default-chat": {"model": "m"}},
+    )
 
 
 @dataclass
@@ -75,8 +79,10 @@ class Harness:
                 if r.request_id == request_id:
                     return r
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no telemetry record for request {request_id} within {timeout}s "
-                             f"(have {[r.request_id for r in self.records]})")
+        raise AssertionError(
+            f"no telemetry record for request {request_id} within {timeout}s "
+            f"(have {[r.request_id for r in self.records]})"
+        )
 
     async def wait_records(self, n: int, timeout: float = 5.0) -> list[RequestRecord]:
         deadline = time.monotonic() + timeout
@@ -99,8 +105,19 @@ async def running_gateway(
     state = RoutingState(catalog, state_dir)
     tel = Telemetry(None)
     await tel.start()
-    h = Harness(Gateway(catalog, state, telemetry=tel, api_keys=api_keys, admin_token=admin_token, hosts=hosts,
-                        config_path=config_path), state, tel)
+    h = Harness(
+        Gateway(
+            catalog,
+            state,
+            telemetry=tel,
+            api_keys=api_keys,
+            admin_token=admin_token,
+            hosts=hosts,
+            config_path=config_path,
+        ),
+        state,
+        tel,
+    )
     tel.subscribe(h.records.append)
     await h.gw.start("127.0.0.1", 0)
     try:

@@ -40,7 +40,7 @@ from aiohttp import web
 
 from forge_tui.launch import free_port
 
-__all__ = ["SwapModel", "LlamaSwapStandin"]
+__all__ = ["LlamaSwapStandin", "SwapModel"]
 
 _START_FAILED = "upstream command exited prematurely but successfully"
 
@@ -102,23 +102,25 @@ class LlamaSwapStandin:
         return f"http://127.0.0.1:{self.port}"
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> "LlamaSwapStandin":
+    async def start(self) -> LlamaSwapStandin:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.add_routes([
-            web.get("/health", self._health),
-            web.get("/running", self._running),
-            web.get("/api/version", self._version),
-            web.get("/logs", self._logs),
-            web.post("/api/models/unload", self._unload_all),
-            web.post("/api/models/unload/{model}", self._unload_one),
-            web.get("/unload", self._unload_all),
-            web.route("*", "/upstream/{model}/{path:.*}", self._upstream),
-            web.post("/v1/chat/completions", self._oai),
-            web.post("/v1/completions", self._oai),
-            web.post("/v1/embeddings", self._oai),
-            web.post("/v1/audio/transcriptions", self._oai),
-        ])
+        app.add_routes(
+            [
+                web.get("/health", self._health),
+                web.get("/running", self._running),
+                web.get("/api/version", self._version),
+                web.get("/logs", self._logs),
+                web.post("/api/models/unload", self._unload_all),
+                web.post("/api/models/unload/{model}", self._unload_one),
+                web.get("/unload", self._unload_all),
+                web.route("*", "/upstream/{model}/{path:.*}", self._upstream),
+                web.post("/v1/chat/completions", self._oai),
+                web.post("/v1/completions", self._oai),
+                web.post("/v1/embeddings", self._oai),
+                web.post("/v1/audio/transcriptions", self._oai),
+            ]
+        )
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -178,8 +180,12 @@ class LlamaSwapStandin:
         self._proxy_log(f"<{p.id}> Executing start command: {' '.join(p.argv)}")
         try:
             p.proc = await asyncio.create_subprocess_exec(
-                *p.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                *p.argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except OSError as exc:
             p.state = "stopped"
             raise _StartError(f"start() failed for command '{' '.join(p.argv)}': {exc}") from None
@@ -196,11 +202,12 @@ class LlamaSwapStandin:
                 await self._stop_process(p)
                 raise _StartError(f"health check timed out after {self.health_check_timeout:g}s")
             try:
-                async with self._session.get(p.proxy + p.cfg.check_endpoint,
-                                             timeout=aiohttp.ClientTimeout(total=5, sock_connect=0.5)) as r:
+                async with self._session.get(
+                    p.proxy + p.cfg.check_endpoint, timeout=aiohttp.ClientTimeout(total=5, sock_connect=0.5)
+                ) as r:
                     if r.status == 200:
                         break
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(self.health_check_interval)
         p.state = "ready"
@@ -225,7 +232,7 @@ class LlamaSwapStandin:
                 proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 await proc.wait()
@@ -241,9 +248,17 @@ class LlamaSwapStandin:
 
     async def _running(self, request: web.Request) -> web.Response:
         running = [
-            {"model": p.id, "state": p.state, "cmd": " ".join(p.argv), "proxy": p.proxy, "ttl": p.cfg.ttl,
-             "name": p.cfg.name, "description": p.cfg.description}
-            for p in self.procs.values() if p.state not in ("stopped", "shutdown")
+            {
+                "model": p.id,
+                "state": p.state,
+                "cmd": " ".join(p.argv),
+                "proxy": p.proxy,
+                "ttl": p.cfg.ttl,
+                "name": p.cfg.name,
+                "description": p.cfg.description,
+            }
+            for p in self.procs.values()
+            if p.state not in ("stopped", "shutdown")
         ]
         return web.json_response({"running": running})
 
@@ -270,8 +285,11 @@ class LlamaSwapStandin:
     @staticmethod
     def _go_error(status: int, text: str) -> web.Response:
         # What Go's http.Error writes.
-        return web.Response(status=status, text=text + "\n", headers={
-            "Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"})
+        return web.Response(
+            status=status,
+            text=text + "\n",
+            headers={"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"},
+        )
 
     def _model_of(self, request: web.Request, raw: bytes) -> str | None:
         if request.content_type.startswith("multipart/"):
@@ -321,10 +339,16 @@ class LlamaSwapStandin:
                 return self._go_error(502, f"unable to start process: {exc}")
             assert self._session is not None
             headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
-            async with self._session.request(request.method, p.proxy + path, data=raw, headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=None, sock_read=600)) as up:
-                out = web.StreamResponse(status=up.status, headers={
-                    k: v for k, v in up.headers.items() if k.lower() in ("content-type",)})
+            async with self._session.request(
+                request.method,
+                p.proxy + path,
+                data=raw,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=600),
+            ) as up:
+                out = web.StreamResponse(
+                    status=up.status, headers={k: v for k, v in up.headers.items() if k.lower() in ("content-type",)}
+                )
                 if "text/event-stream" in up.headers.get("Content-Type", ""):
                     out.headers["X-Accel-Buffering"] = "no"
                 await out.prepare(request)

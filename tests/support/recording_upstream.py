@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Recorded", "Behaviour", "RecordingUpstream"]
+__all__ = ["Behaviour", "Recorded", "RecordingUpstream"]
 
 
 @dataclass
@@ -61,19 +61,22 @@ class RecordingUpstream:
     def bodies(self, path: str | None = None) -> list[Any]:
         return [r.body for r in self.requests if path is None or r.path == path]
 
-    async def start(self) -> "RecordingUpstream":
+    async def start(self) -> RecordingUpstream:
         app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.add_routes([
-            web.get("/health", self._health),
-            web.get("/v1/models", self._models),
-            web.post("/v1/chat/completions", self._chat),
-            web.post("/v1/completions", self._completions),
-            web.post("/v1/embeddings", self._embeddings),
-            web.post("/v1/audio/transcriptions", self._audio),
-            web.post("/v1/audio_qa", self._audio),
-        ])
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=0.5)
+        app.add_routes(
+            [
+                web.get("/health", self._health),
+                web.get("/v1/models", self._models),
+                web.post("/v1/chat/completions", self._chat),
+                web.post("/v1/completions", self._completions),
+                web.post("/v1/embeddings", self._embeddings),
+                web.post("/v1/audio/transcriptions", self._audio),
+                web.post("/v1/audio_qa", self._audio),
+            ]
+        )
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
@@ -89,7 +92,8 @@ class RecordingUpstream:
     def _loading(self) -> web.Response | None:
         if time.monotonic() < self.behaviour.loading_until:
             return web.json_response(
-                {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}, status=503)
+                {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}, status=503
+            )
         return None
 
     async def _record(self, request: web.Request) -> Recorded:
@@ -160,15 +164,18 @@ class RecordingUpstream:
             if body.get("stream"):
                 return await self._stream(request, body)
             b = self.behaviour
-            return web.json_response({
-                "id": "chatcmpl-rec",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": b.content}}],
-                **self._usage(len(b.content.split())),
-            })
+            return web.json_response(
+                {
+                    "id": "chatcmpl-rec",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model"),
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": b.content}}
+                    ],
+                    **self._usage(len(b.content.split())),
+                }
+            )
         except asyncio.CancelledError:
             self.cancelled += 1  # the gateway dropped the connection: the caller went away
             self.disconnected.set()
@@ -181,12 +188,18 @@ class RecordingUpstream:
         chunks = b.chunks if b.chunks is not None else [w + " " for w in b.content.split()]
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": body.get("model")}
+        base = {
+            "id": "chatcmpl-rec",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+        }
         sent = 0
         try:
-            first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None},
-                                          "finish_reason": None}]}
+            first = {
+                **base,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}],
+            }
             await resp.write(b"data: " + json.dumps(first).encode() + b"\n\n")
             for piece in chunks:
                 if b.die_after_chunks is not None and sent >= b.die_after_chunks:
@@ -214,11 +227,15 @@ class RecordingUpstream:
         if early is not None:
             return early
         body = rec.body if isinstance(rec.body, dict) else {}
-        return web.json_response({
-            "id": "cmpl-rec", "object": "text_completion", "model": body.get("model"),
-            "choices": [{"index": 0, "text": self.behaviour.content, "finish_reason": "stop"}],
-            **self._usage(len(self.behaviour.content.split())),
-        })
+        return web.json_response(
+            {
+                "id": "cmpl-rec",
+                "object": "text_completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": self.behaviour.content, "finish_reason": "stop"}],
+                **self._usage(len(self.behaviour.content.split())),
+            }
+        )
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         rec, early = await self._admit(request)
@@ -228,11 +245,14 @@ class RecordingUpstream:
         inputs = body.get("input")
         n = len(inputs) if isinstance(inputs, list) else 1
         dim = self.behaviour.embedding_dim
-        return web.json_response({
-            "object": "list", "model": body.get("model"),
-            "data": [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * dim} for i in range(n)],
-            "usage": {"prompt_tokens": 3 * n, "total_tokens": 3 * n},
-        })
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body.get("model"),
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * dim} for i in range(n)],
+                "usage": {"prompt_tokens": 3 * n, "total_tokens": 3 * n},
+            }
+        )
 
     async def _audio(self, request: web.Request) -> web.Response:
         rec, early = await self._admit(request)

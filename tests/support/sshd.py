@@ -16,7 +16,7 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 
-__all__ = ["SSHD", "Sshd", "SshAgent", "sshd_available", "free_port", "keygen", "start_sshd", "start_ssh_agent"]
+__all__ = ["SSHD", "SshAgent", "Sshd", "free_port", "keygen", "sshd_available", "start_ssh_agent", "start_sshd"]
 
 
 def sshd_available() -> str | None:
@@ -213,8 +213,12 @@ def start_ssh_agent(workdir: Path, timeout_s: float = 10.0) -> SshAgent:
         raise RuntimeError("ssh-agent/ssh-add not installed (Debian: openssh-client)")
     workdir.mkdir(parents=True, exist_ok=True)
     sock = workdir / "agent.sock"
-    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     agent = SshAgent(sock, proc)
     deadline = time.monotonic() + timeout_s
     while not sock.exists():

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label
 
 from ...control.base import Control
-from ...control.schema import AuditInfo
+from ...schema import AuditInfo
 
 __all__ = ["AuditScreen", "describe"]
 

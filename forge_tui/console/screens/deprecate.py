@@ -58,8 +58,13 @@ class DeprecateScreen(ModalScreen[str | None]):
                 classes="dialog-body",
                 markup=False,
             )
-            yield Input(value=self._default or "", placeholder="YYYY-MM-DD", id="sunset",
-                        validators=[SunsetDate()], validate_on=["changed", "submitted"])
+            yield Input(
+                value=self._default or "",
+                placeholder="YYYY-MM-DD",
+                id="sunset",
+                validators=[SunsetDate()],
+                validate_on=["changed", "submitted"],
+            )
             yield Static("", id="sunset-error", classes="dialog-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Deprecate", id="ok", variant="warning")

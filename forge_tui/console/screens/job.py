@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog
 
 from ...control.base import Control
-from ...control.schema import JobInfo
+from ...schema import JobInfo
 from ..messages import SnapshotReady
 from .confirm import ConfirmScreen
 
@@ -94,8 +94,12 @@ class JobScreen(Screen[None]):
         if self.finished:
             return
         sure = await self.app.push_screen_wait(
-            ConfirmScreen(f"Cancel {self.job.kind} on {self.job.host}?",
-                          "The job stops and restores the previous build.", yes="Cancel job", danger=True)
+            ConfirmScreen(
+                f"Cancel {self.job.kind} on {self.job.host}?",
+                "The job stops and restores the previous build.",
+                yes="Cancel job",
+                danger=True,
+            )
         )
         if sure:
             self.job = await self._control.cancel_job(self.job.id)

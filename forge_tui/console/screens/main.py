@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Tab, Tabs
 
-from ...control.schema import Snapshot
+from ...schema import Snapshot
 from ..keymap import MAIN_KEYS, bindings
 from ..messages import (
     DeprecationRequested,
@@ -27,7 +27,7 @@ from ..messages import (
 )
 from ..widgets import ErrorsPane, HostsList, LatencyPane, ModelsTable, RequestsPane, RolesTable, StatusBar
 
-__all__ = ["MainScreen", "PANES"]
+__all__ = ["PANES", "MainScreen"]
 
 # The panes a narrow terminal shows one at a time, under the Roles table.
 PANES: tuple[tuple[str, str], ...] = (

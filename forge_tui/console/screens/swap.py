@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from rich.console import Group
 from rich.text import Text
@@ -16,10 +16,10 @@ from textual.widgets import Button, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...control.base import ControlError
-from ...control.schema import ModelInfo, PreflightCheck, PreflightResult, RoleInfo
+from ...schema import ModelInfo, PreflightCheck, PreflightResult, RoleInfo
 from ..format import outcome_text, state_text
 
-__all__ = ["SwapScreen", "SwapChoice", "ineligible_reason"]
+__all__ = ["SwapChoice", "SwapScreen", "ineligible_reason"]
 
 Preflight = Callable[[str, str], Awaitable[PreflightResult]]
 
@@ -60,8 +60,12 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
         with Vertical(classes="dialog dialog-wide"):
             yield Label(f"Swap role {role.name}", classes="dialog-title", markup=False)
             yield Static(
-                Text.assemble("now ", (role.model, "bold cyan"), "; it becomes the previous route. Needs: ",
-                              (", ".join(role.requires) or "chat", "bold")),
+                Text.assemble(
+                    "now ",
+                    (role.model, "bold cyan"),
+                    "; it becomes the previous route. Needs: ",
+                    (", ".join(role.requires) or "chat", "bold"),
+                ),
                 classes="dialog-body",
             )
             yield OptionList(*self._options(), id="swap-models")
@@ -138,8 +142,10 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
     def _render_result(result: PreflightResult) -> Group:
         lines: list[Text] = []
         head = Text(f"preflight {result.model}" + (f" on {result.host}" if result.host else "") + ": ", style="bold")
-        head.append("BLOCKED (f forces, recorded in the audit log)" if result.blocked else "ok",
-                    style="bold red" if result.blocked else "bold green")
+        head.append(
+            "BLOCKED (f forces, recorded in the audit log)" if result.blocked else "ok",
+            style="bold red" if result.blocked else "bold green",
+        )
         lines.append(head)
         if not result.checks:
             lines.append(Text("no checks apply to this model", style="dim"))

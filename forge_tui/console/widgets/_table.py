@@ -9,16 +9,17 @@ time taken from the gateway the console shares its process with.
 
 from __future__ import annotations
 
-from typing import ClassVar, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import ClassVar
 
 from rich.console import RenderableType
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from ...control.schema import Snapshot
+from ...schema import Snapshot
 
-__all__ = ["SnapshotTable", "Row"]
+__all__ = ["Row", "SnapshotTable"]
 
 Row = tuple[str, Sequence[RenderableType]]
 

@@ -10,7 +10,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from ...control.schema import Snapshot
+from ...schema import Snapshot
 from ..format import clock
 from ._quiet import set_subtitle
 
@@ -39,14 +39,20 @@ def _view(snapshot: Snapshot) -> tuple[object, ...]:
     """Everything the pane draws from a snapshot: equal views draw the same pane."""
     tel = snapshot.telemetry
     by_class = {k: v for k, v in tel.errors_by_class.items() if k != "ok" and v}  # "ok" grows every poll
-    return (snapshot.warnings, by_class, tel.errors_by_target, tel.last_errors, tel.thinking_leaks,
-            [(h.role, h.errors) for h in tel.hosts if h.errors])
+    return (
+        snapshot.warnings,
+        by_class,
+        tel.errors_by_target,
+        tel.last_errors,
+        tel.thinking_leaks,
+        [(h.role, h.errors) for h in tel.hosts if h.errors],
+    )
 
 
 class ErrorsPane(VerticalScroll):
     snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 - Textual's keyword
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._view: tuple[object, ...] | None = None
 
@@ -66,7 +72,9 @@ class ErrorsPane(VerticalScroll):
         tel = snapshot.telemetry
         by_class = {k: v for k, v in tel.errors_by_class.items() if k != "ok" and v}
         total = sum(by_class.values())
-        set_subtitle(self, f"{total} in window" + (f" · {tel.thinking_leaks} think leaks" if tel.thinking_leaks else ""))
+        set_subtitle(
+            self, f"{total} in window" + (f" · {tel.thinking_leaks} think leaks" if tel.thinking_leaks else "")
+        )
         parts: list[object] = []
         for warning in snapshot.warnings:
             parts.append(Text(f"⚠ {warning}", style="yellow"))

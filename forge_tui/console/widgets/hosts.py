@@ -11,7 +11,7 @@ from textual.reactive import reactive
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from ...control.schema import BackendInfo, HostInfo, JobInfo, Snapshot
+from ...schema import BackendInfo, HostInfo, JobInfo, Snapshot
 from ..format import age, health_text, memory_cell
 from ._quiet import same_text
 

@@ -15,17 +15,24 @@ from textual.reactive import reactive
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from ...control.schema import RoleStats, Snapshot, TelemetryInfo
+from ...schema import RoleStats, Snapshot, TelemetryInfo
 from ..format import ms
 from ..keymap import PANE_KEYS, bindings
 from ._quiet import same_text, set_subtitle, text_height
 
-__all__ = ["GROUPS", "UNROUTED", "LatencyPane", "LatencyChart", "group_stats", "legend"]
+__all__ = ["GROUPS", "UNROUTED", "LatencyChart", "LatencyPane", "group_stats", "legend"]
 
 # Fixed colours per series position so a series keeps its colour between redraws.
 # (plotext colour, Rich colour) pairs: the two libraries name some colours differently.
-PALETTE = (("cyan", "cyan"), ("orange", "dark_orange"), ("green", "green"), ("magenta", "magenta"),
-           ("yellow", "yellow"), ("blue", "blue"), ("red", "red"))
+PALETTE = (
+    ("cyan", "cyan"),
+    ("orange", "dark_orange"),
+    ("green", "green"),
+    ("magenta", "magenta"),
+    ("yellow", "yellow"),
+    ("blue", "blue"),
+    ("red", "red"),
+)
 
 GROUPS: tuple[str, ...] = ("role", "model", "host")
 UNROUTED = "(unrouted)"  # the telemetry's name for requests that never resolved a route
@@ -57,8 +64,9 @@ class LatencyChart(PlotextPlot):
     snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
     group: reactive[str] = reactive("role")
 
-    def __init__(self, *, name: str | None = None, id: str | None = None,  # noqa: A002 - Textual's keyword
-                 classes: str | None = None, disabled: bool = False) -> None:
+    def __init__(
+        self, *, name: str | None = None, id: str | None = None, classes: str | None = None, disabled: bool = False
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.lines: list[str] = []  # labels of the lines last drawn (what the operator sees)
         self.draws = 0  # plots rebuilt (kept for tests and diagnosis)
@@ -94,12 +102,12 @@ class LatencyChart(PlotextPlot):
             p50 = [((p.t - now) / 60.0, p.p50_ms) for p in stats.series if p.p50_ms is not None]
             p95 = [((p.t - now) / 60.0, p.p95_ms) for p in stats.series if p.p95_ms is not None]
             if p50:
-                plt.plot([x for x, _ in p50], [y for _, y in p50], label=f"{stats.role} p50", color=color,
-                         marker="braille")
+                plt.plot(
+                    [x for x, _ in p50], [y for _, y in p50], label=f"{stats.role} p50", color=color, marker="braille"
+                )
                 lines.append(f"{stats.role} p50")
             if p95:
-                plt.plot([x for x, _ in p95], [y for _, y in p95], label=f"{stats.role} p95", color=color,
-                         marker="dot")
+                plt.plot([x for x, _ in p95], [y for _, y in p95], label=f"{stats.role} p95", color=color, marker="dot")
                 lines.append(f"{stats.role} p95")
         window_min = snapshot.telemetry.window_s / 60.0
         plt.xlim(-window_min, 0)
@@ -117,7 +125,7 @@ class LatencyPane(Vertical, can_focus=True):
     snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
     group: reactive[str] = reactive("role")
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 - Textual's keyword
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._legend: Text | None = None  # the legend on screen
         self._legend_height: int | None = None

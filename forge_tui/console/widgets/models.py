@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from ...control.schema import Snapshot
+from ...schema import Snapshot
 from ..format import state_text
 from ._table import Row, SnapshotTable
 

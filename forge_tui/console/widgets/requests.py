@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Input
 
-from ...control.schema import RequestInfo, Snapshot
+from ...schema import RequestInfo, Snapshot
 from ..format import clock, ms
 from ._quiet import set_subtitle
 from ._table import Row, SnapshotTable
@@ -21,8 +21,19 @@ __all__ = ["RequestsPane", "RequestsTable", "matches"]
 def _haystack(r: RequestInfo) -> str:
     return " ".join(
         str(v)
-        for v in (r.request_id, r.endpoint, r.role, r.model, r.host, r.backend, r.status, r.error_class,
-                  "stream" if r.stream else "", "fallback" if r.fallback else "", "leak" if r.thinking_leaked else "")
+        for v in (
+            r.request_id,
+            r.endpoint,
+            r.role,
+            r.model,
+            r.host,
+            r.backend,
+            r.status,
+            r.error_class,
+            "stream" if r.stream else "",
+            "fallback" if r.fallback else "",
+            "leak" if r.thinking_leaked else "",
+        )
         if v
     ).lower()
 
@@ -79,7 +90,9 @@ class RequestsTable(SnapshotTable):
                 route.append(f" → {r.model or '-'}")
             if r.host:
                 route.append(f"@{r.host}", style="dim")
-            tokens = f"{r.tokens_in if r.tokens_in is not None else '-'}/{r.tokens_out if r.tokens_out is not None else '-'}"
+            tokens = (
+                f"{r.tokens_in if r.tokens_in is not None else '-'}/{r.tokens_out if r.tokens_out is not None else '-'}"
+            )
             rows.append(
                 (
                     r.request_id,
@@ -108,8 +121,9 @@ class RequestsPane(Vertical):
     snapshot: reactive[Snapshot | None] = reactive(None, repaint=False)  # redraws what changed itself
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: role, model, status, error class… (Enter keeps, Esc clears)",
-                    id="requests-filter")
+        yield Input(
+            placeholder="filter: role, model, status, error class… (Enter keeps, Esc clears)", id="requests-filter"
+        )
         yield RequestsTable(id="requests-table").data_bind(RequestsPane.snapshot)
 
     def on_mount(self) -> None:

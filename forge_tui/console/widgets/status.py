@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from ...control.schema import Snapshot
+from ...schema import Snapshot
 from ._quiet import same_text, text_height
 
 __all__ = ["StatusBar"]
@@ -20,7 +20,7 @@ class StatusBar(Static):
     link_error: reactive[str | None] = reactive(None, repaint=False)
     mode: reactive[str] = reactive("")
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002 - Textual's keyword
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._text: Text | None = None  # what the bar shows
         self._height: int | None = None  # its line count at the current width

@@ -18,25 +18,37 @@ from .model import MIB, GpuMemory, to_bytes
 
 __all__ = [
     "APU_GFX_TARGETS",
+    "DmesgAmdgpu",
     "gfx_from_target_version",
-    "parse_sysfs_bytes",
-    "parse_sysfs_dump",
     "parse_amd_smi_metric_json",
     "parse_amd_smi_static_json",
     "parse_amd_smi_static_text",
     "parse_amd_smi_version",
+    "parse_dmesg_amdgpu",
+    "parse_rocm_smi_csv",
     "parse_rocm_smi_json",
     "parse_rocm_smi_text",
-    "parse_rocm_smi_csv",
-    "DmesgAmdgpu",
-    "parse_dmesg_amdgpu",
+    "parse_sysfs_bytes",
+    "parse_sysfs_dump",
 ]
 
 # GPU targets of AMD APUs (the iGPU shares system memory; GTT can exceed the VRAM carve-out).
 # gfx1151 is Strix Halo (Ryzen AI MAX), gfx1150/1152 Strix/Krackan Point, gfx1103 Phoenix/Hawk Point.
 APU_GFX_TARGETS = frozenset(
-    {"gfx1151", "gfx1150", "gfx1152", "gfx1103", "gfx1037", "gfx1036", "gfx1035", "gfx1033", "gfx90c", "gfx902",
-     "gfx909", "gfx801"}
+    {
+        "gfx1151",
+        "gfx1150",
+        "gfx1152",
+        "gfx1103",
+        "gfx1037",
+        "gfx1036",
+        "gfx1035",
+        "gfx1033",
+        "gfx90c",
+        "gfx902",
+        "gfx909",
+        "gfx801",
+    }
 )
 
 
@@ -223,8 +235,12 @@ def parse_amd_smi_static_text(text: str) -> list[GpuMemory]:
 
 
 def _static_gpu(d: dict[str, Any]) -> GpuMemory:
-    return GpuMemory(index=d["index"], source="amd-smi static", name=d.get("name"),
-                     vram_total=_amd_value(d["size"]) if "size" in d else None)
+    return GpuMemory(
+        index=d["index"],
+        source="amd-smi static",
+        name=d.get("name"),
+        vram_total=_amd_value(d["size"]) if "size" in d else None,
+    )
 
 
 def parse_amd_smi_version(text: str) -> dict[str, str]:

@@ -14,12 +14,12 @@ from .model import GIB, MIB, GpuMemory, MemoryReading
 
 __all__ = [
     "PRESSURE_LEVELS",
-    "parse_sysctl",
     "VmStat",
-    "parse_vm_stat",
-    "parse_macmon_json",
-    "default_wired_limit",
     "apple_reading",
+    "default_wired_limit",
+    "parse_macmon_json",
+    "parse_sysctl",
+    "parse_vm_stat",
 ]
 
 # kern.memorystatus_vm_pressure_level: the kernel's DISPATCH_MEMORYPRESSURE_* bits.
@@ -123,11 +123,16 @@ def apple_reading(sysctl_text: str, vm_stat_text: str | None) -> MemoryReading:
         notes.append(f"GPU wired limit {int(limit_mb)} MiB (iogpu.wired_limit_mb)")
     else:
         gpu_limit = default_wired_limit(total)
-        notes.append("GPU wired limit: system default (iogpu.wired_limit_mb=0), about "
-                     f"{gpu_limit / GIB:.1f} GiB")
+        notes.append(f"GPU wired limit: system default (iogpu.wired_limit_mb=0), about {gpu_limit / GIB:.1f} GiB")
     level = sc.get("kern.memorystatus_vm_pressure_level")
     pressure = PRESSURE_LEVELS.get(int(level), f"level {level}") if level and level.isdigit() else None
     used = parse_vm_stat(vm_stat_text).used_bytes if vm_stat_text else None
     gpu = GpuMemory(index=0, source="sysctl", name="Apple GPU (unified)", vram_total=gpu_limit, unified=True)
-    return MemoryReading(used_bytes=used, total_bytes=total, source="sysctl hw.memsize + vm_stat" if used is not None
-                         else "sysctl hw.memsize", gpus=[gpu], pressure=pressure, notes=notes)
+    return MemoryReading(
+        used_bytes=used,
+        total_bytes=total,
+        source="sysctl hw.memsize + vm_stat" if used is not None else "sysctl hw.memsize",
+        gpus=[gpu],
+        pressure=pressure,
+        notes=notes,
+    )

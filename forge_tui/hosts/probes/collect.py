@@ -28,7 +28,7 @@ from .linux import meminfo_reading
 from .model import GpuMemory, MemoryReading
 from .nvidia import QUERY_FIELDS, parse_nvidia_memory_csv
 
-__all__ = ["SYSFS_SCRIPT", "tool_argv", "probe_memory", "reading_from_gpus"]
+__all__ = ["SYSFS_SCRIPT", "probe_memory", "reading_from_gpus", "tool_argv"]
 
 # Prints "cardN <file> <bytes>", "cardN render_minor M" and "kfd M <gfx_target_version>" lines.
 # $1 is the sysfs root (/sys on a real host). Constant text; the root is an argument, never spliced.
@@ -57,7 +57,9 @@ def tool_argv(*argv: str) -> list[str]:
     return ["sh", "-c", _TOOL_PATH, "forge-tool", *argv]
 
 
-async def _run(transport: Transport, argv: list[str], timeout: float, notes: list[str], what: str) -> CommandResult | None:
+async def _run(
+    transport: Transport, argv: list[str], timeout: float, notes: list[str], what: str
+) -> CommandResult | None:
     """A tool that hangs (a wedged GPU driver does that) is a note, not an unreachable host."""
     try:
         return await transport.run(argv, timeout)
@@ -83,7 +85,9 @@ def _apu_hint(host: Host) -> bool:
     return bool(host.build and host.build.gpu_target in APU_GFX_TARGETS)
 
 
-async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str, notes: list[str]) -> MemoryReading | None:
+async def _amd(
+    transport: Transport, host: Host, timeout: float, sysfs_root: str, notes: list[str]
+) -> MemoryReading | None:
     apu = _apu_hint(host)
     res = await _run(transport, ["sh", "-c", SYSFS_SCRIPT, "forge-sysfs", sysfs_root], timeout, notes, "sysfs")
     try:
@@ -111,8 +115,13 @@ async def _amd(transport: Transport, host: Host, timeout: float, sysfs_root: str
             if res.exit_status == 127:
                 break
 
-    res = await _run(transport, tool_argv("rocm-smi", "--showmeminfo", "vram", "gtt", "--showuse",
-                                          "--showproductname", "--json"), timeout, notes, "rocm-smi")
+    res = await _run(
+        transport,
+        tool_argv("rocm-smi", "--showmeminfo", "vram", "gtt", "--showuse", "--showproductname", "--json"),
+        timeout,
+        notes,
+        "rocm-smi",
+    )
     if res is None:
         return None
     if res.ok:
@@ -147,8 +156,13 @@ def _why(status: int | None, tail: str) -> str:
 
 
 async def _nvidia(transport: Transport, timeout: float, notes: list[str]) -> MemoryReading | None:
-    res = await _run(transport, tool_argv("nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}",
-                                          "--format=csv,noheader,nounits"), timeout, notes, "nvidia-smi")
+    res = await _run(
+        transport,
+        tool_argv("nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"),
+        timeout,
+        notes,
+        "nvidia-smi",
+    )
     if res is None:
         return None
     if not res.ok:
@@ -163,8 +177,13 @@ async def _nvidia(transport: Transport, timeout: float, notes: list[str]) -> Mem
 
 async def _apple(transport: Transport, timeout: float, notes: list[str]) -> MemoryReading | None:
     # sysctl exits non-zero when one name is unknown (iogpu on Intel Macs) but prints the others.
-    sc = await _run(transport, tool_argv("sysctl", "hw.memsize", "iogpu.wired_limit_mb",
-                                         "kern.memorystatus_vm_pressure_level"), timeout, notes, "sysctl")
+    sc = await _run(
+        transport,
+        tool_argv("sysctl", "hw.memsize", "iogpu.wired_limit_mb", "kern.memorystatus_vm_pressure_level"),
+        timeout,
+        notes,
+        "sysctl",
+    )
     if sc is None:
         return None
     vm = await _run(transport, tool_argv("vm_stat"), timeout, notes, "vm_stat")
@@ -198,8 +217,9 @@ async def _cpu(transport: Transport, timeout: float, notes: list[str]) -> Memory
         return None
 
 
-async def probe_memory(transport: Transport, host: Host, *, timeout: float = 10.0,
-                       sysfs_root: str = "/sys") -> MemoryReading:
+async def probe_memory(
+    transport: Transport, host: Host, *, timeout: float = 10.0, sysfs_root: str = "/sys"
+) -> MemoryReading:
     """The host's memory by its platform. Raises ``TransportError`` when the host cannot be reached."""
     notes: list[str] = []
     reading: MemoryReading | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .model import MemoryReading
 
-__all__ = ["parse_meminfo", "meminfo_reading"]
+__all__ = ["meminfo_reading", "parse_meminfo"]
 
 
 def parse_meminfo(text: str) -> dict[str, int]:

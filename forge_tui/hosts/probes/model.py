@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["GpuMemory", "MemoryReading", "MIB", "GIB", "to_bytes"]
+__all__ = ["GIB", "MIB", "GpuMemory", "MemoryReading", "to_bytes"]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 # amd-smi prints "MB" and nvidia-smi "MiB"; both are binary megabytes (an 8 GiB RX 6600 reports
 # 8176 MB: 8192 MiB less the driver's reservation), so every unit here is a power of 1024.
-_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": MIB, "mib": MIB, "gb": GIB, "gib": GIB, "tb": GIB * 1024,
-          "tib": GIB * 1024}
+_UNITS = {
+    "b": 1,
+    "kb": 1024,
+    "kib": 1024,
+    "mb": MIB,
+    "mib": MIB,
+    "gb": GIB,
+    "gib": GIB,
+    "tb": GIB * 1024,
+    "tib": GIB * 1024,
+}
 
 
 def to_bytes(value: float | int, unit: str) -> int:

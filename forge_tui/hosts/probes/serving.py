@@ -12,18 +12,18 @@ from .model import MIB, GpuMemory
 __all__ = [
     "GgmlDevice",
     "LlamaVersion",
-    "parse_llama_version",
-    "parse_build_info",
-    "SwapVersion",
-    "parse_swap_version",
     "RunningModel",
-    "parse_swap_running",
-    "parse_swap_performance",
     "ServerHealth",
-    "parse_server_health",
     "ServerProps",
+    "SwapVersion",
+    "parse_build_info",
+    "parse_llama_version",
+    "parse_server_health",
     "parse_server_props",
     "parse_server_slots",
+    "parse_swap_performance",
+    "parse_swap_running",
+    "parse_swap_version",
 ]
 
 
@@ -82,8 +82,11 @@ def parse_llama_version(text: str) -> LlamaVersion:
         elif m := _INIT.match(s.strip()):
             backend = m.group(3)
         elif (m := _DEVICE.match(s)) and s.startswith("  "):
-            devices.append(GgmlDevice(int(m.group(1)), m.group(2).strip(), m.group(3),
-                                      int(m.group(4)) * MIB if m.group(4) else None))
+            devices.append(
+                GgmlDevice(
+                    int(m.group(1)), m.group(2).strip(), m.group(3), int(m.group(4)) * MIB if m.group(4) else None
+                )
+            )
     if not found:
         raise ValueError(f"no 'version:' line in --version output: {text.strip()[-120:]!r}")
     return LlamaVersion(build, commit, version, compiler, target, backend, tuple(devices))
@@ -131,8 +134,14 @@ def parse_swap_running(data: Any) -> list[RunningModel]:
     for it in items:
         if isinstance(it, dict) and it.get("model"):
             ttl = it.get("ttl")
-            out.append(RunningModel(str(it["model"]), str(it.get("state") or "unknown"),
-                                    int(ttl) if isinstance(ttl, int) else None, it.get("proxy")))
+            out.append(
+                RunningModel(
+                    str(it["model"]),
+                    str(it.get("state") or "unknown"),
+                    int(ttl) if isinstance(ttl, int) else None,
+                    it.get("proxy"),
+                )
+            )
     return out
 
 
@@ -200,8 +209,12 @@ def parse_server_props(data: Any) -> ServerProps:
             build = None
     mods = data.get("modalities") if isinstance(data.get("modalities"), dict) else {}
     slots = data.get("total_slots")
-    return ServerProps(data.get("model_path"), slots if isinstance(slots, int) else None, build,
-                       {str(k): bool(v) for k, v in mods.items()})
+    return ServerProps(
+        data.get("model_path"),
+        slots if isinstance(slots, int) else None,
+        build,
+        {str(k): bool(v) for k, v in mods.items()},
+    )
 
 
 def parse_server_slots(data: Any) -> tuple[int, int]:

@@ -16,18 +16,23 @@ from typing import Any
 
 import httpx
 
-from ..config import Catalog, load_catalog
-from ..state import RoutingState, default_state_dir
-from .gguf import GgufError
-from .service import HostProbe, HostsService
-from .transport import TransportError
+from .. import aio
+from ..config import Catalog
+from ..hosts.gguf import GgufError
+from ..hosts.service import HostProbe, HostsService
+from ..hosts.transport import TransportError
+from ..state import RoutingState
+from .common import load_config, state_dir
 
-__all__ = ["register", "cmd_preflight", "cmd_job", "cmd_hosts"]
+__all__ = ["cmd_hosts", "cmd_job", "cmd_preflight", "register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("preflight", help="check a role change: weights on the host, architecture known to its "
-                                         "build, memory budget (exit 1 when blocked)")
+    p = sub.add_parser(
+        "preflight",
+        help="check a role change: weights on the host, architecture known to its "
+        "build, memory budget (exit 1 when blocked)",
+    )
     p.add_argument("role")
     p.add_argument("model")
     p.add_argument("--config", default=argparse.SUPPRESS)
@@ -37,8 +42,9 @@ def register(sub: Any) -> None:
     j.add_argument("kind", choices=["rebuild", "verify"])
     j.add_argument("host")
     j.add_argument("--config", default=argparse.SUPPRESS)
-    j.add_argument("--gateway-url", default=None,
-                   help="gateway to smoke through (default: the config's gateway, if it answers)")
+    j.add_argument(
+        "--gateway-url", default=None, help="gateway to smoke through (default: the config's gateway, if it answers)"
+    )
     j.set_defaults(handler=cmd_job)
 
     h = sub.add_parser("hosts", help="probe hosts over SSH / list their GGUF files")
@@ -48,23 +54,11 @@ def register(sub: Any) -> None:
     h.set_defaults(handler=cmd_hosts)
 
 
-def _config(args: argparse.Namespace) -> tuple[str, Catalog]:
-    from .. import cli as main_cli
-
-    path = getattr(args, "config", None) or main_cli._default_config()
-    return path, load_catalog(path)
-
-
-def _state_dir(args: argparse.Namespace, path: str, catalog: Catalog) -> Path:
-    d = getattr(args, "state_dir", None) or catalog.gateway.state_dir or default_state_dir(path)
-    return Path(d).expanduser()
-
-
 # ------------------------------------------------------------------ preflight
 def cmd_preflight(args: argparse.Namespace) -> int:
-    path, catalog = _config(args)
-    state = RoutingState(catalog, _state_dir(args, path, catalog))
-    return asyncio.run(_preflight(catalog, state, args.role, args.model))
+    path, catalog = load_config(args)
+    state = RoutingState(catalog, state_dir(args, path, catalog))
+    return aio.run(_preflight(catalog, state, args.role, args.model))
 
 
 async def _preflight(catalog: Catalog, state: RoutingState, role: str, model: str) -> int:
@@ -87,10 +81,10 @@ async def _preflight(catalog: Catalog, state: RoutingState, role: str, model: st
 
 # ------------------------------------------------------------------ job
 def cmd_job(args: argparse.Namespace) -> int:
-    path, catalog = _config(args)
-    state_dir = _state_dir(args, path, catalog)
-    state = RoutingState(catalog, state_dir)
-    return asyncio.run(_job(catalog, state, state_dir, args.kind, args.host, args.gateway_url))
+    path, catalog = load_config(args)
+    sdir = state_dir(args, path, catalog)
+    state = RoutingState(catalog, sdir)
+    return aio.run(_job(catalog, state, sdir, args.kind, args.host, args.gateway_url))
 
 
 async def _gateway(catalog: Catalog, explicit: str | None) -> str | None:
@@ -106,12 +100,16 @@ async def _gateway(catalog: Catalog, explicit: str | None) -> str | None:
         return None
 
 
-async def _job(catalog: Catalog, state: RoutingState, state_dir: Path, kind: str, host: str,
-               gateway_url: str | None) -> int:
+async def _job(
+    catalog: Catalog, state: RoutingState, state_dir: Path, kind: str, host: str, gateway_url: str | None
+) -> int:
     url = await _gateway(catalog, gateway_url)
     if url is None:
-        print("forge-tui: no gateway answers at the configured address: smoke steps will be skipped "
-              "(start `forge-tui serve` or pass --gateway-url)", file=sys.stderr)
+        print(
+            "forge-tui: no gateway answers at the configured address: smoke steps will be skipped "
+            "(start `forge-tui serve` or pass --gateway-url)",
+            file=sys.stderr,
+        )
     svc = HostsService(catalog, state_dir=state_dir, state=state, gateway_url=lambda: url)
     try:
         try:
@@ -142,7 +140,9 @@ async def _job(catalog: Catalog, state: RoutingState, state_dir: Path, kind: str
         print()
         for s in svc.job_steps(info.id):
             dur = s.get("duration_s")
-            print(f"  {str(s['state']):<9} {str(s['name']):<14} {'' if dur is None else f'{dur:7.1f}s'}  {s.get('detail') or ''}")
+            print(
+                f"  {s['state']!s:<9} {s['name']!s:<14} {'' if dur is None else f'{dur:7.1f}s'}  {s.get('detail') or ''}"
+            )
         print(f"job {info.id}: {info.state}" + (f": {info.error}" if info.error else ""))
         if info.state == "cancelled":
             return 130
@@ -153,26 +153,34 @@ async def _job(catalog: Catalog, state: RoutingState, state_dir: Path, kind: str
 
 # ------------------------------------------------------------------ hosts
 def cmd_hosts(args: argparse.Namespace) -> int:
-    path, catalog = _config(args)
+    path, catalog = load_config(args)
     unknown = [n for n in args.names if n not in catalog.hosts]
     if unknown:
-        print(f"forge-tui: unknown host(s) {', '.join(unknown)} (hosts: {', '.join(sorted(catalog.hosts))})",
-              file=sys.stderr)
+        print(
+            f"forge-tui: unknown host(s) {', '.join(unknown)} (hosts: {', '.join(sorted(catalog.hosts))})",
+            file=sys.stderr,
+        )
         return 2
     names = args.names or list(catalog.hosts)
     if args.action == "inventory":
-        return asyncio.run(_inventory(catalog, names))
-    return asyncio.run(_probe(catalog, names))
+        return aio.run(_inventory(catalog, names))
+    return aio.run(_probe(catalog, names))
 
 
 def probe_table(probes: list[HostProbe]) -> list[str]:
     rows = [("HOST", "REACH", "MEMORY", "SOURCE", "SERVING", "NOTE")]
     for p in probes:
         reach = {True: "up", False: "DOWN", None: "?"}[p.reachable]
-        mem = (f"{p.memory_used_gb:.1f}/{p.memory_total_gb:.1f} GB" if p.memory_used_gb is not None
-               and p.memory_total_gb is not None else "-")
-        note = p.error or (f"pressure {p.pressure}" if p.pressure else "") or \
-            ", ".join(f"{b}: {', '.join(m)}" for b, m in p.loaded_models.items())
+        mem = (
+            f"{p.memory_used_gb:.1f}/{p.memory_total_gb:.1f} GB"
+            if p.memory_used_gb is not None and p.memory_total_gb is not None
+            else "-"
+        )
+        note = (
+            p.error
+            or (f"pressure {p.pressure}" if p.pressure else "")
+            or ", ".join(f"{b}: {', '.join(m)}" for b, m in p.loaded_models.items())
+        )
         rows.append((p.host, reach, mem, p.memory_source or "-", p.serving_version or "-", note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
@@ -191,8 +199,10 @@ async def _probe(catalog: Catalog, names: list[str]) -> int:
             used = f"{g.used / 2**30:.1f}" if g.used is not None else "?"
             total = f"{g.ceiling / 2**30:.1f}" if g.ceiling is not None else "?"
             kind = "unified" if g.unified else "vram"
-            print(f"  {p.host} gpu{g.index}{'' if g.parent is None else f' (of gpu{g.parent})'}: "
-                  f"{g.name or '?'} {used}/{total} GiB {kind} [{g.source}]" + (f" {g.gfx_target}" if g.gfx_target else ""))
+            print(
+                f"  {p.host} gpu{g.index}{'' if g.parent is None else f' (of gpu{g.parent})'}: "
+                f"{g.name or '?'} {used}/{total} GiB {kind} [{g.source}]" + (f" {g.gfx_target}" if g.gfx_target else "")
+            )
     return 0 if all(p.reachable for p in probes) else 1
 
 

@@ -1,4 +1,4 @@
-"""What the console sees of a gateway, as pydantic models.
+"""The vocabulary every layer speaks (gateway, hosts, telemetry, operator service, console), as pydantic models.
 
 The same models travel in-process (``LocalControl``) and over the admin API (``RemoteControl``),
 so the console cannot tell, and the tests cover both with one suite.
@@ -9,23 +9,23 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "RoleInfo",
-    "ModelInfo",
-    "BackendInfo",
-    "HostInfo",
-    "SeriesPoint",
-    "RoleStats",
-    "ErrorInfo",
-    "RequestInfo",
-    "TelemetryInfo",
-    "JobInfo",
-    "Snapshot",
-    "ChangeResult",
     "AuditInfo",
-    "SwapRequest",
+    "BackendInfo",
+    "ChangeResult",
     "DeprecateRequest",
+    "ErrorInfo",
+    "HostInfo",
+    "JobInfo",
+    "ModelInfo",
     "PreflightCheck",
     "PreflightResult",
+    "RequestInfo",
+    "RoleInfo",
+    "RoleStats",
+    "SeriesPoint",
+    "Snapshot",
+    "SwapRequest",
+    "TelemetryInfo",
 ]
 
 

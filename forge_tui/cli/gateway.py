@@ -1,0 +1,204 @@
+"""``forge-tui`` (the console with the gateway embedded), ``serve``, ``attach`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from .. import __version__, aio
+from ..config import load_catalog
+from .common import DEMO_CONFIG, actor, default_config, fail
+
+__all__ = ["gateway_opts", "register", "run_console_or_serve"]
+
+
+# ------------------------------------------------------------------ gateway-backed commands
+async def _serve(args: argparse.Namespace, config: str, banner: str | None = None, catalog: Any = None) -> int:
+    from ..gateway.app import GatewayBindError
+    from ..runtime import Runtime
+    from ..telemetry import HistoryError
+
+    rt = Runtime(
+        config,
+        catalog=catalog,
+        state_dir=args.state_dir,
+        host=args.host,
+        port=args.port,
+        admin_token=args.admin_token,
+        api_keys=tuple(args.api_key or ()),
+        with_hosts=not args.no_hosts,
+    )
+    if rt.host not in ("127.0.0.1", "localhost", "::1") and not rt.api_keys:
+        print(f"forge-tui: warning: listening on {rt.host} without caller API keys (--api-key)", file=sys.stderr)
+    try:
+        await rt.start()
+    except (GatewayBindError, HistoryError) as exc:
+        await rt.stop()
+        return fail(str(exc))
+    for w in rt.state.warnings:
+        print(f"forge-tui: {w}", file=sys.stderr)
+    print(
+        f"forge-tui {__version__}: gateway listening on {rt.url} (config {config}, state {rt.state_dir}, {aio.loop_name()})",
+        flush=True,
+    )
+    token_path = rt.gateway.admin_token_path
+    if token_path is not None:
+        print(
+            f"forge-tui: admin token written to {token_path} (forge-tui attach {rt.url} --token-file {token_path})",
+            flush=True,
+        )
+    if banner:
+        print(banner, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        print("forge-tui: draining in-flight requests and stopping", flush=True)
+        await rt.stop()
+    return 0
+
+
+async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -> int:
+    from ..console.app import ForgeApp
+    from ..control.local import LocalControl
+    from ..gateway.app import GatewayBindError
+    from ..runtime import Runtime
+    from ..telemetry import HistoryError
+
+    rt = Runtime(
+        config,
+        catalog=catalog,
+        state_dir=args.state_dir,
+        host=args.host,
+        port=args.port,
+        admin_token=args.admin_token,
+        api_keys=tuple(args.api_key or ()),
+        with_hosts=not args.no_hosts,
+    )
+    try:
+        await rt.start()
+    except (GatewayBindError, HistoryError) as exc:
+        await rt.stop()
+        return fail(str(exc))
+    try:
+        app = ForgeApp(LocalControl(rt), actor=actor(), api_key=rt.api_keys[0] if rt.api_keys else None)
+        await app.run_async()
+    finally:
+        await rt.stop()
+    for w in rt.state.warnings:
+        print(f"forge-tui: {w}", file=sys.stderr)
+    return 0
+
+
+async def _attach(args: argparse.Namespace) -> int:
+    from ..console.app import ForgeApp
+    from ..control.base import ControlError
+    from ..control.remote import RemoteControl
+    from ..gateway.admin_token import TOKEN_FILE_NAME, read_token_file
+
+    # The admin API always wants a token: --token, then $FORGE_ADMIN_TOKEN, then --token-file.
+    token = args.token or os.environ.get("FORGE_ADMIN_TOKEN")
+    if not token and args.token_file:
+        try:
+            token = read_token_file(args.token_file)
+        except ValueError as exc:
+            return fail(str(exc))
+    if not token:
+        return fail(
+            f"attach needs the gateway's admin token: pass --token, set $FORGE_ADMIN_TOKEN, or "
+            f"--token-file PATH; without a configured token `forge-tui serve` writes a per-run one to "
+            f"<state dir>/{TOKEN_FILE_NAME} and prints that path when it starts"
+        )
+    control = RemoteControl(args.url, token)
+    try:
+        await control.snapshot()  # fail before drawing anything if the gateway or token is wrong
+    except ControlError as exc:
+        await control.close()
+        return fail(str(exc))
+    try:
+        await ForgeApp(control, actor=actor(), api_key=args.api_key).run_async()
+    finally:
+        await control.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..launch import LaunchError, LocalBackends
+
+    catalog = load_catalog(DEMO_CONFIG)
+    backends = LocalBackends(catalog)
+    if args.backend_ports == "auto":
+        catalog = backends.with_free_ports()
+    n = sum(1 for _ in backends.launchable())
+    print(f"forge-tui demo: starting {n} local llama.cpp servers (Gemma 3 270M, CPU)...", flush=True)
+    try:
+        backends.start()
+    except LaunchError as exc:
+        return fail(f"demo backends did not start: {exc}")
+    try:
+        if args.headless:
+            return aio.run(_serve(args, str(DEMO_CONFIG), banner="forge-tui demo: Ctrl-C to stop", catalog=catalog))
+        return aio.run(_console(args, str(DEMO_CONFIG), catalog=catalog))
+    finally:
+        backends.stop()
+
+
+def gateway_opts(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # Subcommands SUPPRESS their defaults so `forge-tui --port 1 serve` keeps the top-level value.
+    dflt: Any = None if top else argparse.SUPPRESS
+    p.add_argument("--host", default=dflt, help="bind address (default: the config's, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=dflt, help="port (default: the config's, 8600)")
+    p.add_argument("--state-dir", default=dflt, help="where the state overlay, audit log and history live")
+    p.add_argument("--admin-token", default=dflt, help="admin API token (default: $FORGE_ADMIN_TOKEN)")
+    p.add_argument("--api-key", action="append", default=dflt, help="require this caller API key (repeatable)")
+    p.add_argument(
+        "--no-hosts",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="do not probe hosts over SSH",
+    )
+
+
+def run_console_or_serve(args: argparse.Namespace) -> int:
+    config = args.config or default_config()
+    load_catalog(config)  # validate before binding anything
+    if args.cmd == "serve":
+        return aio.run(_serve(args, config))
+    return aio.run(_console(args, config))
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("serve", help="run the gateway headless")
+    s.add_argument("--config", default=argparse.SUPPRESS)
+    gateway_opts(s)
+    s.set_defaults(handler=run_console_or_serve)
+
+    d = sub.add_parser("demo", help="start local llama.cpp backends and open the console on the demo config")
+    d.add_argument("--headless", action="store_true", help="serve only, no console")
+    d.add_argument(
+        "--backend-ports",
+        choices=("config", "auto"),
+        default="config",
+        help="llama.cpp ports: as in demo.yaml (18431-18433), or free ones picked at start",
+    )
+    gateway_opts(d)
+    d.set_defaults(handler=_demo)
+
+    a = sub.add_parser("attach", help="open the console against a running `forge-tui serve`")
+    a.add_argument("url", help="gateway base URL, e.g. http://127.0.0.1:8600")
+    a.add_argument("--token", default=None, help="admin token (default: $FORGE_ADMIN_TOKEN, then --token-file)")
+    a.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the admin token from this file (the admin.token `forge-tui serve` wrote)",
+    )
+    a.add_argument("--api-key", default=None, help="caller API key for smoke requests, if the gateway needs one")
+    a.set_defaults(handler=lambda args: aio.run(_attach(args)))
