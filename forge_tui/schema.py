@@ -142,6 +142,8 @@ class RequestInfo(_M):
     fallback: bool = False
     thinking_injected: bool = False
     thinking_leaked: bool = False
+    asked: str | None = None  # the model name the caller sent (404 rows show it)
+    seq: int = 0  # the gateway's own id for the record (unique per gateway run; the console keys rows by it)
 
 
 class TelemetryInfo(_M):

@@ -78,6 +78,11 @@ def _sse_response_class(base: type[web.StreamResponse] = web.StreamResponse) -> 
 _SseResponse = _sse_response_class()
 
 
+def _asked(model: object) -> str | None:
+    """The model name as the caller sent it, cut short (it is shown on 404 rows, never trusted)."""
+    return model[:200] if isinstance(model, str) else None
+
+
 class Ctx:
     """Per-request state: the record being filled and the headers every answer carries."""
 
@@ -279,6 +284,7 @@ class OpenAIApi:
     async def chat(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         body = await self._json(request)
         check_chat(body)
+        ctx.rec.asked = _asked(body.get("model"))
         route = self.gw.table().resolve(body.get("model"), "chat", body)
         ctx.routed(route)
         image, audio = scan_parts(body)
@@ -318,6 +324,7 @@ class OpenAIApi:
     async def _plain_json(
         self, request: web.Request, ctx: Ctx, body: dict[str, Any], kind: str, path: str
     ) -> web.StreamResponse:
+        ctx.rec.asked = _asked(body.get("model"))
         route = self.gw.table().resolve(body.get("model"), kind, body)
         ctx.routed(route)
         stream = body.get("stream") is True
@@ -374,6 +381,7 @@ class OpenAIApi:
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             raise CallerError("Invalid type for 'model': expected a string.", param="model")
+        ctx.rec.asked = _asked(model)
         route = self.gw.table().resolve(model, "audio_qa", body)
         ctx.routed(route)
         audio_field = body.get("audio", body.get("input_audio"))
@@ -387,6 +395,7 @@ class OpenAIApi:
 
     def _route_form(self, ctx: Ctx, parts: list[FormPart], kind: str) -> Route:
         model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
+        ctx.rec.asked = _asked(model)
         route = self.gw.table().resolve(model, kind, None)
         ctx.routed(route)
         return route

@@ -73,6 +73,8 @@ def _request_info(r: RequestRecord) -> RequestInfo:
         fallback=r.fallback,
         thinking_injected=r.thinking_injected,
         thinking_leaked=r.thinking_leaked,
+        asked=r.asked,
+        seq=r.seq,
     )
 
 

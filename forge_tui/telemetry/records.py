@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 
 __all__ = ["ErrorClass", "RequestRecord"]
+
+# The gateway's own number for each record: unique and increasing in this process, never taken from
+# the caller (a caller's X-Request-Id may repeat; the console keys its rows by this).
+_SEQ = itertools.count(1)
 
 
 class ErrorClass(str, Enum):
@@ -47,3 +52,5 @@ class RequestRecord:
     thinking_leaked: bool = False
     image: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    asked: str | None = None  # the model name the caller sent (cut to 200 chars), shown on a 404
+    seq: int = field(default_factory=_SEQ.__next__)  # gateway-made, unique per process (see _SEQ)
