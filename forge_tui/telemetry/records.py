@@ -52,5 +52,10 @@ class RequestRecord:
     thinking_leaked: bool = False
     image: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    source: str | None = None  # who sent it: x-forge-source header, else the API key's name (agent, job, smoke, bench)
+    inflight: int | None = None  # other requests in flight on the serving backend at dispatch (load)
+    cold_start: bool = False  # the request waited out a backend startup before being served
+    structured: bool | None = None  # json_object/json_schema asked: True parsed, False did not; None not asked
+    spill: bool = False  # served by another host than the first placement because that one was busy (resil)
     asked: str | None = None  # the model name the caller sent (cut to 200 chars), shown on a 404
     seq: int = field(default_factory=_SEQ.__next__)  # gateway-made, unique per process (see _SEQ)
