@@ -202,12 +202,16 @@ class ChangeResult(_M):
     ok: bool
     message: str
     audit: list[AuditInfo] = []
+    # The rows the change touched, as they are now: a console repaints these instead of a full snapshot.
+    roles: list[RoleInfo] = []
+    models: list[ModelInfo] = []
 
 
 class SwapRequest(_M):
     model: str
     actor: str = "operator"
     force: bool = False  # swap even if the preflight fails (recorded in the audit log)
+    preflight_id: str | None = None  # the preflight the operator was shown: stands if still fresh
 
 
 class DeprecateRequest(_M):
@@ -227,6 +231,7 @@ class PreflightResult(_M):
     model: str
     host: str | None = None
     checks: list[PreflightCheck] = []
+    id: str | None = None  # set by the operator service; pass it to the swap so it is not run again
 
     @property
     def blocked(self) -> bool:
