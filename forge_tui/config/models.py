@@ -218,6 +218,8 @@ class GatewaySettings(_Strict):
     admin_token: str | None = None  # literal token; prefer admin_token_env
     admin_token_env: str | None = "FORGE_ADMIN_TOKEN"
     api_keys: tuple[str, ...] = ()  # required from callers when non-empty
+    # caller name -> key, accepted like api_keys; the name is the request's source in the history (agent, job, ...)
+    named_api_keys: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")], str] = {}
     max_body_mb: float = Field(32.0, gt=0)
     audio_max_seconds: float = Field(30.0, gt=0)
     health_interval_s: float = Field(5.0, gt=0)

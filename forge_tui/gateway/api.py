@@ -57,6 +57,17 @@ def _new_request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
+# A caller's x-forge-source is a short label; anything else is stored as "invalid" (bounded cardinality).
+_SOURCE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+
+
+def _source(header: str | None, key_name: str | None) -> str | None:
+    if header is not None:
+        s = header.strip().lower()
+        return s if _SOURCE_RE.fullmatch(s) else "invalid"
+    return key_name
+
+
 def _sse_response_class(base: type[web.StreamResponse] = web.StreamResponse) -> type[web.StreamResponse]:
     """The response class for relayed streams: headers leave with the first chunk when we can.
 
@@ -105,6 +116,8 @@ class Ctx:
         rec = self.rec
         rec.model, rec.host, rec.backend = c.model, c.host, c.backend
         rec.fallback = opened.fallback
+        rec.inflight = opened.backend.limiter.inflight - 1  # others on this backend (this one holds a slot)
+        rec.cold_start = opened.cold_start
         if c.fallback_of:
             rec.extra["fallback_of"] = c.fallback_of
         h = self.headers
@@ -178,6 +191,9 @@ class OpenAIApi:
         self.max_body_mb = s.max_body_mb
         self.audio_max_s = s.audio_max_seconds
         self._keys = tuple(f"Bearer {k}".encode() for k in gw.api_keys)
+        named = s.named_api_keys  # name -> key: accepted too, and the name is the record's source
+        self._keys += tuple(f"Bearer {k}".encode() for k in named.values())
+        self._key_names = {f"Bearer {k}".encode(): n for n, k in named.items()}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -190,14 +206,17 @@ class OpenAIApi:
         ]
 
     # ------------------------------------------------------------------ plumbing
-    def _check_key(self, request: web.Request) -> None:
+    def _check_key(self, request: web.Request) -> str | None:
+        """Raise Unauthorized unless the caller sent an accepted key; returns that key's name if it has one."""
         if not self._keys:
-            return
+            return None
         got = request.headers.get("Authorization", "").encode()
-        if not any(hmac.compare_digest(got, k) for k in self._keys):
-            raise Unauthorized(
-                "Incorrect or missing API key: send 'Authorization: Bearer <key>' with a key this gateway accepts."
-            )
+        for k in self._keys:
+            if hmac.compare_digest(got, k):
+                return self._key_names.get(k)
+        raise Unauthorized(
+            "Incorrect or missing API key: send 'Authorization: Bearer <key>' with a key this gateway accepts."
+        )
 
     def _wrap(self, endpoint: str, impl: Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]):
         gw = self.gw
@@ -208,7 +227,10 @@ class OpenAIApi:
             ctx = Ctx(rec, time.perf_counter())
             gw._enter()
             try:
-                self._check_key(request)
+                rec.source = _source(request.headers.get("x-forge-source"), None)
+                key_name = self._check_key(request)
+                if rec.source is None:
+                    rec.source = key_name
                 resp = await impl(request, ctx)
                 if not rec.status:
                     rec.status = resp.status
@@ -304,6 +326,8 @@ class OpenAIApi:
             ctx.rec.extra["thinking"] = decision.label
         rf = body.get("response_format")
         want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
+        if want_json:
+            ctx.rec.structured = True  # set False where the answer does not parse
         if stream:
             n = body.get("n")
             return await self._relay_stream(
@@ -463,6 +487,7 @@ class OpenAIApi:
                 content = msg.get("content")
                 if not isinstance(content, str) or not _content_is_json(content):
                     rec.error_class = ErrorClass.MODEL_OUTPUT
+                    rec.structured = False
                     rec.error = "asked for JSON, the model answered " + (
                         "nothing" if not content else f"non-JSON: {str(content)[:120]!r}"
                     )
@@ -556,6 +581,7 @@ class OpenAIApi:
                 return out
             if want_json and relay.content is not None and not _content_is_json("".join(relay.content)):
                 rec.error_class = ErrorClass.MODEL_OUTPUT
+                rec.structured = False
                 rec.error = "asked for JSON, the model streamed something else"
             rec.status = 200
             clean = True

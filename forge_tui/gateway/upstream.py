@@ -106,6 +106,7 @@ class Opened:
     image: bool
     fallback: bool
     notes: list[str] = field(default_factory=list)
+    cold_start: bool = False  # waited out a startup signal (or a down backend's warmup window) first
     _done: bool = False
 
     def close(self, *, abort: bool = False) -> None:
@@ -330,7 +331,7 @@ class Upstream:
             else:
                 be.breaker.success()
                 if resp.status < 400:
-                    return Opened(cand, be, resp, image, False)
+                    return Opened(cand, be, resp, image, False, cold_start=deadline is not None)
                 where = _where(be)
                 raw = await _read_limited(resp)
                 text = raw.decode("utf-8", "replace")
