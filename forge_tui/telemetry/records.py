@@ -6,11 +6,13 @@ import itertools
 from dataclasses import dataclass, field
 from enum import Enum
 
-__all__ = ["ErrorClass", "RequestRecord"]
+__all__ = ["LIVE_ONLY_FIELDS", "ErrorClass", "RequestRecord"]
 
 # The gateway's own number for each record: unique and increasing in this process, never taken from
 # the caller (a caller's X-Request-Id may repeat; the console keys its rows by this).
 _SEQ = itertools.count(1)
+# Fields for the live view only: the history does not store them (a replayed record gets a new seq).
+LIVE_ONLY_FIELDS: frozenset[str] = frozenset({"asked", "seq"})
 
 
 class ErrorClass(str, Enum):
@@ -57,5 +59,5 @@ class RequestRecord:
     cold_start: bool = False  # the request waited out a backend startup before being served
     structured: bool | None = None  # json_object/json_schema asked: True parsed, False did not; None not asked
     spill: bool = False  # served by another host than the first placement because that one was busy (resil)
-    asked: str | None = None  # the model name the caller sent (cut to 200 chars), shown on a 404
-    seq: int = field(default_factory=_SEQ.__next__)  # gateway-made, unique per process (see _SEQ)
+    asked: str | None = field(default=None, compare=False)  # the model name the caller sent (cut to 200), for 404 rows
+    seq: int = field(default_factory=_SEQ.__next__, compare=False)  # gateway-made, unique per process (see _SEQ)
