@@ -18,7 +18,7 @@ from ..config.models import ModelState, ThinkingPolicy
 from ..state import RoutingState
 from .errors import NotFound
 
-__all__ = ["AUTO", "Candidate", "Route", "RouteTable", "classify"]
+__all__ = ["AUTO", "Candidate", "Route", "RouteTable", "classify", "pin"]
 
 AUTO = "auto"
 
@@ -76,6 +76,23 @@ def classify(kind: str, body: dict[str, Any] | None) -> str:
             if saw_audio:
                 return "audio-qa"
     return _KIND_ROLE.get(kind, "default-chat")
+
+
+def pin(route: Route, placement: str) -> Route:
+    """The route narrowed to its candidates on one host or backend (an admin's ``x-forge-placement``).
+
+    Only a filter: order, fallbacks and everything else about the route stay as they are.
+    """
+    cands = tuple(c for c in route.candidates if placement in (c.host, c.backend))
+    if not cands:
+        where = sorted({c.host for c in route.candidates} | {c.backend for c in route.candidates})
+        what = f"role {route.role!r}" if route.role else f"model {route.model!r}"
+        raise NotFound(
+            f"{what} has no placement on {placement!r} (its hosts and backends: {', '.join(where) or 'none'})",
+            param="x-forge-placement",
+            code="placement_not_found",
+        )
+    return Route(route.role, route.model, cands, route.route_header, route.headers)
 
 
 def _route_header(role: str | None, model: str, host: str, backend: str, fallback_of: str | None) -> str:
