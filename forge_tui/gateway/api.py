@@ -25,13 +25,14 @@ from . import http1
 from .audio import FormPart, b64_audio_duration, check_audio
 from .errors import (
     CallerError,
+    Forbidden,
     GatewayError,
     PayloadTooLarge,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
 )
-from .routing import Route
+from .routing import Route, pin
 from .stream import SseRelay, dump_bytes, error_event
 from .thinking import strip_message
 from .upstream import FormPayload, JsonPayload, Opened, Payload
@@ -308,6 +309,7 @@ class OpenAIApi:
         check_chat(body)
         ctx.rec.asked = _asked(body.get("model"))
         route = self.gw.table().resolve(body.get("model"), "chat", body)
+        route = self._pinned(request, route)
         ctx.routed(route)
         image, audio = scan_parts(body)
         ctx.rec.image = image
@@ -350,6 +352,7 @@ class OpenAIApi:
     ) -> web.StreamResponse:
         ctx.rec.asked = _asked(body.get("model"))
         route = self.gw.table().resolve(body.get("model"), kind, body)
+        route = self._pinned(request, route)
         ctx.routed(route)
         stream = body.get("stream") is True
         ctx.rec.stream = stream
@@ -383,13 +386,13 @@ class OpenAIApi:
         parts = await self._form(request)
         if not any(p.name == "file" and p.filename is not None for p in parts):
             raise CallerError("Missing required parameter: 'file' (the audio file part).", param="file")
-        route = self._route_form(ctx, parts, "transcriptions")
+        route = self._route_form(ctx, parts, "transcriptions", request)
         return await self._forward(ctx, route, FormPayload(parts), "/v1/audio/transcriptions")
 
     async def audio_qa(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         if request.content_type.startswith("multipart/"):
             parts = await self._form(request)
-            route = self._route_form(ctx, parts, "audio_qa")
+            route = self._route_form(ctx, parts, "audio_qa", request)
             audio = next((p for p in parts if p.name in ("file", "audio")), None)
             if audio is None:
                 audio = next((p for p in parts if (p.content_type or "").startswith("audio/")), None)
@@ -407,6 +410,7 @@ class OpenAIApi:
             raise CallerError("Invalid type for 'model': expected a string.", param="model")
         ctx.rec.asked = _asked(model)
         route = self.gw.table().resolve(model, "audio_qa", body)
+        route = self._pinned(request, route)
         ctx.routed(route)
         audio_field = body.get("audio", body.get("input_audio"))
         if audio_field is None:
@@ -417,10 +421,24 @@ class OpenAIApi:
         b64_audio_duration(data, self.audio_max_s, what="audio")
         return await self._forward(ctx, route, JsonPayload(body, chat=False, thinking_header=None), "/v1/audio_qa")
 
-    def _route_form(self, ctx: Ctx, parts: list[FormPart], kind: str) -> Route:
+    def _pinned(self, request: web.Request, route: Route) -> Route:
+        """``x-forge-placement: <host or backend>`` serves only from there (eval compare runs); admin token only."""
+        want = request.headers.get("x-forge-placement")
+        if want is None:
+            return route
+        got = request.headers.get("x-forge-admin-token", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(got, self.gw.admin_token.encode()):
+            raise Forbidden(
+                "x-forge-placement pins a request to a host and needs the admin token (send x-forge-admin-token)",
+                param="x-forge-placement",
+                code="placement_forbidden",
+            )
+        return pin(route, want.strip())
+
+    def _route_form(self, ctx: Ctx, parts: list[FormPart], kind: str, request: web.Request) -> Route:
         model = next((p.data.decode("utf-8", "replace") for p in parts if p.name == "model"), None)
         ctx.rec.asked = _asked(model)
-        route = self.gw.table().resolve(model, kind, None)
+        route = self._pinned(request, self.gw.table().resolve(model, kind, None))
         ctx.routed(route)
         return route
 
