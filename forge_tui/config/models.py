@@ -190,6 +190,9 @@ class Model(_Strict):
     sunset: dt.date | None = None  # end of the rollback window for a deprecated model
     placements: Annotated[tuple[Placement, ...], Field(min_length=1)]
     description: str = ""
+    # Per-model limits the gateway enforces before forwarding (tighter than the OpenAI API's own).
+    max_output_tokens: int | None = Field(None, ge=1)  # max_tokens / max_completion_tokens cap
+    context_tokens: int | None = Field(None, ge=1)  # the context window the backend serves it with
 
 
 class Role(_Strict):
@@ -227,6 +230,15 @@ class GatewaySettings(_Strict):
     breaker_reset_s: float = Field(15.0, gt=0)  # open -> half-open after this
     state_dir: str | None = None  # default: ~/.local/state/forge-tui/<config name>
     history: bool = True  # SQLite request history
+    # Exposure: without caller keys the gateway refuses to listen beyond loopback unless this is set.
+    allow_unauthenticated: bool = False
+    api_keys_env: str | None = "FORGE_API_KEYS"  # comma-separated caller keys (keeps them out of `ps`)
+    metrics_token: str | None = None  # a token that may read /health and /metrics only; prefer the env var
+    metrics_token_env: str | None = "FORGE_METRICS_TOKEN"
+    public_health: bool = False  # /health answers without a key even when caller keys are configured
+    public_metrics: bool = False  # the same for /metrics (e.g. a Prometheus without credentials)
+    idle_timeout_s: float = Field(30.0, gt=0)  # a request head must arrive within this; idle keep-alive closes
+    max_connections_per_client: int = Field(256, ge=1)  # concurrent connections from one client address
 
 
 class Catalog(_Strict):
@@ -237,11 +249,18 @@ class Catalog(_Strict):
     families: dict[str, Family] = {}
     models: dict[str, Model]
     roles: dict[str, Role]
+    # Extra names callers may use (e.g. tools that hard-code `text-embedding-3-small`): name -> role or model.
+    aliases: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:
         # Cross-references are checked here so a bad name is reported with its path.
         errors: list[str] = []
+        for alias, target in self.aliases.items():
+            if target not in self.roles and target not in self.models:
+                errors.append(f"aliases.{alias}: unknown role or model {target!r}")
+            if alias in self.roles or alias in self.models:
+                errors.append(f"aliases.{alias}: already a role or model name")
         for name, b in self.backends.items():
             if b.host not in self.hosts:
                 errors.append(f"backends.{name}.host: unknown host {b.host!r} (known: {_known(self.hosts)})")
