@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from .errortext import error_message
+
 __all__ = ["SmokeResult", "smoke_kind", "smoke_role", "smoke_roles", "tiny_png", "tiny_wav"]
 
 JSON_SCHEMA = {
@@ -93,14 +95,7 @@ def _snip(text: str, n: int = 80) -> str:
 
 
 def _error_message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-        err = body.get("error") if isinstance(body, dict) else None
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-    except ValueError:
-        pass
-    return _snip(resp.text or resp.reason_phrase, 200)
+    return _snip(error_message(resp.text) if resp.text else resp.reason_phrase, 200)
 
 
 async def _request(client: httpx.AsyncClient, role: str, kind: str) -> tuple[httpx.Response, str | None]:

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from ..errortext import error_message
 from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
 from .base import ControlError
 
@@ -47,10 +48,7 @@ class RemoteControl:
         if change and resp.status_code == 409:
             return resp.json()  # a refused change is a result, not a transport failure
         if resp.status_code >= 400:
-            try:
-                msg = resp.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                msg = resp.text[:300]
+            msg = error_message(resp.text, limit=300)
             if resp.status_code == 401:
                 msg = f"admin API refused the token: {msg}"
             elif resp.status_code == 403:

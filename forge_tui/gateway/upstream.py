@@ -11,7 +11,6 @@ with the error lines of its upstream log).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from ..config.models import BackendKind
+from ..errortext import error_message
 from ..telemetry.records import ErrorClass
 from . import http1, thinking
 from .audio import FormPart, encode_multipart
@@ -120,24 +120,7 @@ class Opened:
 
 def extract_message(text: str) -> str:
     """The backend's own error words from an error body (llama.cpp, llama-swap, OpenAI-style, plain text)."""
-    stripped = text.strip()
-    try:
-        data = json.loads(stripped)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            msg = err.get("message")
-            if isinstance(msg, str) and msg:
-                return msg
-        if isinstance(err, str) and err:
-            return err
-        for key in ("message", "detail"):
-            v = data.get(key)
-            if isinstance(v, str) and v:
-                return v
-    return stripped[:2000] or "(empty body)"
+    return error_message(text)
 
 
 class Upstream:

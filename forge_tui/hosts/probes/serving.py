@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errortext import error_message
 from .model import MIB, GpuMemory
 
 __all__ = [
@@ -181,10 +182,7 @@ def parse_server_health(status: int, data: Any) -> ServerHealth:
     """llama-server ``/health``: 200 ``{"status":"ok"}``; 503 ``Loading model`` while loading."""
     if status == 200:
         return ServerHealth("ready")
-    msg = ""
-    if isinstance(data, dict):
-        err = data.get("error")
-        msg = str(err.get("message", "")) if isinstance(err, dict) else str(data.get("status", ""))
+    msg = error_message(data) if data is not None else ""
     if status == 503 and "loading" in msg.lower():
         return ServerHealth("loading", msg)
     return ServerHealth("error", f"HTTP {status}: {msg}".strip())
