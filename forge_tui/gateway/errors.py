@@ -22,7 +22,9 @@ so the caller, the operator's panes and ``/metrics`` all tell the same story::
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from typing import Any
 
 from ..telemetry.records import ErrorClass
@@ -45,7 +47,17 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "error_body",
+    "new_request_id",
 ]
+
+# Request ids: a per-process random prefix and a counter (unique, and cheaper than urandom per request).
+_RID_PREFIX = os.urandom(4).hex()
+_rid_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id the gateway makes (never one a caller sent)."""
+    return f"{_RID_PREFIX}{next(_rid_counter):08x}"
 
 
 class GatewayBindError(OSError):
