@@ -103,14 +103,14 @@ async def test_chunked_body_split_everywhere_and_keep_alive(pools) -> None:
 
 async def test_content_length_and_close_delimited_bodies(pools) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        req = await srv.read_request(r)
-        if b"/close" in req:
-            w.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+        while True:
+            req = await srv.read_request(r)
+            if b"/close" in req:
+                w.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+                await w.drain()
+                return
+            w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!")
             await w.drain()
-            return
-        w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!")
-        await w.drain()
-        await srv.read_request(r)
 
     async with RawServer(handler) as srv:
         pool = _pool(srv.port)
@@ -123,7 +123,7 @@ async def test_content_length_and_close_delimited_bodies(pools) -> None:
         resp.close()
 
 
-async def test_refused_and_stale_connection(pools) -> None:
+async def test_refused_and_a_request_is_never_sent_twice(pools) -> None:
     pool = _pool(free_port())
     pools.append(pool)
     with pytest.raises(http1.ConnectRefused):
@@ -133,8 +133,132 @@ async def test_refused_and_stale_connection(pools) -> None:
         await srv.read_request(r)
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await w.drain()
-        # The next request on this keep-alive connection is dropped unanswered (a server that timed it out).
+        # The next request on this keep-alive connection is read, then dropped unanswered.
         await srv.read_request(r)
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        resp = await pool.request("POST", "/", b"{}", [])
+        assert await resp.read() == b"ok"
+        resp.close()
+        # The backend read the second request: it may be generating, so it is not replayed.
+        with pytest.raises(http1.Disconnected) as ei:
+            await pool.request("POST", "/", b"{}", [])
+        assert ei.value.reused and not ei.value.got_head
+        assert srv.connections == 1 and len(srv.requests) == 2
+
+
+async def test_a_connection_the_backend_closed_while_idle_is_not_reused(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        w.close()  # keep-alive timeout on the backend's side, before the client's next request
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        for _ in range(3):
+            resp = await pool.request("POST", "/", b"{}", [])
+            assert await resp.read() == b"ok"
+            resp.close()
+            await asyncio.sleep(0.05)
+        assert srv.connections == 3 and len(srv.requests) == 3  # each request sent exactly once
+        assert pool.counts["connections_opened"] == 3
+
+
+async def test_idle_connections_older_than_the_ttl_are_not_reused(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        pool = http1.Pool("127.0.0.1", srv.port, connect_timeout=2, read_timeout=5, idle_ttl_s=0.1)
+        pools.append(pool)
+        for pause in (0.0, 0.3):
+            await asyncio.sleep(pause)
+            resp = await pool.request("GET", "/", b"", [])
+            assert await resp.read() == b"ok"
+            resp.close()
+        assert srv.connections == 2 and pool.counts["stale_closed"] == 1
+
+
+async def test_interim_1xx_answers_are_skipped(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await w.drain()
+            await asyncio.sleep(0.02)
+            w.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n")
+            w.write(b"X-Final: yes\r\n\r\ndone")
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        for _ in range(2):
+            resp = await pool.request("POST", "/", b"{}", [])
+            assert (resp.status, resp.reason, resp.headers.get("x-final")) == (201, "Created", "yes")
+            assert "link" not in resp.headers
+            assert await resp.read() == b"done"
+            resp.close()
+        assert srv.connections == 1
+
+
+async def test_head_has_no_body_and_keeps_the_connection(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            req = await srv.read_request(r)
+            if req.startswith(b"HEAD"):
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+            else:
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nget")
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        resp = await pool.request("HEAD", "/", b"", [])
+        assert resp.status == 200 and resp.headers["content-length"] == "1234"
+        assert await resp.read() == b""
+        resp.close()
+        resp = await pool.get("/")
+        assert await resp.read() == b"get"
+        resp.close()
+        assert srv.connections == 1
+
+
+async def test_stray_bytes_on_an_idle_connection_close_it(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            await asyncio.sleep(0.05)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")  # an answer nobody asked for
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        for _ in range(2):
+            resp = await pool.request("POST", "/", b"{}", [])
+            assert await resp.read() == b"ok"
+            resp.close()
+            await asyncio.sleep(0.15)
+        assert srv.connections == 2 and pool.counts["stray_closed"] >= 1
+
+
+async def test_bytes_after_a_complete_answer_close_the_connection(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+            await w.drain()
 
     async with RawServer(handler) as srv:
         pool = _pool(srv.port)
@@ -143,8 +267,7 @@ async def test_refused_and_stale_connection(pools) -> None:
             resp = await pool.request("GET", "/", b"", [])
             assert await resp.read() == b"ok"
             resp.close()
-        assert srv.connections == 2  # the reused connection died unanswered: retried once on a fresh one
-        assert len(srv.requests) == 3
+        assert srv.connections == 2
 
 
 async def test_silence_is_a_read_timeout_and_death_is_disconnected(pools) -> None:
@@ -205,3 +328,28 @@ async def test_slow_reader_pauses_the_backend(pools) -> None:
             total += len(piece)
         assert total == len(big)
         resp.close()
+
+
+async def test_a_multi_mib_body_read_whole_never_stalls(pools) -> None:
+    big = b"[" + b"0.125," * (3 * 1024 * 1024) + b"0]"
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(big), 300_000):
+                piece = big[i : i + 300_000]
+                w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await w.drain()
+            w.write(b"0\r\n\r\n")
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port, read_timeout=3)
+        pools.append(pool)
+        for _ in range(2):
+            resp = await pool.request("POST", "/v1/embeddings", b"{}", [])
+            await asyncio.sleep(0.2)  # arrives faster than anyone reads: more than the pause threshold buffers
+            assert await resp.read() == big
+            resp.close()
+        assert srv.connections == 1

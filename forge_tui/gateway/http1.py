@@ -3,9 +3,16 @@
 Why not aiohttp's client here: per request it spends more CPU than the rest of the gateway
 together (cookie jar, URL objects, tracing, timers, tasks), and the gateway's budget is a
 fraction of a millisecond. This client does what a proxy needs and nothing else: one
-``transport.write`` per request, the head parsed once, bodies framed by Content-Length,
-chunked encoding or end of connection, and body bytes handed over the moment they arrive
-(SSE is never batched). Back-pressure pauses reading when a slow caller lets data pile up.
+``transport.write`` per request, body bytes handed over the moment they arrive (SSE is never
+batched), back-pressure that pauses reading when a slow caller lets data pile up. Response heads
+and bodies (Content-Length, chunked, until close) are parsed by ``httptools`` (llhttp, the parser
+uvicorn uses); interim 1xx answers are skipped, HEAD answers carry no body, and bytes arriving on
+an idle connection mean it can no longer be trusted: it is closed.
+
+A request is never sent twice: once its bytes are written the backend may have read it (a chat
+POST is not idempotent), so a connection that dies before the answer's head is an error, not a
+retry. Staleness is checked before sending instead: an idle connection past ``idle_ttl_s`` (kept
+below the backend's own keep-alive timeout) or one the backend already closed is not reused.
 
 Errors are typed so the router can tell "nothing listens there" from "host unreachable" from
 "it accepted and went silent" from "it died mid-answer".
@@ -14,14 +21,18 @@ Errors are typed so the router can tell "nothing listens there" from "host unrea
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
+import httptools
+
 __all__ = [
     "ConnectFailed",
     "ConnectRefused",
+    "ConnectTimeout",
     "Disconnected",
     "MalformedResponse",
     "Pool",
@@ -29,12 +40,10 @@ __all__ = [
     "Response",
 ]
 
-_HEAD_END = b"\r\n\r\n"
-_MAX_HEAD = 64 * 1024
 _monotonic = time.monotonic
 _get_loop = asyncio.get_running_loop
-_PAUSE_AT = 1024 * 1024  # buffered body bytes before reading pauses
-_RESUME_AT = 256 * 1024
+_PAUSE_AT = 1024 * 1024  # buffered body bytes before reading pauses (piecewise readers only)
+_HttpParserError = httptools.HttpParserError
 
 
 class ConnectRefused(ConnectionRefusedError):
@@ -45,12 +54,17 @@ class ConnectFailed(OSError):
     """The backend's host could not be reached (no route, DNS, connect timeout)."""
 
 
-class Disconnected(ConnectionError):
-    """The backend closed the connection before the answer was complete."""
+class ConnectTimeout(ConnectFailed):
+    """No answer to the connection attempt within the connect timeout (host down, link down)."""
 
-    def __init__(self, message: str, *, got_head: bool = False) -> None:
+
+class Disconnected(ConnectionError):
+    """The backend closed the connection before the answer was complete (the request had been sent)."""
+
+    def __init__(self, message: str, *, got_head: bool = False, reused: bool = False) -> None:
         super().__init__(message)
         self.got_head = got_head
+        self.reused = reused
 
 
 class ReadTimeout(TimeoutError):
@@ -61,17 +75,21 @@ class MalformedResponse(ConnectionError):
     """The backend's bytes are not HTTP/1.1 this client can follow."""
 
 
+class _Stray(Exception):
+    """Bytes that belong to no request in flight (raised inside a parser callback to stop it)."""
+
+
 class Response:
-    """One answer on a pooled connection. Read it fully (``read``) or piecewise (``readany``), then ``close``."""
+    """One answer on a pooled connection. Read it fully (``read``) or piecewise (``readany``), then ``close``.
+
+    ``relayed`` is set by whoever forwards the body once something reached the caller: until then a
+    backend that turns bad may cancel the response (``Pool.fail_unanswered``) so it can go elsewhere.
+    """
 
     __slots__ = (
         "_buffered",
-        "_cbuf",
         "_conn",
-        "_cstate",
         "_error",
-        "_left",
-        "_mode",
         "_paused",
         "_pieces",
         "_released",
@@ -79,14 +97,18 @@ class Response:
         "done",
         "headers",
         "keep_alive",
+        "no_pause",
         "reason",
+        "relayed",
         "status",
+        "until_close",
     )
 
-    def __init__(self, conn: _Conn, status: int, reason: str, headers: dict[str, str], no_body: bool) -> None:
+    def __init__(self, conn: _Conn, status: int, reason: str, headers: dict[str, str], keep_alive: bool) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers  # lower-case names
+        self.keep_alive = keep_alive
         self._conn = conn
         self._pieces: deque[bytes] = deque()
         self._buffered = 0
@@ -95,110 +117,22 @@ class Response:
         self._error: BaseException | None = None
         self._released = False
         self._paused = False
-        self._cstate = 0  # chunked: 0 size line, 1 data, 2 CRLF after data, 3 trailers
-        self._cbuf = bytearray()
-        self._left = 0
-        te = headers.get("transfer-encoding", "").lower()
-        self.keep_alive = headers.get("connection", "").lower() != "close"
-        if no_body:
-            self._mode = 0
-            self.done = True
-        elif "chunked" in te:
-            self._mode = 2
-        elif "content-length" in headers:
-            try:
-                self._left = int(headers["content-length"])
-            except ValueError:
-                raise MalformedResponse(f"bad Content-Length {headers['content-length']!r}") from None
-            self._mode = 1
-            self.done = self._left == 0
-        else:
-            self._mode = 3  # until the connection closes
-            self.keep_alive = False
+        self.no_pause = False  # a full-body read: buffering everything is the point, never pause
+        self.relayed = False
+        self.until_close = False  # the body ends when the connection does (no length, not chunked)
 
     # ---------------------------------------------------------------- fed by the protocol
-    def _feed(self, data: bytes) -> bytes:
-        """Take body bytes; return what belongs to a following message (normally nothing)."""
-        mode = self._mode
-        if mode == 1:
-            n = self._left
-            if len(data) <= n:
-                self._push(data)
-                self._left = n - len(data)
-                if self._left == 0:
-                    self._finish()
-                return b""
-            self._push(data[:n])
-            self._left = 0
-            self._finish()
-            return data[n:]
-        if mode == 3:
-            self._push(data)
-            return b""
-        if mode == 2:
-            return self._feed_chunked(data)
-        return data
-
-    def _feed_chunked(self, data: bytes) -> bytes:
-        buf = self._cbuf
-        buf += data
-        pos = 0
-        end = len(buf)
-        while pos < end:
-            st = self._cstate
-            if st == 1:
-                take = min(self._left, end - pos)
-                self._push(bytes(buf[pos : pos + take]))
-                pos += take
-                self._left -= take
-                if self._left == 0:
-                    self._cstate = 2
-            elif st == 2:
-                if end - pos < 2:
-                    break
-                pos += 2
-                self._cstate = 0
-            elif st == 0:
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > 1024:
-                        raise MalformedResponse("chunk size line too long")
-                    break
-                try:
-                    size = int(bytes(buf[pos:nl]).split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise MalformedResponse(f"bad chunk size line {bytes(buf[pos:nl])[:40]!r}") from None
-                pos = nl + 2
-                if size == 0:
-                    self._cstate = 3
-                else:
-                    self._left = size
-                    self._cstate = 1
-            else:  # trailers: end at an empty line
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
-                    break
-                empty = nl == pos
-                pos = nl + 2
-                if empty:
-                    rest = bytes(buf[pos:])
-                    buf.clear()
-                    self._finish()
-                    return rest
-        del buf[:pos]
-        return b""
-
     def _push(self, data: bytes) -> None:
-        if not data:
-            return
         self._pieces.append(data)
         self._buffered += len(data)
-        if self._buffered > _PAUSE_AT and not self._paused:
+        if self._buffered > _PAUSE_AT and not self._paused and not self.no_pause:
             self._paused = True
             self._conn.pause()
         self._wake()
 
     def _finish(self) -> None:
+        if self.done:
+            return
         self.done = True
         self._wake()
         self._conn.response_done(self)
@@ -206,8 +140,8 @@ class Response:
     def _fail(self, exc: BaseException) -> None:
         if self.done:
             return
-        if self._mode == 3:  # a close-delimited body ends with the connection
-            self.done = True
+        if self.until_close and isinstance(exc, Disconnected):
+            self.done = True  # a close-delimited body ends with the connection
         else:
             self._error = exc
         self._wake()
@@ -221,7 +155,7 @@ class Response:
     async def _wait(self) -> None:
         # The pool's watchdog fails this waiter when the backend stays silent past the read timeout.
         conn = self._conn
-        w = self._waiter = asyncio.get_running_loop().create_future()
+        w = self._waiter = _get_loop().create_future()
         conn.waiting = w
         try:
             await w
@@ -257,6 +191,11 @@ class Response:
         return data
 
     async def read(self) -> bytes:
+        """The whole body. Reading never pauses here: a multi-MiB answer must not wait for a reader."""
+        self.no_pause = True
+        if self._paused:
+            self._paused = False
+            self._conn.resume()
         while not self.done:
             if self._error is not None:
                 raise self._error
@@ -267,6 +206,17 @@ class Response:
         self._pieces.clear()
         self._buffered = 0
         return data
+
+    async def drain(self, timeout: float) -> bool:
+        """Read what is left of the body (e.g. a chunked stream's terminator after ``[DONE]``), at most
+        ``timeout`` seconds, so the connection can be reused; True when the body ended cleanly."""
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.readany():
+                    pass
+        except (TimeoutError, ConnectionError):
+            return False
+        return self.done and self._error is None
 
     def close(self, *, abort: bool = False) -> None:
         """Give the connection back (a fully read keep-alive answer) or drop it (anything else)."""
@@ -282,12 +232,17 @@ def _expire(fut: asyncio.Future[Any], timeout: float) -> None:
 
 
 class _Conn(asyncio.Protocol):
+    """One connection; also the ``httptools`` parser's callback object (one parser per request)."""
+
     __slots__ = (
-        "head",
+        "_headers",
+        "_interim",
+        "_reason",
         "head_waiter",
         "last_data",
         "lost",
         "no_body",
+        "parser",
         "pool",
         "read_timeout",
         "resp",
@@ -299,7 +254,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.head = bytearray()
+        self.parser: httptools.HttpResponseParser | None = None  # None: idle, no request in flight
         self.resp: Response | None = None
         self.head_waiter: asyncio.Future[Response] | None = None
         self.lost = False
@@ -308,6 +263,9 @@ class _Conn(asyncio.Protocol):
         self.reused = False
         self.waiting: asyncio.Future[Any] | None = None  # what the watchdog may time out
         self.last_data = 0.0  # monotonic time of the last bytes from the backend (or of the send)
+        self._headers: dict[str, str] = {}
+        self._reason = ""
+        self._interim = False
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -315,30 +273,17 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_data = _monotonic()
+        parser = self.parser
+        if parser is None:
+            self._drop_stray()  # bytes nobody asked for: this connection's framing can't be trusted
+            return
         try:
-            resp = self.resp
-            if resp is None:
-                if self.head_waiter is None:
-                    return  # stray bytes on an idle connection: it will not be reused
-                self.head += data
-                end = self.head.find(_HEAD_END)
-                if end < 0:
-                    if len(self.head) > _MAX_HEAD:
-                        raise MalformedResponse("response head larger than 64 KiB")
-                    return
-                resp = self._parse_head(bytes(self.head[:end]))
-                rest = bytes(self.head[end + 4 :])
-                self.head.clear()
-                self.resp = resp
-                w, self.head_waiter = self.head_waiter, None
-                if not w.done():
-                    w.set_result(resp)
-                if rest:
-                    resp._feed(rest)
+            parser.feed_data(data)
+        except _HttpParserError as exc:
+            if isinstance(exc.__context__, _Stray) or (self.resp is not None and self.resp.done):
+                self._drop_stray()  # the answer is complete; what followed it is not ours
             else:
-                resp._feed(data)
-        except MalformedResponse as exc:
-            self._broken(exc)
+                self._broken(MalformedResponse(f"unparseable answer from the backend: {exc}"))
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -347,7 +292,9 @@ class _Conn(asyncio.Protocol):
         self.lost = True
         self.pool.forget(self)
         err = Disconnected(
-            f"the backend closed the connection{f' ({exc})' if exc else ''}", got_head=self.resp is not None
+            f"the backend closed the connection{f' ({exc})' if exc else ''}",
+            got_head=self.resp is not None,
+            reused=self.reused,
         )
         w = self.head_waiter
         if w is not None and not w.done():
@@ -355,26 +302,62 @@ class _Conn(asyncio.Protocol):
         if self.resp is not None:
             self.resp._fail(err)
 
-    # ---------------------------------------------------------------- helpers
-    def _parse_head(self, head: bytes) -> Response:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise MalformedResponse(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
-        try:
-            status = int(parts[1])
-        except ValueError:
-            raise MalformedResponse(f"bad status {parts[1][:20]!r}") from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if sep:
-                headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-        no_body = self.no_body or status in (204, 304) or 100 <= status < 200
-        resp = Response(self, status, parts[2].decode("latin-1") if len(parts) > 2 else "", headers, no_body)
-        if parts[0] == b"HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+    # ---------------------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.resp is not None:
+            raise _Stray  # a second message after the answer: nobody sent a request for it
+        self._headers = {}
+        self._reason = ""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True  # 100 Continue, 103 Early Hints: the final answer follows
+            return
+        headers = self._headers
+        resp = Response(self, status, self._reason, headers, parser.should_keep_alive())
+        self.resp = resp
+        w, self.head_waiter = self.head_waiter, None
+        if w is not None and not w.done():
+            w.set_result(resp)
+        if self.no_body or status in (204, 304):
+            resp._finish()  # HEAD: the length header describes a body that is not sent
+        elif "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower():
+            resp.until_close = True
             resp.keep_alive = False
-        return resp
+
+    def on_body(self, body: bytes) -> None:
+        resp = self.resp
+        if resp is None or resp.done:
+            raise _Stray
+        resp._push(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self.resp is not None:
+            self.resp._finish()
+
+    # ---------------------------------------------------------------- helpers
+    def _drop_stray(self) -> None:
+        self.pool.counts["stray_closed"] = self.pool.counts.get("stray_closed", 0) + 1
+        if self.resp is not None and not self.resp.done:
+            self._broken(MalformedResponse("the backend sent bytes nobody asked for"))
+            return
+        # An answer already complete keeps its body; the connection just is not reused.
+        self.lost = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _broken(self, exc: BaseException) -> None:
         w = self.head_waiter
@@ -382,8 +365,14 @@ class _Conn(asyncio.Protocol):
             w.set_exception(exc)
         if self.resp is not None:
             self.resp._fail(exc)
+        self.lost = True
+        self.pool.forget(self)
         if self.transport is not None:
             self.transport.abort()
+
+    def fail(self, exc: BaseException) -> None:
+        """Give up on this request (the backend turned bad): the waiter sees ``exc``, the backend a closed socket."""
+        self._broken(exc)
 
     def pause(self) -> None:
         if self.transport is not None and not self.lost:
@@ -411,6 +400,7 @@ class _Conn(asyncio.Protocol):
         if self.resp is not resp or self.lost:
             return
         self.resp = None
+        self.parser = None
         if resp.keep_alive and resp.done and resp._error is None:
             if resp._paused:
                 self.resume()
@@ -422,9 +412,10 @@ class _Conn(asyncio.Protocol):
                 self.transport.close()
 
     async def send(self, data: bytes, no_body: bool) -> Response:
-        loop = asyncio.get_running_loop()
+        w: asyncio.Future[Response] = _get_loop().create_future()
         self.no_body = no_body
-        w: asyncio.Future[Response] = loop.create_future()
+        self._interim = False
+        self.parser = httptools.HttpResponseParser(self)
         self.head_waiter = w
         self.waiting = w
         self.last_data = _monotonic()
@@ -434,7 +425,8 @@ class _Conn(asyncio.Protocol):
         try:
             return await w
         except BaseException:
-            # Timed out or the caller left: the backend must see the connection go, and stop working.
+            # Timed out, the backend turned bad, or the caller left: the backend must see the
+            # connection go, and stop working.
             self.lost = True
             self.pool.forget(self)
             self.transport.abort()
@@ -445,11 +437,41 @@ class _Conn(asyncio.Protocol):
                 self.head_waiter = None
 
 
+def _still_open(conn: _Conn) -> bool:
+    """An idle connection with something to read has been closed by the backend (or carries stray
+    bytes): either way it must not carry a request. One poll of the socket, no waiting."""
+    t = conn.transport
+    if t is None or t.is_closing():
+        return False
+    sock = t.get_extra_info("socket")
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
 class Pool:
-    """Keep-alive connections to one backend (host:port, optional TLS and path prefix)."""
+    """Keep-alive connections to one backend (host:port, optional TLS and path prefix).
+
+    ``counts`` (shared with the backend's runtime when given) counts what happened to connections:
+    ``connections_opened``, ``stale_closed`` (not reused: past the idle TTL or closed by the backend),
+    ``stray_closed`` (bytes arrived that no request asked for).
+    """
 
     @classmethod
-    def for_url(cls, base_url: str, *, connect_timeout: float, read_timeout: float, max_idle: int = 64) -> Pool:
+    def for_url(
+        cls,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_idle: int = 64,
+        idle_ttl_s: float = 4.0,
+        counts: dict[str, int] | None = None,
+    ) -> Pool:
         u = urlsplit(base_url)
         tls = u.scheme == "https"
         return cls(
@@ -458,8 +480,10 @@ class Pool:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_idle=max_idle,
+            idle_ttl_s=idle_ttl_s,
             ssl=tls,
             prefix=u.path,
+            counts=counts,
         )
 
     def __init__(
@@ -470,9 +494,10 @@ class Pool:
         connect_timeout: float,
         read_timeout: float,
         max_idle: int = 64,
-        idle_ttl_s: float = 30.0,
+        idle_ttl_s: float = 4.0,
         ssl: bool = False,
         prefix: str = "",
+        counts: dict[str, int] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -481,7 +506,10 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
+        # Below the backend's keep-alive timeout (llama.cpp's HTTP server: 5 s), so the backend
+        # never closes a connection just as a request goes out on it.
         self.idle_ttl_s = idle_ttl_s
+        self.counts: dict[str, int] = counts if counts is not None else {}
         self._idle: deque[tuple[_Conn, float]] = deque()
         self._all: set[_Conn] = set()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -490,6 +518,9 @@ class Pool:
         shown = f"[{host}]" if ":" in host else host
         self._host_header = f"Host: {shown}:{port}\r\n".encode("latin-1")
 
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
     def put(self, conn: _Conn) -> None:
         if len(self._idle) >= self.max_idle:
             conn.lost = True
@@ -497,14 +528,14 @@ class Pool:
             if conn.transport is not None:
                 conn.transport.close()
             return
-        self._idle.append((conn, time.monotonic()))
+        self._idle.append((conn, _monotonic()))
 
     def forget(self, conn: _Conn) -> None:
         self._all.discard(conn)
 
     def watch(self, conn: _Conn) -> None:
         if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+            self._watchdog = _get_loop().call_later(self._tick, self._sweep)
 
     def _sweep(self) -> None:
         self._watchdog = None
@@ -520,10 +551,23 @@ class Pool:
             if now - conn.last_data > conn.read_timeout:
                 _expire(w, conn.read_timeout)
         if busy:
-            self._watchdog = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+            self._watchdog = _get_loop().call_later(self._tick, self._sweep)
+
+    def fail_unanswered(self, exc: BaseException) -> int:
+        """The backend turned bad: fail every request still waiting for its answer's head, and every
+        answer nothing of which has reached a caller yet (``relayed``); their connections are closed
+        so the backend stops working on them. Returns how many were failed."""
+        n = 0
+        for conn in list(self._all):
+            w = conn.head_waiter
+            resp = conn.resp
+            if (w is not None and not w.done()) or (resp is not None and not resp.done and not resp.relayed):
+                conn.fail(exc)
+                n += 1
+        return n
 
     async def _connect(self) -> _Conn:
-        loop = asyncio.get_running_loop()
+        loop = _get_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
@@ -536,22 +580,25 @@ class Pool:
         except ConnectionRefusedError as exc:
             raise ConnectRefused(exc.errno, "connection refused") from None
         except TimeoutError:
-            raise ConnectFailed(f"connect timed out after {self.connect_timeout:g}s") from None
+            raise ConnectTimeout(f"connect timed out after {self.connect_timeout:g}s") from None
         except OSError as exc:
             raise ConnectFailed(exc.errno, exc.strerror or str(exc)) from None
+        self._count("connections_opened")
         self._all.add(conn)
         return conn
 
     def _take_idle(self) -> _Conn | None:
-        now = time.monotonic()
+        now = _monotonic()
         while self._idle:
             conn, since = self._idle.pop()  # most recently used first: likeliest to be alive
-            if conn.lost or conn.transport is None or conn.transport.is_closing():
+            if conn.lost:
                 continue
-            if now - since > self.idle_ttl_s:
+            if now - since > self.idle_ttl_s or not _still_open(conn):
+                self._count("stale_closed")
                 conn.lost = True
                 self.forget(conn)
-                conn.transport.close()
+                if conn.transport is not None:
+                    conn.transport.close()
                 continue
             conn.reused = True
             return conn
@@ -560,25 +607,17 @@ class Pool:
     async def request(
         self, method: str, path: str, body: bytes, headers: list[tuple[str, str]], read_timeout: float | None = None
     ) -> Response:
-        """Send one request; returns once the response head has arrived."""
+        """Send one request, once; returns when the response head has arrived."""
         head = [f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_header]
         for k, v in headers:
             head.append(f"{k}: {v}\r\n".encode("latin-1"))
         head.append(b"Content-Length: %d\r\n\r\n" % len(body))
         data = b"".join(head) + body
-        no_body = method == "HEAD"
         conn = self._take_idle()
-        if conn is not None:
-            conn.read_timeout = read_timeout or self.read_timeout
-            try:
-                return await conn.send(data, no_body)
-            except Disconnected as exc:
-                if exc.got_head:
-                    raise
-                # An idle keep-alive connection the backend had already closed: try a fresh one.
-        conn = await self._connect()
+        if conn is None:
+            conn = await self._connect()
         conn.read_timeout = read_timeout or self.read_timeout
-        return await conn.send(data, no_body)
+        return await conn.send(data, method == "HEAD")
 
     async def get(self, path: str, read_timeout: float | None = None) -> Response:
         return await self.request("GET", path, b"", [], read_timeout)
@@ -597,5 +636,5 @@ class Pool:
         self._all.clear()
 
     @property
-    def stats(self) -> dict[str, Any]:
-        return {"idle": len(self._idle), "open": len(self._all)}
+    def open_connections(self) -> int:
+        return len(self._all)
