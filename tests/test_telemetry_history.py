@@ -91,7 +91,7 @@ async def test_records_survive_a_restart(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"requests_time", "requests_role_time"} <= indexes
     finally:
@@ -183,7 +183,7 @@ async def test_unusable_history_file_fails_at_start_with_the_path(tmp_path: Path
         "corrupt": "not a database",
         "parent-is-file": "cannot create its directory",
         "foreign": "not a forge-tui history",
-        "newer-schema": "schema version [2]",
+        "newer-schema": "schema version [99]",
     }[kind]
     if kind == "directory":
         path.mkdir()
@@ -200,7 +200,7 @@ async def test_unusable_history_file_fails_at_start_with_the_path(tmp_path: Path
     else:
         c = sqlite3.connect(path)
         c.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        c.execute("INSERT INTO schema_version VALUES (2)")
+        c.execute("INSERT INTO schema_version VALUES (99)")
         c.commit()
         c.close()
     tel = Telemetry(path)

@@ -1,27 +1,49 @@
-"""SQLite request history: WAL, batched writes from one background thread, bounded backlog.
+"""SQLite request history: WAL, batched writes from one background thread, bounded backlog,
+hourly rollups, retention.
 
 The request path only appends to a deque (``put``); a writer thread owns the write connection and
 commits a batch every ``flush_interval_s`` or every ``batch_size`` records. If the disk falls
 behind and ``max_pending`` records are waiting, new ones are counted as dropped instead of growing
 memory or blocking a request. Reads use their own short-lived connection (WAL lets them run beside
 the writer).
+
+Each batch also adds to the hourly ``rollups`` (see ``_rollup``) in the same transaction, so raw
+rows and rollups never disagree, even after a kill -9. With ``retention_days`` the writer thread
+deletes expired raw rows in small budgeted steps between batches (the request path never waits on
+it); rollups are kept ``rollup_days``. The file and its WAL/SHM are created 0600.
+
+Schema versions: 1 (raw rows only) is migrated in place to 2 (new record fields, rollups built
+from the existing rows) the first time a newer forge-tui opens it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import time as _time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from ._rollup import Accum, RollupKey, decode_hist, encode_hist
 from .records import ErrorClass, RequestRecord
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "History", "HistoryError"]
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "History",
+    "HistoryError",
+    "aggregate_raw",
+    "open_for_read",
+    "raw_bounds",
+    "read_rollups",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# (column, SQL type) in RequestRecord field order; ``extra`` is stored as JSON text.
+# (column, SQL type) in RequestRecord field order (live-only fields left out); ``extra`` is JSON text.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("time", "REAL NOT NULL"),
     ("request_id", "TEXT NOT NULL"),
@@ -44,15 +66,42 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("thinking_leaked", "INTEGER NOT NULL"),
     ("image", "INTEGER NOT NULL"),
     ("extra", "TEXT"),
+    # version 2
+    ("source", "TEXT"),
+    ("inflight", "INTEGER"),
+    ("cold_start", "INTEGER NOT NULL DEFAULT 0"),
+    ("structured", "INTEGER"),
+    ("spill", "INTEGER NOT NULL DEFAULT 0"),
 )
+_V1_COLUMNS = 21
 _NAMES = tuple(c for c, _ in COLUMNS)
+_IX = {c: i for i, c in enumerate(_NAMES)}
 _INSERT = f"INSERT INTO requests ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 _SELECT = f"SELECT id, {', '.join(_NAMES)} FROM requests"
+_ROLLUP_COLS = (
+    "hour, role, model, host, source, error_class, loaded, cold, "
+    "n, fallback, spill, leaked, structured, structured_ok, tps_n, tps_sum, lat, ttft"
+)
+_ROLLUP_UPSERT = f"INSERT OR REPLACE INTO rollups ({_ROLLUP_COLS}) VALUES ({', '.join('?' * 18)})"
+_ROLLUPS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS rollups (hour INTEGER NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL, "
+    "host TEXT NOT NULL, source TEXT NOT NULL, error_class TEXT NOT NULL, loaded INTEGER NOT NULL, "
+    "cold INTEGER NOT NULL, n INTEGER NOT NULL, fallback INTEGER NOT NULL, spill INTEGER NOT NULL, "
+    "leaked INTEGER NOT NULL, structured INTEGER NOT NULL, structured_ok INTEGER NOT NULL, "
+    "tps_n INTEGER NOT NULL, tps_sum REAL NOT NULL, lat TEXT NOT NULL, ttft TEXT NOT NULL, "
+    "PRIMARY KEY (hour, role, model, host, source, error_class, loaded, cold)) WITHOUT ROWID"
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY, " + ", ".join(f"{c} {t}" for c, t in COLUMNS) + ")",
     "CREATE INDEX IF NOT EXISTS requests_time ON requests (time)",
     "CREATE INDEX IF NOT EXISTS requests_role_time ON requests (role, time)",
+    _ROLLUPS_TABLE,
+)
+# What a rollup needs from a raw row (reports read edge hours from raw rows with the same shape).
+_AGG_COLS = (
+    "time, role, model, host, source, error_class, inflight, cold_start, latency_ms, ttft_ms, "
+    "tokens_per_s, fallback, spill, thinking_leaked, structured"
 )
 
 
@@ -88,6 +137,7 @@ def _row(r: RequestRecord) -> tuple:
     ec_text = _EC_TEXT.get(ec)
     if ec_text is None:
         ec_text = ec.value if isinstance(ec, ErrorClass) else str(ec)
+    st = r.structured
     return (
         r.time,
         r.request_id,
@@ -110,6 +160,11 @@ def _row(r: RequestRecord) -> tuple:
         int(r.thinking_leaked),
         int(r.image),
         _extra_json(r.extra),
+        r.source,
+        r.inflight,
+        int(r.cold_start),
+        None if st is None else int(st),
+        int(r.spill),
     )
 
 
@@ -137,6 +192,11 @@ def _record(row: tuple) -> RequestRecord:
         leaked,
         image,
         extra,
+        source,
+        inflight,
+        cold_start,
+        structured,
+        spill,
     ) = row
     try:
         error_class = ErrorClass(ec)
@@ -164,17 +224,155 @@ def _record(row: tuple) -> RequestRecord:
         thinking_leaked=bool(leaked),
         image=bool(image),
         extra=json.loads(extra) if extra else {},
+        source=source,
+        inflight=inflight,
+        cold_start=bool(cold_start),
+        structured=None if structured is None else bool(structured),
+        spill=bool(spill),
     )
 
 
+# ------------------------------------------------------------------------------ rollup maths
+def _agg_key(t: float, role, model, host, source, ec: str, inflight, cold, bucket_s: float) -> RollupKey:
+    return (
+        int(t // bucket_s),
+        role or "",
+        model or "",
+        host or "",
+        source or "",
+        ec,
+        1 if inflight else 0,
+        1 if cold else 0,
+    )
+
+
+def _fold(rows: Iterable[tuple], into: dict[RollupKey, Accum], bucket_s: float = 3600.0) -> None:
+    """Add rows shaped like ``_AGG_COLS`` to per-key sums."""
+    for t, role, model, host, source, ec, inflight, cold, lat, ttft, tps, fb, spill, leaked, st in rows:
+        key = _agg_key(t, role, model, host, source, ec, inflight, cold, bucket_s)
+        acc = into.get(key)
+        if acc is None:
+            acc = into[key] = Accum()
+        acc.add(lat, ttft, tps, bool(fb), bool(spill), bool(leaked), None if st is None else bool(st))
+
+
+_ROW_AGG = tuple(
+    _IX[c]
+    for c in (
+        "time",
+        "role",
+        "model",
+        "host",
+        "source",
+        "error_class",
+        "inflight",
+        "cold_start",
+        "latency_ms",
+        "ttft_ms",
+        "tokens_per_s",
+        "fallback",
+        "spill",
+        "thinking_leaked",
+        "structured",
+    )
+)
+
+
+def _agg_view(row: tuple) -> tuple:
+    return tuple(row[i] for i in _ROW_AGG)
+
+
+def _rollup_row(key: RollupKey, a: Accum) -> tuple:
+    return (
+        *key,
+        a.n,
+        a.fallback,
+        a.spill,
+        a.leaked,
+        a.structured,
+        a.structured_ok,
+        a.tps_n,
+        a.tps_sum,
+        encode_hist(a.lat),
+        encode_hist(a.ttft),
+    )
+
+
+def _accum_of(row: tuple) -> tuple[RollupKey, Accum]:
+    hour, role, model, host, source, ec, loaded, cold = row[:8]
+    n, fb, spill, leaked, st, st_ok, tps_n, tps_sum, lat, ttft = row[8:]
+    key: RollupKey = (hour, role, model, host, source, ec, loaded, cold)
+    return key, Accum(n, fb, spill, leaked, st, st_ok, tps_n, tps_sum, decode_hist(lat), decode_hist(ttft))
+
+
+def _add_rollups(
+    conn: sqlite3.Connection, sums: dict[RollupKey, Accum], cache: dict[RollupKey, Accum]
+) -> list[tuple[RollupKey, Accum]]:
+    """Add ``sums`` to the stored rollups (inside the caller's transaction); ``cache`` mirrors stored rows."""
+    out = []
+    for key, add in sums.items():
+        cur = cache.get(key)
+        if cur is None:
+            row = conn.execute(
+                f"SELECT {_ROLLUP_COLS} FROM rollups WHERE hour = ? AND role = ? AND model = ? AND host = ? "
+                "AND source = ? AND error_class = ? AND loaded = ? AND cold = ?",
+                key,
+            ).fetchone()
+            cur = _accum_of(row)[1] if row else Accum()
+        else:
+            cur = cur.copy()  # the cache changes only once the transaction commits
+        cur.merge(add)
+        out.append((key, cur))
+    conn.executemany(_ROLLUP_UPSERT, [_rollup_row(k, a) for k, a in out])
+    return out
+
+
+# ------------------------------------------------------------------------------ schema
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    for name, sqltype in COLUMNS[_V1_COLUMNS:]:
+        conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {sqltype}")
+    conn.execute(_ROLLUPS_TABLE)
+    # Rollups of the rows already there, one bounded chunk at a time (a v1 file can hold millions).
+    last = 0
+    while True:
+        rows = conn.execute(f"SELECT id, {_AGG_COLS} FROM requests WHERE id > ? ORDER BY id LIMIT 50000", (last,))
+        chunk = rows.fetchall()
+        if not chunk:
+            break
+        last = chunk[-1][0]
+        sums: dict[RollupKey, Accum] = {}
+        _fold((r[1:] for r in chunk), sums)
+        _add_rollups(conn, sums, {})
+    conn.execute("UPDATE schema_version SET version = 2")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2}
+
+
+def _private(path: Path) -> None:
+    """The history holds prompts' metadata and callers' names: owner only, WAL and SHM included."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if p.exists() and (p.stat().st_mode & 0o777) != 0o600:
+                os.chmod(p, 0o600)
+        except OSError:
+            pass  # not ours to change (read-only share): reading still works
+
+
 def _prepare(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) and check the schema; raises HistoryError naming the path."""
+    """Open (creating if needed), migrate and check the schema; raises HistoryError naming the path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise HistoryError(f"telemetry history {path}: cannot create its directory: {e}") from e
     if path.exists() and not path.is_file():
         raise HistoryError(f"telemetry history {path}: not a regular file")
+    new = not path.exists()
+    if new:
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite gives WAL/SHM the same mode
+        except OSError as e:
+            raise HistoryError(f"telemetry history {path}: cannot create it: {e}") from e
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -185,22 +383,33 @@ def _prepare(path: Path) -> sqlite3.Connection:
                 f"telemetry history {path}: an SQLite file that is not a forge-tui history "
                 f"(tables: {', '.join(sorted(tables))}); choose another path"
             )
+        if not tables:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # pruned pages go back to the disk
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise HistoryError(f"telemetry history {path}: could not switch to WAL (journal_mode={mode})")
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of forge
         conn.execute("BEGIN IMMEDIATE")  # proves we can write now rather than at the first batch
-        for stmt in _SCHEMA:
-            conn.execute(stmt)
-        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
-        if not versions:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif versions != [SCHEMA_VERSION]:
+        versions = (
+            [r[0] for r in conn.execute("SELECT version FROM schema_version")] if "schema_version" in tables else []
+        )
+        if len(versions) == 1 and versions[0] in _MIGRATIONS:
+            v = versions[0]
+            while v in _MIGRATIONS:
+                _MIGRATIONS[v](conn)
+                v += 1
+            versions = [v]
+        elif versions and versions != [SCHEMA_VERSION]:
             raise HistoryError(
                 f"telemetry history {path}: schema version {versions} but this forge-tui reads "
                 f"version {SCHEMA_VERSION}; move the file aside or upgrade forge-tui"
             )
+        for stmt in _SCHEMA:
+            conn.execute(stmt)
+        if not versions:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
+        _private(path)
         return conn
     except HistoryError:
         if conn is not None:
@@ -212,23 +421,119 @@ def _prepare(path: Path) -> sqlite3.Connection:
         raise HistoryError(f"telemetry history {path}: cannot use it as an SQLite database: {e}") from e
 
 
+def open_for_read(path: Path) -> None:
+    """Make sure ``path`` is a current-schema history (migrating an older one); HistoryError if not."""
+    if not Path(path).is_file():
+        raise HistoryError(f"telemetry history {path}: no such file")
+    _prepare(Path(path)).close()
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+def read_rollups(
+    path: Path, since_hour: int, until_hour: int, roles: Iterable[str] | None = None
+) -> Iterator[tuple[RollupKey, Accum]]:
+    """Stored rollups with ``since_hour <= hour < until_hour`` (unix hours), optionally for some roles."""
+    sql = f"SELECT {_ROLLUP_COLS} FROM rollups WHERE hour >= ? AND hour < ?"
+    args: list[object] = [since_hour, until_hour]
+    if roles is not None:
+        rl = list(roles)
+        sql += f" AND role IN ({', '.join('?' * len(rl))})"
+        args += rl
+    try:
+        conn = _reader(path)
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise HistoryError(f"telemetry history {path}: cannot read its rollups: {e}") from e
+    return iter([_accum_of(r) for r in rows])
+
+
+def aggregate_raw(
+    path: Path, since: float, until: float, roles: Iterable[str] | None = None, bucket_s: float = 3600.0
+) -> dict[RollupKey, Accum]:
+    """Raw rows with ``since <= time < until`` folded like rollups, ``bucket_s`` wide (key[0] = time // bucket_s)."""
+    sql = f"SELECT {_AGG_COLS} FROM requests WHERE time >= ? AND time < ?"
+    args: list[object] = [since, until]
+    if roles is not None:
+        rl = list(roles)
+        sql += f" AND role IN ({', '.join('?' * len(rl))})"
+        args += rl
+    out: dict[RollupKey, Accum] = {}
+    try:
+        conn = _reader(path)
+        try:
+            cur = conn.execute(sql, args)
+            while True:
+                chunk = cur.fetchmany(20000)
+                if not chunk:
+                    break
+                _fold(chunk, out, bucket_s)
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise HistoryError(f"telemetry history {path}: cannot read it: {e}") from e
+    return out
+
+
+def raw_bounds(path: Path) -> tuple[float | None, float | None]:
+    """Oldest and newest raw row times (None, None when there are none)."""
+    try:
+        conn = _reader(path)
+        try:
+            lo = conn.execute("SELECT time FROM requests ORDER BY time ASC LIMIT 1").fetchone()
+            hi = conn.execute("SELECT time FROM requests ORDER BY time DESC LIMIT 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise HistoryError(f"telemetry history {path}: cannot read it: {e}") from e
+    return (lo[0] if lo else None, hi[0] if hi else None)
+
+
+# ------------------------------------------------------------------------------ the writer
 class History:
     """One history file. ``open`` and ``close`` from the owner; ``put`` from the request path."""
 
-    def __init__(self, path: Path, *, batch_size: int = 500, flush_interval_s: float = 0.5, max_pending: int = 20_000):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.5,
+        max_pending: int = 20_000,
+        retention_days: float | None = None,
+        rollup_days: float | None = 400.0,
+        prune_interval_s: float = 60.0,
+        prune_step: int = 5000,
+        clock: Callable[[], float] = _time.time,
+    ):
         self.path = Path(path)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
+        self.retention_days = retention_days  # raw rows; None keeps them forever
+        self.rollup_days = rollup_days
+        self.prune_interval_s = prune_interval_s
+        self.prune_step = prune_step  # rows deleted per transaction: a step never holds the writer long
+        self.clock = clock
         self._pending: deque[RequestRecord] = deque()
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
         self._open = False
         self._stopping = False
+        self._rollups: dict[RollupKey, Accum] = {}  # writer thread only: stored rollups of recent keys
+        self._next_prune = 0.0
         self.enqueued = 0  # written by the request path only
         self.processed = 0  # written by the writer thread only: records written or lost to an error
         self.written = 0
+        self.pruned = 0  # raw rows deleted by retention
         # dropped records, counted apart by the thread that drops them (no shared +=)
         self.dropped_unqueued = 0  # request path: backlog full, or history not open
         self.dropped_unwritten = 0  # writer: a failed batch, or put in the instant close began
@@ -249,6 +554,8 @@ class History:
             return
         conn = _prepare(self.path)
         self._stopping = False
+        self._rollups = {}
+        self._next_prune = 0.0
         self._thread = threading.Thread(target=self._run, args=(conn,), name="forge-telemetry-history", daemon=True)
         self._open = True
         self._thread.start()
@@ -287,15 +594,17 @@ class History:
             self._progress.notify_all()
 
     def _run(self, conn: sqlite3.Connection) -> None:
+        more_to_prune = False
         try:
             while True:
-                self._wake.wait(self.flush_interval_s)
+                self._wake.wait(0 if more_to_prune else self.flush_interval_s)
                 self._wake.clear()
                 stopping = self._stopping  # read before draining: nothing is put after close begins
                 self._drain(conn)
                 if stopping:
                     self._drain(conn)
                     return
+                more_to_prune = self._maybe_prune(conn)
         finally:
             self._open = False
             lost = len(self._pending)  # put in the instant close began, after the last drain
@@ -309,21 +618,58 @@ class History:
             n = min(len(pending), self.batch_size)
             batch = [pending.popleft() for _ in range(n)]
             try:
+                rows = list(map(_row, batch))
+                sums: dict[RollupKey, Accum] = {}
+                _fold(map(_agg_view, rows), sums)
                 conn.execute("BEGIN")
-                # rows built one at a time between inserts (each of which releases the GIL): the
-                # event loop never waits behind a long pure-Python stretch of this thread
-                conn.executemany(_INSERT, map(_row, batch))
+                conn.executemany(_INSERT, rows)
+                stored = _add_rollups(conn, sums, self._rollups)
                 conn.execute("COMMIT")
+                if len(self._rollups) > 4096:  # bounded: old hours fall out, re-read if ever touched
+                    self._rollups.clear()
+                self._rollups.update(stored)
                 self.written += n
             except (sqlite3.Error, TypeError, ValueError) as e:  # disk full, odd extra, ...: count, keep serving
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                self._rollups.clear()
                 self.write_errors += 1
                 self.dropped_unwritten += n
                 self.last_error = f"telemetry history {self.path}: {e}"
             with self._progress:
                 self.processed += n
                 self._progress.notify_all()
+
+    def _maybe_prune(self, conn: sqlite3.Connection) -> bool:
+        """One budgeted retention step; True when expired rows remain (the loop comes back at once)."""
+        now = self.clock()
+        if now < self._next_prune or (self.retention_days is None and self.rollup_days is None):
+            return False
+        more = False
+        try:
+            if self.retention_days is not None:
+                cutoff = now - self.retention_days * 86400.0
+                cur = conn.execute(
+                    "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE time < ? ORDER BY time LIMIT ?)",
+                    (cutoff, self.prune_step),
+                )
+                self.pruned += cur.rowcount
+                more = cur.rowcount >= self.prune_step
+            if not more and self.rollup_days is not None:
+                conn.execute("DELETE FROM rollups WHERE hour < ?", (int((now - self.rollup_days * 86400.0) // 3600),))
+                self._rollups.clear()
+            conn.execute("PRAGMA incremental_vacuum(2000)")
+        except sqlite3.Error as e:
+            self.last_error = f"telemetry history {self.path}: pruning: {e}"
+            more = False
+        if not more:
+            self._next_prune = now + self.prune_interval_s
+        return more
+
+    def prune_now(self) -> None:
+        """Run retention on the next writer pass (tests and the benchmark; normally once a minute)."""
+        self._next_prune = 0.0
+        self._wake.set()
 
     def read(
         self,
@@ -358,9 +704,8 @@ class History:
         sql = f"{_SELECT}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {by} LIMIT ?"
         args.append(int(limit))
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False)
+            conn = _reader(self.path)
             try:
-                conn.execute("PRAGMA busy_timeout = 5000")
                 rows = conn.execute(sql, args).fetchall()
             finally:
                 conn.close()
