@@ -158,6 +158,8 @@ class Backend(_Strict):
     queue_timeout_s: float = Field(30.0, gt=0)
     warmup_timeout_s: float = Field(120.0, gt=0)
     request_timeout_s: float = Field(600.0, gt=0)
+    # LAN-sized: one connect timeout marks the backend suspect, so requests behind it go elsewhere at once.
+    connect_timeout_s: float = Field(2.0, gt=0)
     health_path: str = "/health"
     launch: Launch | None = None
 
@@ -201,6 +203,8 @@ class Role(_Strict):
     fallbacks: tuple[str, ...] = ()
     requires: tuple[Capability, ...] | None = None  # default from ROLE_REQUIRES, else chat
     trial: bool = False  # part of the current migration trial
+    # Spill-over: queue on a full primary at most this long, then take a later candidate with a free slot.
+    spill_after_ms: float | None = Field(None, ge=0)
     description: str = ""
 
     def required(self, name: str) -> tuple[Capability, ...]:
