@@ -52,6 +52,16 @@ class RoleView:
     rollback_by: dt.date | None
     changed_at: str | None = None
     changed_by: str | None = None
+    # Trial membership survives swaps and rollbacks: the baseline is the model the role had when its
+    # trial began (what `R` returns to); status is active, rolled-back or promoted (trial ended).
+    baseline: str | None = None
+    trial_since: str | None = None
+    trial_status: str | None = None
+
+
+TRIAL_ACTIVE = "active"
+TRIAL_ROLLED_BACK = "rolled-back"
+TRIAL_PROMOTED = "promoted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +206,15 @@ class RoutingState:
         roles: dict[str, RoleView] = {}
         for name, r in cat.roles.items():
             ov = self._overlay.roles.get(name)
+            trial = self._trial_of(name)
+            status = trial.get("status") if trial else None
+            baseline = trial.get("baseline") if trial else None
+            trial_kw = {
+                "in_trial": status in (TRIAL_ACTIVE, TRIAL_ROLLED_BACK),
+                "baseline": baseline if baseline in cat.models else None,
+                "trial_since": trial.get("since") if trial else None,
+                "trial_status": status,
+            }
             if ov and ov.get("model") in cat.models:
                 prev = ov.get("previous")
                 roles[name] = RoleView(
@@ -204,10 +223,10 @@ class RoutingState:
                     previous=prev if prev in cat.models else None,
                     fallbacks=r.fallbacks,
                     requires=r.required(name),
-                    in_trial=bool(ov.get("in_trial", False)),
                     rollback_by=rollback_by,
                     changed_at=ov.get("changed_at"),
                     changed_by=ov.get("actor"),
+                    **trial_kw,
                 )
             else:
                 roles[name] = RoleView(
@@ -216,8 +235,8 @@ class RoutingState:
                     previous=r.previous,
                     fallbacks=r.fallbacks,
                     requires=r.required(name),
-                    in_trial=r.trial,
                     rollback_by=rollback_by,
+                    **trial_kw,
                 )
         models: dict[str, ModelView] = {}
         for mid, m in cat.models.items():
@@ -241,6 +260,37 @@ class RoutingState:
         # Swap whole dicts: readers on the request path never see a half-updated view.
         self._roles = roles
         self._models = models
+
+    def _trial_of(self, name: str) -> dict[str, Any] | None:
+        """The role's trial record: the overlay's, else the catalog's (``trial: true`` with a previous model)."""
+        ov = self._overlay.roles.get(name) or {}
+        t = ov.get("trial")
+        if isinstance(t, dict):
+            return t
+        if ov.get("in_trial") and ov.get("previous"):  # state written before trial records existed
+            return {"baseline": ov["previous"], "since": ov.get("changed_at"), "status": TRIAL_ACTIVE}
+        r = self.catalog.roles.get(name)
+        if ov.get("model") is None and r is not None and r.trial and r.previous:
+            started = self.catalog.trial.started if self.catalog.trial else None
+            return {"baseline": r.previous, "since": started.isoformat() if started else None, "status": TRIAL_ACTIVE}
+        return None
+
+    def _trial_after(self, rv: RoleView, new_model: str, now: str) -> dict[str, Any]:
+        """The trial record once ``rv`` routes to ``new_model``: a change outside a trial starts one."""
+        old = self._trial_of(rv.name)
+        fresh = old is None or old.get("status") == TRIAL_PROMOTED
+        t = {"baseline": rv.model, "since": now} if fresh or old is None else dict(old)
+        t["status"] = TRIAL_ROLLED_BACK if new_model == t.get("baseline") else TRIAL_ACTIVE
+        return t
+
+    def trial_status(self) -> str | None:
+        """The trial as a whole: active (a role still on its trial model), rolled-back, promoted, or None."""
+        statuses = {r.trial_status for r in self._roles.values() if r.trial_status}
+        if not statuses:
+            return None
+        if TRIAL_ACTIVE in statuses:
+            return TRIAL_ACTIVE
+        return TRIAL_ROLLED_BACK if TRIAL_ROLLED_BACK in statuses else TRIAL_PROMOTED
 
     def roles(self) -> dict[str, RoleView]:
         return self._roles
@@ -296,11 +346,14 @@ class RoutingState:
             if rv.model == model:
                 raise ChangeRefused(f"role {role!r} already routes to {model!r}")
             before = {"model": rv.model, "previous": rv.previous}
+            now = _now()
+            trial = self._trial_after(rv, model, now)
             self._overlay.roles[role] = {
                 "model": model,
                 "previous": rv.model,
                 "in_trial": True,
-                "changed_at": _now(),
+                "trial": trial,
+                "changed_at": now,
                 "actor": actor,
             }
             return self._commit(
@@ -308,7 +361,7 @@ class RoutingState:
                 "swap",
                 role,
                 before,
-                {"model": model, "previous": rv.model},
+                {"model": model, "previous": rv.model, "baseline": trial["baseline"]},
                 f"forced past failed preflight: {forced}" if forced else "",
             )
 
@@ -321,31 +374,44 @@ class RoutingState:
                 raise ChangeRefused(f"role {role!r} has no previous model to roll back to")
             self._check_assignable(role, rv.previous)
             before = {"model": rv.model, "previous": rv.previous}
-            self._overlay.roles[role] = {
+            now = _now()
+            entry: dict[str, Any] = {
                 "model": rv.previous,
                 "previous": rv.model,
-                "in_trial": False,
-                "changed_at": _now(),
+                "in_trial": rv.in_trial,
+                "changed_at": now,
                 "actor": actor,
             }
-            return self._commit(actor, "rollback", role, before, {"model": rv.previous, "previous": rv.model})
+            after: dict[str, Any] = {"model": rv.previous, "previous": rv.model}
+            if rv.trial_status in (TRIAL_ACTIVE, TRIAL_ROLLED_BACK):  # membership survives a rollback
+                entry["trial"] = self._trial_after(rv, rv.previous, now)
+                after["baseline"] = entry["trial"]["baseline"]
+            self._overlay.roles[role] = entry
+            return self._commit(actor, "rollback", role, before, after)
 
     def rollback_trial(self, *, actor: str) -> list[AuditEntry]:
         """Roll back every role in the current trial, all or nothing."""
         with self._lock:
-            targets = [r for r in self._roles.values() if r.in_trial and r.previous]
+            members = [r for r in self._roles.values() if r.in_trial and r.baseline]
+            if not members:
+                raise ChangeRefused("no role is in a trial with a baseline to return to")
+            targets = [r for r in members if r.model != r.baseline]
             if not targets:
-                raise ChangeRefused("no role in the current trial has a previous model")
+                raise ChangeRefused(
+                    "the trial is already rolled back: every trial role is on its baseline "
+                    f"({', '.join(f'{r.name}: {r.baseline}' for r in members)})"
+                )
             for r in targets:
-                self._check_assignable(r.name, r.previous or "")
+                self._check_assignable(r.name, r.baseline or "")
             saved = json.loads(json.dumps(self._overlay.roles))
             now = _now()
             try:
                 for r in targets:
                     self._overlay.roles[r.name] = {
-                        "model": r.previous,
+                        "model": r.baseline,
                         "previous": r.model,
-                        "in_trial": False,
+                        "in_trial": True,
+                        "trial": self._trial_after(r, r.baseline or "", now),
                         "changed_at": now,
                         "actor": actor,
                     }
@@ -362,11 +428,45 @@ class RoutingState:
                     "rollback-trial",
                     r.name,
                     {"model": r.model, "previous": r.previous},
-                    {"model": r.previous, "previous": r.model},
+                    {"model": r.baseline, "previous": r.model, "baseline": r.baseline},
                 )
                 self._audit(e)
                 entries.append(e)
             return entries
+
+    def promote_role(self, role: str, *, actor: str) -> AuditEntry:
+        """End the trial for ``role``: it keeps its current model and the baseline stops being its
+        rollback target (``previous`` is cleared when it pointed at the baseline)."""
+        with self._lock:
+            rv = self._roles.get(role)
+            if rv is None:
+                raise ChangeRefused(f"unknown role {role!r}")
+            if not rv.in_trial:
+                raise ChangeRefused(f"role {role!r} is not in a trial")
+            if rv.model == rv.baseline:
+                raise ChangeRefused(
+                    f"role {role!r} is on its baseline {rv.baseline!r}: nothing to promote (swap to the trial model first)"
+                )
+            now = _now()
+            trial = dict(self._trial_of(role) or {})
+            trial.update(status=TRIAL_PROMOTED, ended=now)
+            previous = None if rv.previous == rv.baseline else rv.previous
+            self._overlay.roles[role] = {
+                "model": rv.model,
+                "previous": previous,
+                "in_trial": False,
+                "trial": trial,
+                "changed_at": now,
+                "actor": actor,
+            }
+            return self._commit(
+                actor,
+                "promote",
+                role,
+                {"model": rv.model, "previous": rv.previous, "baseline": rv.baseline},
+                {"model": rv.model, "previous": previous, "baseline": None},
+                f"trial ended: {rv.model} kept, {rv.baseline} no longer the rollback target",
+            )
 
     def set_deprecated(self, model: str, deprecated: bool, *, actor: str, sunset: dt.date | None = None) -> AuditEntry:
         with self._lock:
