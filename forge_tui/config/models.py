@@ -33,6 +33,7 @@ __all__ = [
     "SshSettings",
     "ThinkingPolicy",
     "Trial",
+    "TrialCriteria",
 ]
 
 
@@ -213,10 +214,23 @@ class Role(_Strict):
         return ROLE_REQUIRES.get(name, (Capability.CHAT,))
 
 
+class TrialCriteria(_Strict):
+    """When the trial scorecard says keep or roll back (95 % intervals; a difference counts only when they separate)."""
+
+    min_requests: int = Field(200, ge=1)  # per side (trial and baseline) before any verdict
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1)  # absolute: 0.01 = one percentage point
+    max_p95_ratio: float = Field(1.25, ge=1)  # trial p95 latency over baseline p95
+    max_structured_drop: float = Field(0.02, ge=0, le=1)  # structured-output success, absolute
+    max_fallback_increase: float = Field(0.05, ge=0, le=1)  # fallback + spill-over rate, absolute
+    max_eval_drop: float = Field(0.05, ge=0, le=1)  # eval pass rate, absolute
+    exclude_sources: tuple[str, ...] = ("smoke", "bench")  # shown on their own line, not compared
+
+
 class Trial(_Strict):
     name: str
     started: dt.date | None = None
     rollback_by: dt.date | None = None  # the rollback deadline shown in the Roles pane
+    criteria: TrialCriteria = TrialCriteria()
 
 
 class GatewaySettings(_Strict):
@@ -234,6 +248,8 @@ class GatewaySettings(_Strict):
     breaker_reset_s: float = Field(15.0, gt=0)  # open -> half-open after this
     state_dir: str | None = None  # default: ~/.local/state/forge-tui/<config name>
     history: bool = True  # SQLite request history
+    history_retention_days: float = Field(14.0, gt=0)  # raw rows; hourly rollups outlive them
+    history_rollup_days: float = Field(400.0, gt=0)
     # Exposure: without caller keys the gateway refuses to listen beyond loopback unless this is set.
     allow_unauthenticated: bool = False
     api_keys_env: str | None = "FORGE_API_KEYS"  # comma-separated caller keys (keeps them out of `ps`)
