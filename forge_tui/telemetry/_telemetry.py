@@ -178,6 +178,8 @@ class Telemetry:
         batch_size: int = 500,
         flush_interval_s: float = 0.5,
         max_pending: int = 20_000,
+        history_retention_days: float | None = None,  # raw rows; None keeps them (hourly rollups kept apart)
+        history_rollup_days: float | None = 400.0,
     ):
         self.history_path = Path(history_path) if history_path is not None else None
         self._lock = threading.Lock()
@@ -187,7 +189,12 @@ class Telemetry:
         self._last_errors: deque[RequestRecord] = deque(maxlen=last_errors)
         self._history = (
             History(
-                self.history_path, batch_size=batch_size, flush_interval_s=flush_interval_s, max_pending=max_pending
+                self.history_path,
+                batch_size=batch_size,
+                flush_interval_s=flush_interval_s,
+                max_pending=max_pending,
+                retention_days=history_retention_days,
+                rollup_days=history_rollup_days,
             )
             if self.history_path is not None
             else None
