@@ -20,6 +20,7 @@ class ErrorClass(str, Enum):
 
     OK = "ok"
     CALLER_ERROR = "caller_error"  # malformed JSON, wrong types, bad auth, unreadable audio (4xx)
+    CLIENT_GONE = "client_gone"  # the caller disconnected before the answer was complete (499, not its 4xx)
     NOT_FOUND = "not_found"  # unknown role / model / route (404)
     PAYLOAD_TOO_LARGE = "payload_too_large"  # body or audio over the cap (413)
     SATURATED = "saturated"  # concurrency cap and wait queue full (429)
