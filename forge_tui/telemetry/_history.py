@@ -79,17 +79,17 @@ _IX = {c: i for i, c in enumerate(_NAMES)}
 _INSERT = f"INSERT INTO requests ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
 _SELECT = f"SELECT id, {', '.join(_NAMES)} FROM requests"
 _ROLLUP_COLS = (
-    "hour, role, model, host, source, error_class, loaded, cold, "
+    "hour, role, model, host, source, error_class, loaded, cold, fb, "
     "n, fallback, spill, leaked, structured, structured_ok, tps_n, tps_sum, lat, ttft"
 )
-_ROLLUP_UPSERT = f"INSERT OR REPLACE INTO rollups ({_ROLLUP_COLS}) VALUES ({', '.join('?' * 18)})"
+_ROLLUP_UPSERT = f"INSERT OR REPLACE INTO rollups ({_ROLLUP_COLS}) VALUES ({', '.join('?' * 19)})"
 _ROLLUPS_TABLE = (
     "CREATE TABLE IF NOT EXISTS rollups (hour INTEGER NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL, "
     "host TEXT NOT NULL, source TEXT NOT NULL, error_class TEXT NOT NULL, loaded INTEGER NOT NULL, "
-    "cold INTEGER NOT NULL, n INTEGER NOT NULL, fallback INTEGER NOT NULL, spill INTEGER NOT NULL, "
+    "cold INTEGER NOT NULL, fb INTEGER NOT NULL, n INTEGER NOT NULL, fallback INTEGER NOT NULL, spill INTEGER NOT NULL, "
     "leaked INTEGER NOT NULL, structured INTEGER NOT NULL, structured_ok INTEGER NOT NULL, "
     "tps_n INTEGER NOT NULL, tps_sum REAL NOT NULL, lat TEXT NOT NULL, ttft TEXT NOT NULL, "
-    "PRIMARY KEY (hour, role, model, host, source, error_class, loaded, cold)) WITHOUT ROWID"
+    "PRIMARY KEY (hour, role, model, host, source, error_class, loaded, cold, fb)) WITHOUT ROWID"
 )
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -233,7 +233,7 @@ def _record(row: tuple) -> RequestRecord:
 
 
 # ------------------------------------------------------------------------------ rollup maths
-def _agg_key(t: float, role, model, host, source, ec: str, inflight, cold, bucket_s: float) -> RollupKey:
+def _agg_key(t: float, role, model, host, source, ec: str, inflight, cold, fb, bucket_s: float) -> RollupKey:
     return (
         int(t // bucket_s),
         role or "",
@@ -243,13 +243,14 @@ def _agg_key(t: float, role, model, host, source, ec: str, inflight, cold, bucke
         ec,
         1 if inflight else 0,
         1 if cold else 0,
+        1 if fb else 0,
     )
 
 
 def _fold(rows: Iterable[tuple], into: dict[RollupKey, Accum], bucket_s: float = 3600.0) -> None:
     """Add rows shaped like ``_AGG_COLS`` to per-key sums."""
     for t, role, model, host, source, ec, inflight, cold, lat, ttft, tps, fb, spill, leaked, st in rows:
-        key = _agg_key(t, role, model, host, source, ec, inflight, cold, bucket_s)
+        key = _agg_key(t, role, model, host, source, ec, inflight, cold, fb, bucket_s)
         acc = into.get(key)
         if acc is None:
             acc = into[key] = Accum()
@@ -299,10 +300,10 @@ def _rollup_row(key: RollupKey, a: Accum) -> tuple:
 
 
 def _accum_of(row: tuple) -> tuple[RollupKey, Accum]:
-    hour, role, model, host, source, ec, loaded, cold = row[:8]
-    n, fb, spill, leaked, st, st_ok, tps_n, tps_sum, lat, ttft = row[8:]
-    key: RollupKey = (hour, role, model, host, source, ec, loaded, cold)
-    return key, Accum(n, fb, spill, leaked, st, st_ok, tps_n, tps_sum, decode_hist(lat), decode_hist(ttft))
+    hour, role, model, host, source, ec, loaded, cold, fb = row[:9]
+    n, fallback, spill, leaked, st, st_ok, tps_n, tps_sum, lat, ttft = row[9:]
+    key: RollupKey = (hour, role, model, host, source, ec, loaded, cold, fb)
+    return key, Accum(n, fallback, spill, leaked, st, st_ok, tps_n, tps_sum, decode_hist(lat), decode_hist(ttft))
 
 
 def _add_rollups(
@@ -315,7 +316,7 @@ def _add_rollups(
         if cur is None:
             row = conn.execute(
                 f"SELECT {_ROLLUP_COLS} FROM rollups WHERE hour = ? AND role = ? AND model = ? AND host = ? "
-                "AND source = ? AND error_class = ? AND loaded = ? AND cold = ?",
+                "AND source = ? AND error_class = ? AND loaded = ? AND cold = ? AND fb = ?",
                 key,
             ).fetchone()
             cur = _accum_of(row)[1] if row else Accum()

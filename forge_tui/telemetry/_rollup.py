@@ -1,6 +1,6 @@
 """Hourly rollups of the request history: counts, error classes, fixed log-bucket latency histograms.
 
-One rollup row per (hour, role, model, host, source, error class, loaded, cold): the writer adds
+One rollup row per (hour, role, model, host, source, error class, loaded, cold, fallback): the writer adds
 every batch to them in the same transaction as the raw rows, so reports over weeks read a few
 thousand rows instead of millions, and stay right after the raw rows expire.
 
@@ -31,8 +31,9 @@ BASE = 1.1
 NBUCKETS = 200  # 1.1**199 ms is ~5 days: nothing a request takes falls off the end
 _LOG_BASE = math.log(BASE)
 
-# (hour, role, model, host, source, error_class, loaded, cold); text fields "" when unknown
-RollupKey = tuple[int, str, str, str, str, str, int, int]
+# (hour, role, model, host, source, error_class, loaded, cold, fallback); text fields "" when unknown.
+# ``hour`` is unix time // 3600 for stored rollups, or time // bucket_s when raw rows are folded at report time.
+RollupKey = tuple[int, str, str, str, str, str, int, int, int]
 
 
 def bucket(ms: float) -> int:
