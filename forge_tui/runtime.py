@@ -1,7 +1,9 @@
-"""Assemble a running forge: catalog + state overlay + telemetry + hosts service + gateway.
+"""Assemble a running forge: catalog + state overlay + telemetry + hosts service + gateway + operator service.
 
 One place builds the object graph, so ``serve``, the embedded console, the demo, the tests
 and the benchmark all run the same product (telemetry, thinking policy, routing, audit on).
+The operator service sits over the rest; its admin HTTP API is mounted on the gateway's port
+(the gateway never imports it): ``rt.operator``, ``rt.admin`` (``.token``, ``.token_path``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 from .config import Catalog, load_catalog
 from .gateway.app import Gateway
+from .operator.admin_http import AdminHttp
+from .operator.service import OperatorService
 from .state import RoutingState, default_state_dir
 from .telemetry import Telemetry
 
@@ -62,10 +66,11 @@ class Runtime:
             self.state,
             telemetry=self.telemetry,
             config_path=str(self.config_path),
-            admin_token=self.admin_token,
             api_keys=self.api_keys,
-            hosts=self.hosts,
         )
+        self.operator = OperatorService(self.state, telemetry=self.telemetry, gateway=self.gateway, hosts=self.hosts)
+        self.admin = AdminHttp.for_run(self.operator, self.admin_token, self.state_dir)
+        self.gateway.mount(self.admin)
         self._started = False
 
     @property

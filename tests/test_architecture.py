@@ -10,7 +10,7 @@ def test_core_does_not_import_textual() -> None:
     code = (
         "import sys\n"
         "import forge_tui.config, forge_tui.state, forge_tui.gateway.app, forge_tui.telemetry, forge_tui.hosts,"
-        " forge_tui.runtime, forge_tui.control.local, forge_tui.control.remote, forge_tui.operations, forge_tui.smoke\n"
+        " forge_tui.runtime, forge_tui.control.local, forge_tui.control.remote, forge_tui.operator.admin_http, forge_tui.smoke\n"
         "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
         "print(','.join(bad))\n"
     )

@@ -1,6 +1,6 @@
 """The admin API: token rules (always a token; a generated 0600 token file when none is configured),
 refusal of browser (cross-site) requests and of non-JSON changes, snapshot, audit, eligible models, swap / rollback /
-trial rollback / deprecation through ``forge_tui.operations``, preflight and jobs through the real
+trial rollback / deprecation through the operator service, preflight and jobs through the real
 ``HostsService`` (local transport), and the lead's ``RemoteControl`` client against it.
 
 Backends are recording upstreams so each test can see which model a request reached."""
@@ -18,9 +18,9 @@ import pytest
 from forge_tui import cli
 from forge_tui.cli import gateway as cli_gateway
 from forge_tui.control.remote import RemoteControl
-from forge_tui.gateway.admin import AdminApi
-from forge_tui.gateway.admin_token import read_token_file
 from forge_tui.hosts import HostsService
+from forge_tui.operator.admin_http import AdminHttp
+from forge_tui.operator.admin_token import read_token_file
 from forge_tui.schema import AuditInfo, ChangeResult, PreflightResult, Snapshot
 from tests.support.gateway_harness import Harness, make_catalog, running_gateway
 from tests.support.recording_upstream import RecordingUpstream
@@ -82,11 +82,11 @@ async def test_without_a_configured_token_the_gateway_writes_a_0600_token_file(
 ) -> None:
     state_dir = tmp_path / "state"
     async with running_gateway(_catalog(up.url), state_dir=state_dir) as h:
-        path = h.gw.admin_token_path
+        path = h.admin.token_path
         assert path == state_dir / "admin.token" and path.is_file()
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         token = read_token_file(path)
-        assert token == h.gw.admin_token and len(token) >= 32
+        assert token == h.admin.token and len(token) >= 32
         assert [p.name for p in state_dir.iterdir() if p.name.startswith(".admin.token")] == []  # no temp left
         async with _admin(h, None) as c:
             r = await c.get("/admin/snapshot")  # we are on 127.0.0.1: loopback alone is not enough
@@ -106,14 +106,14 @@ async def test_without_a_configured_token_the_gateway_writes_a_0600_token_file(
 
 async def test_each_run_gets_its_own_token_and_no_state_dir_keeps_it_in_memory(up: RecordingUpstream) -> None:
     async with running_gateway(_catalog(up.url)) as h1:
-        assert h1.gw.admin_token_path is None
+        assert h1.admin.token_path is None
         async with _admin(h1, None) as c:
             assert (await c.get("/admin/snapshot")).status_code == 401
-        async with _admin(h1, h1.gw.admin_token) as c:
+        async with _admin(h1, h1.admin.token) as c:
             assert (await c.get("/admin/snapshot")).status_code == 200
         async with running_gateway(_catalog(up.url)) as h2:
-            assert h2.gw.admin_token != h1.gw.admin_token
-            async with _admin(h2, h1.gw.admin_token) as c:
+            assert h2.admin.token != h1.admin.token
+            async with _admin(h2, h1.admin.token) as c:
                 assert (await c.get("/admin/snapshot")).status_code == 401
 
 
@@ -191,7 +191,7 @@ async def test_no_job_starts_from_a_refused_request(up: RecordingUpstream, tmp_p
 
 def test_admin_api_refuses_to_run_without_a_token() -> None:
     with pytest.raises(ValueError, match="needs a token"):
-        AdminApi(None, "")  # type: ignore[arg-type]
+        AdminHttp(None, "")  # type: ignore[arg-type]
 
 
 async def test_attach_finds_its_token(

@@ -98,7 +98,7 @@ async def test_metrics_and_snapshot(gw: Harness) -> None:
         in text
     )
     assert health["status"] == "ok" and health["backends"]["chat"] == "ready"
-    snap = Snapshot.model_validate(gw.gw.snapshot().model_dump(mode="json"))
+    snap = Snapshot.model_validate(gw.operator.snapshot().model_dump(mode="json"))
     assert snap.gateway_url == gw.url
     m = {mi.id: mi for mi in snap.models}
     assert m["gemma3-270m"].loaded is True and m["gemma3-270m"].roles == ["default-chat"]
@@ -199,7 +199,7 @@ async def test_llama_swap_starts_the_model_on_demand() -> None:
         )
         async with running_gateway(cat) as h:
             assert h.gw.backends["swap"].health == "ready"
-            assert h.gw.snapshot().models[0].loaded is False  # llama-swap is up, the model is not
+            assert h.operator.snapshot().models[0].loaded is False  # llama-swap is up, the model is not
             c = h.client(timeout=120)
             # Two callers at once while the model is starting: both queue in llama-swap and are served.
             results = await asyncio.gather(
@@ -211,7 +211,7 @@ async def test_llama_swap_starts_the_model_on_demand() -> None:
             assert all(r.headers["x-forge-route"].endswith("backend=swap") for r in results)
             await h.gw.prober.probe_all()
             assert h.gw.backends["swap"].loaded == frozenset({"gemma-small"})
-            snap = h.gw.snapshot()
+            snap = h.operator.snapshot()
             assert snap.models[0].loaded is True
             assert snap.hosts[0].backends[0].loaded_models == ["gemma3-swap"]
             async with httpx.AsyncClient(base_url=swap.url) as hc:
@@ -219,7 +219,7 @@ async def test_llama_swap_starts_the_model_on_demand() -> None:
                 assert [(r["model"], r["state"]) for r in running] == [("gemma-small", "ready")]
                 assert (await hc.post("/api/models/unload")).text == "OK"
             await h.gw.prober.probe_all()
-            assert h.gw.snapshot().models[0].loaded is False
+            assert h.operator.snapshot().models[0].loaded is False
         # The stand-in's own surface, as the hosts service and operators use it.
         async with httpx.AsyncClient(base_url=swap.url, timeout=120) as hc:
             assert set((await hc.get("/api/version")).json()) == {"version", "commit", "build_date"}

@@ -85,7 +85,7 @@ async def test_dead_backend_falls_back_visibly(two) -> None:
         assert h.gw.backends["a"].health == "down" and "refused" in (h.gw.backends["a"].detail or "")
         raw = await h.client().chat.completions.with_raw_response.create(model="default-chat", messages=MSG)
         assert "fallback=primary" in raw.headers["x-forge-route"]
-        snap = h.gw.snapshot()
+        snap = h.operator.snapshot()
         back = {bi.name: bi for hi in snap.hosts for bi in hi.backends}
         assert back["a"].health == "down" and back["b"].health == "ready"
         assert port  # the port is free again for the breaker test below
@@ -107,7 +107,7 @@ async def test_circuit_breaker_opens_and_half_opens(two) -> None:
             metrics = (await hc.get("/metrics")).text
         assert 'forge_backend_up{backend="a",host="local"} 0' in metrics
         assert 'forge_backend_up{backend="b",host="local"} 1' in metrics
-        assert any("circuit open" in w for w in h.gw.snapshot().warnings)
+        assert any("circuit open" in w for w in h.operator.snapshot().warnings)
         # The backend comes back; after reset_s one trial request goes through and closes the circuit.
         a2 = await RecordingUpstream("a", port=port).start()
         try:
@@ -246,7 +246,7 @@ async def test_queue_waits_then_times_out_or_is_served(two) -> None:
         await _until(lambda: a.active == 1)
         queued = asyncio.create_task(c.chat.completions.create(model="default-chat", messages=MSG))
         await _until(lambda: h.gw.backends["a"].limiter.queued == 1)
-        assert h.gw.snapshot().hosts[0].backends[0].queued == 1
+        assert h.operator.snapshot().hosts[0].backends[0].queued == 1
         with pytest.raises(openai.RateLimitError) as ei:  # queue full
             await c.chat.completions.create(model="default-chat", messages=MSG)
         assert "wait queue is full" in ei.value.body["message"]

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from forge_tui import operations
 from forge_tui.config.models import Catalog
 from forge_tui.hosts.rebuild import JobTimeouts
 from forge_tui.hosts.service import HostsService
+from forge_tui.operator.service import OperatorService
 from forge_tui.runtime import Runtime
 from tests.support.fake_llama_build import FakeLlamaRepo, lab_catalog_data, make_repo
 from tests.support.gguf_files import lab_models_dir
@@ -322,10 +322,10 @@ async def test_preflight_blocks_the_swap_to_an_unloadable_model(lab_factory: Any
     assert m.outcome == "fail" and "9.4 GB of the 8 GB budget" in m.evidence
 
     # The swap is refused on the preflight's evidence; forcing it works and is audited.
-    refused = await operations.swap(state, lab.svc, "default-chat", "gemma9-chat", force=False, actor="test")
+    refused = await OperatorService(state, hosts=lab.svc).swap("default-chat", "gemma9-chat", force=False, actor="test")
     assert not refused.ok and "unknown model architecture: 'gemma9'" in refused.message
     assert state.role("default-chat").model == "gemma3-chat"  # type: ignore[union-attr]
-    forced = await operations.swap(state, lab.svc, "default-chat", "gemma9-chat", force=True, actor="test")
+    forced = await OperatorService(state, hosts=lab.svc).swap("default-chat", "gemma9-chat", force=True, actor="test")
     assert forced.ok
     entry = state.audit_log()[-1]
     assert entry.action == "swap" and "forced past failed preflight" in entry.note and "gemma9" in entry.note

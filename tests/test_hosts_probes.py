@@ -590,10 +590,10 @@ async def test_the_gateway_snapshot_shows_sshd_probe_data(sshd: Sshd, tmp_path: 
     await rt.start()
     try:
         deadline = time.monotonic() + 20
-        info = rt.gateway.snapshot().hosts[0]
+        info = rt.operator.snapshot().hosts[0]
         while info.probed_at is None and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-            info = rt.gateway.snapshot().hosts[0]
+            info = rt.operator.snapshot().hosts[0]
     finally:
         await rt.stop()
     assert (info.name, info.reachable, info.memory_source, info.error) == ("box", True, "/proc/meminfo", None)

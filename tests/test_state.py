@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from forge_tui import operations
 from forge_tui.config import load_catalog
+from forge_tui.operator.service import OperatorService
 from forge_tui.state import ChangeRefused, RoutingState, StateError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,30 +46,32 @@ def test_capability_mismatch_is_refused_and_changes_nothing(state: RoutingState,
     assert not (tmp_path / "st" / "audit.jsonl").exists()
 
 
-def test_rollback_and_trial_rollback(state: RoutingState) -> None:
-    r = operations.rollback(state, "vision", actor="op")
+async def test_rollback_and_trial_rollback(state: RoutingState) -> None:
+    ops = OperatorService(state)
+    r = await ops.rollback("vision", actor="op")
     assert r.ok and state.role("vision").model == "qwen3-vl-30b-a3b"
-    assert not operations.rollback(state, "embed", actor="op").ok  # no previous
-    res = operations.rollback_trial(state, actor="op")
+    assert not (await ops.rollback("embed", actor="op")).ok  # no previous
+    res = await ops.rollback_trial(actor="op")
     assert res.ok
     # vision left the trial when rolled back on its own; the other three trial roles moved back now
     assert state.role("default-chat").model == "qwen3.6-chat-35b-a3b"
     assert state.role("priority-chat").model == "qwen3-8b"
     assert state.role("prompt-enhance").model == "qwen3-4b"
     assert [a.action for a in state.audit_log()][-3:] == ["rollback-trial"] * 3
-    assert not operations.rollback_trial(state, actor="op").ok  # nothing left in the trial
+    assert not (await ops.rollback_trial(actor="op")).ok  # nothing left in the trial
 
 
-def test_deprecation_toggle_and_bad_date(state: RoutingState) -> None:
+async def test_deprecation_toggle_and_bad_date(state: RoutingState) -> None:
+    ops = OperatorService(state)
     future = (dt.date.today() + dt.timedelta(days=7)).isoformat()
-    assert operations.set_deprecated(state, "gemma-4-chat-31b", True, sunset=future, actor="op").ok
+    assert (await ops.set_deprecated("gemma-4-chat-31b", True, sunset=future, actor="op")).ok
     mv = state.model("gemma-4-chat-31b")
     assert mv.deprecated and mv.sunset.isoformat() == future
-    assert operations.set_deprecated(state, "gemma-4-chat-31b", False, sunset=None, actor="op").ok
+    assert (await ops.set_deprecated("gemma-4-chat-31b", False, sunset=None, actor="op")).ok
     assert not state.model("gemma-4-chat-31b").deprecated
-    bad = operations.set_deprecated(state, "gemma-4-chat-31b", True, sunset="next tuesday", actor="op")
+    bad = await ops.set_deprecated("gemma-4-chat-31b", True, sunset="next tuesday", actor="op")
     assert not bad.ok and "YYYY-MM-DD" in bad.message
-    past = operations.set_deprecated(state, "gemma-4-chat-31b", True, sunset="2001-01-01", actor="op")
+    past = await ops.set_deprecated("gemma-4-chat-31b", True, sunset="2001-01-01", actor="op")
     assert not past.ok and "in the past" in past.message
     assert not state.model("gemma-4-chat-31b").deprecated
 

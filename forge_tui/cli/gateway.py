@@ -45,7 +45,7 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
         f"forge-tui {__version__}: gateway listening on {rt.url} (config {config}, state {rt.state_dir}, {aio.loop_name()})",
         flush=True,
     )
-    token_path = rt.gateway.admin_token_path
+    token_path = rt.admin.token_path
     if token_path is not None:
         print(
             f"forge-tui: admin token written to {token_path} (forge-tui attach {rt.url} --token-file {token_path})",
@@ -101,7 +101,7 @@ async def _attach(args: argparse.Namespace) -> int:
     from ..console.app import ForgeApp
     from ..control.base import ControlError
     from ..control.remote import RemoteControl
-    from ..gateway.admin_token import TOKEN_FILE_NAME, read_token_file
+    from ..operator.admin_token import TOKEN_FILE_NAME, read_token_file
 
     # The admin API always wants a token: --token, then $FORGE_ADMIN_TOKEN, then --token-file.
     token = args.token or os.environ.get("FORGE_ADMIN_TOKEN")

@@ -1,7 +1,8 @@
 """The one interface the console uses to observe and steer a gateway.
 
-``LocalControl`` drives a gateway embedded in the same process; ``RemoteControl`` drives a
-headless ``forge-tui serve`` through its admin API. Both return the schema models.
+Both implementations are adapters of one ``operator.service.OperatorService``: ``LocalControl``
+calls the service of a runtime in the same process; ``RemoteControl`` drives a headless
+``forge-tui serve`` through its admin API (``operator.admin_http``). Both return the schema models.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ class Control(Protocol):
 
     async def eligible_models(self, role: str) -> list[str]: ...
 
-    async def swap(self, role: str, model: str, *, force: bool = False, actor: str = "operator") -> ChangeResult: ...
+    async def swap(
+        self, role: str, model: str, *, force: bool = False, actor: str = "operator", preflight_id: str | None = None
+    ) -> ChangeResult:
+        """``preflight_id``: the ``PreflightResult.id`` the operator was shown; still fresh, it is not run again."""
 
     async def rollback(self, role: str, *, actor: str = "operator") -> ChangeResult: ...
 

@@ -74,11 +74,13 @@ class RemoteControl:
     async def eligible_models(self, role: str) -> list[str]:
         return list(await self._call("GET", f"/admin/roles/{quote(role, safe='')}/eligible"))
 
-    async def swap(self, role: str, model: str, *, force: bool = False, actor: str = "operator") -> ChangeResult:
+    async def swap(
+        self, role: str, model: str, *, force: bool = False, actor: str = "operator", preflight_id: str | None = None
+    ) -> ChangeResult:
         data = await self._call(
             "POST",
             f"/admin/roles/{quote(role, safe='')}/swap",
-            json={"model": model, "force": force, "actor": actor},
+            json={"model": model, "force": force, "actor": actor, "preflight_id": preflight_id},
             change=True,
         )
         return self._change(data)

@@ -1,14 +1,14 @@
-"""The gateway: an aiohttp application embeddable in a running event loop.
+"""The gateway: the OpenAI-compatible surface plus ``/health`` and ``/metrics``, an aiohttp application
+embeddable in a running event loop.
 
-    gw = Gateway(catalog, state, telemetry=tel, admin_token=..., api_keys=(), hosts=None)
+    gw = Gateway(catalog, state, telemetry=tel, api_keys=())
+    gw.mount(extra)                   # before start: routes from outside (the operator's admin API)
     await gw.start("127.0.0.1", 0)    # GatewayBindError (never sys.exit) when the port is taken
-    gw.url, gw.port, gw.inflight, gw.snapshot()
-    gw.admin_token, gw.admin_token_path   # the admin API's token; the 0600 file it was written to, if any
+    gw.url, gw.port, gw.inflight, gw.backends, gw.warnings()
     await gw.stop(drain_timeout=10)   # stop accepting, let in-flight requests finish, close the client
 
-The admin API always requires a token. With none configured the gateway generates one per run;
-``start()`` writes it to ``<state_dir>/admin.token`` (mode 0600) once the port is bound, so a
-second gateway that fails to bind never clobbers a running one's file; ``stop()`` removes it.
+A mount is anything with ``routes()``, ``listening(url)`` (called once the port is bound) and
+``stopped()``; the gateway knows nothing else about it (``operator.admin_http`` is one).
 
 No signal handlers are installed and nothing is logged per request; ``AppRunner`` + ``TCPSite``
 keep the console's loop in charge.
@@ -21,27 +21,24 @@ import errno
 import gc
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from ..config.models import Catalog
-from ..schema import Snapshot
 from ..state import AuditEntry, RoutingState
-from .admin import AdminApi
-from .admin_token import TOKEN_FILE_NAME, new_token, remove_token_file, write_token_file
 from .api import OpenAIApi
 from .backends import READY, BackendRuntime, Breaker, HealthProber, Limiter
 from .errors import GatewayBindError
-from .protocols import HostsLike, TelemetryLike
+from .protocols import Mount, TelemetryLike
 from .routing import RouteTable
-from .snapshot import build_snapshot
+from .server import ServerLimits, error_middleware, harden, is_loopback
 from .upstream import Upstream
 
-__all__ = ["Gateway", "GatewayBindError"]
+__all__ = ["Gateway", "GatewayBindError", "Mount"]
 
 log = logging.getLogger("forge_tui.gateway")
 
@@ -58,15 +55,12 @@ class Gateway:
         *,
         telemetry: TelemetryLike,
         config_path: str | None = None,
-        admin_token: str | None = None,
         api_keys: Sequence[str] = (),
-        hosts: HostsLike | None = None,
     ) -> None:
         self.catalog = catalog
         self.state = state
         self.telemetry = telemetry
         self.config_path = config_path
-        self.hosts = hosts
         self.api_keys = tuple(api_keys)
         s = catalog.gateway
         self.settings = s
@@ -84,7 +78,7 @@ class Gateway:
         for mid, m in catalog.models.items():
             for p in m.placements:
                 self._placements.setdefault(p.backend, {})[p.name or mid] = mid
-        self._table = self._build_table()
+        self._table = self._build_table(None)
         self._unsubscribe = state.subscribe(self._on_state_change)
         self._inflight = 0
         self._idle: asyncio.Event | None = None
@@ -94,22 +88,18 @@ class Gateway:
         self._upstream: Upstream | None = None
         self.url = ""
         self.port = 0
-        # An empty configured token counts as none: the admin API is never open.
-        self._token_generated = not admin_token
-        self.admin_token: str = admin_token or new_token()
-        # Where start() writes a generated token (None: configured token, or no state dir: memory only).
-        self.admin_token_path: Path | None = (
-            state.state_dir / TOKEN_FILE_NAME if self._token_generated and state.state_dir is not None else None
-        )
-        self.app = self._build_app(self.admin_token)
+        self.addresses: list[str] = []
+        self._mounts: list[Mount] = []
+        self.app = self._build_app()
 
     # ------------------------------------------------------------------ wiring
-    def _build_app(self, admin_token: str) -> web.Application:
-        app = web.Application(client_max_size=int(self.settings.max_body_mb * 1024 * 1024))
+    def _build_app(self) -> web.Application:
+        s = self.settings
+        public = frozenset(p for p, on in (("/health", s.public_health), ("/metrics", s.public_metrics)) if on)
+        guard = error_middleware(api_keys=self.api_keys, extra_tokens=self._metrics_tokens, public=public)
+        app = web.Application(client_max_size=int(s.max_body_mb * 1024 * 1024), middlewares=[guard])
         self.openai = OpenAIApi(self)
-        self.admin = AdminApi(self, admin_token)
         app.add_routes(self.openai.routes())
-        app.add_routes(self.admin.routes())
         app.add_routes([web.get("/health", self._health), web.get("/metrics", self._metrics)])
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
@@ -134,6 +124,13 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
 
+    def mount(self, extra: Mount) -> None:
+        """Serve ``extra``'s routes on this gateway's port (before ``start``; the app freezes then)."""
+        if self._runner is not None:
+            raise RuntimeError("mount before start: the running app's routes are frozen")
+        self.app.add_routes(extra.routes())
+        self._mounts.append(extra)
+
     @property
     def upstream(self) -> Upstream:
         if self._upstream is None:
@@ -144,16 +141,16 @@ class Gateway:
     def prober(self) -> HealthProber | None:
         return self._prober
 
-    def _build_table(self) -> RouteTable:
-        return RouteTable(self.state, config_path=self.config_path, started_at=self.started_at)
+    def _build_table(self, previous: RouteTable | None) -> RouteTable:
+        return RouteTable(self.state, config_path=self.config_path, started_at=self.started_at, previous=previous)
 
     def _on_state_change(self, entry: AuditEntry) -> None:
-        self._table = self._build_table()
+        self._table = self._build_table(self._table)
 
     def table(self) -> RouteTable:
         t = self._table
         if not t.current(self.state):  # a change that bypassed the listener still routes anew
-            t = self._table = self._build_table()
+            t = self._table = self._build_table(t)
         return t
 
     def placements_on(self, backend: str) -> dict[str, str]:
@@ -187,7 +184,15 @@ class Gateway:
         runner = web.AppRunner(
             self.app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
+        if not self.api_keys and not self.settings.allow_unauthenticated and not is_loopback(host):
+            raise GatewayBindError(
+                f"refusing to listen on {host or 'all addresses'} without caller API keys: anyone who can reach "
+                f"the port could use every model; set keys (--api-key-file, $FORGE_API_KEYS) or pass "
+                f"--allow-unauthenticated"
+            )
         await runner.setup()
+        s = self.settings
+        harden(runner.server, ServerLimits(s.idle_timeout_s, s.max_connections_per_client))
         site = web.TCPSite(runner, host, port)
         try:
             await site.start()
@@ -212,21 +217,14 @@ class Gateway:
         # process: move it out of the collector's reach, so full collections under load scan only
         # what requests allocate (one took ~70 ms with it; it adds to the tail latency).
         gc.freeze()
-        if self.admin_token_path is not None:
-            try:
-                write_token_file(self.admin_token_path, self.admin_token)
-            except OSError as exc:
-                log.warning(
-                    "cannot write the admin token to %s (%s); it stays in memory only: set "
-                    "FORGE_ADMIN_TOKEN to choose one",
-                    self.admin_token_path,
-                    exc.strerror or exc,
-                )
-                self.admin_token_path = None
         addr = runner.addresses[0]
         self.port = int(addr[1])
+        # What the sockets really bound (0.0.0.0 / :: mean every address), for the startup line.
+        self.addresses = [f"[{a[0]}]:{a[1]}" if ":" in str(a[0]) else f"{a[0]}:{a[1]}" for a in runner.addresses]
         shown = host if host not in ("", "0.0.0.0", "::") else ("127.0.0.1" if host != "::" else "::1")
         self.url = f"http://[{shown}]:{self.port}" if ":" in shown else f"http://{shown}:{self.port}"
+        for m in self._mounts:
+            m.listening(self.url)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         runner, self._runner = self._runner, None
@@ -248,13 +246,16 @@ class Gateway:
                 self._idle = None
         await runner.cleanup()
         self._unsubscribe()
-        if self.admin_token_path is not None:
-            remove_token_file(self.admin_token_path, self.admin_token)
+        for m in self._mounts:
+            m.stopped()
+
+    def _metrics_tokens(self) -> tuple[str, ...]:
+        """Tokens that may read /health and /metrics besides the caller keys."""
+        s = self.settings
+        env = os.environ.get(s.metrics_token_env) if s.metrics_token_env else None
+        return tuple(t for t in (s.metrics_token, env) if t)
 
     # ------------------------------------------------------------------ views
-    def snapshot(self) -> Snapshot:
-        return build_snapshot(self)
-
     async def _health(self, request: web.Request) -> web.Response:
         backends = {n: b.status_label() for n, b in self.backends.items()}
         status = "ok" if any(h == READY for h in backends.values()) or not backends else "degraded"

@@ -1,18 +1,18 @@
-"""What the gateway needs from its neighbours (telemetry, hosts service), as structural types.
-
-The gateway never imports the hosts package: anything with these methods will do.
+"""What the gateway needs from its neighbours, as structural types: telemetry, and mounts (routes
+served on its port from outside it, such as the operator's admin API). Anything with these methods will do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Protocol
 
-from ..schema import JobInfo, PreflightResult, TelemetryInfo
-from ..state import RoutingState
+from aiohttp import web
+
+from ..schema import TelemetryInfo
 from ..telemetry.records import RequestRecord
 
-__all__ = ["HostProbeLike", "HostsLike", "TelemetryLike"]
+__all__ = ["Mount", "TelemetryLike"]
 
 
 class TelemetryLike(Protocol):
@@ -23,25 +23,11 @@ class TelemetryLike(Protocol):
     def prometheus(self) -> str: ...
 
 
-class HostProbeLike(Protocol):
-    reachable: bool | None
-    memory_used_gb: float | None
-    memory_total_gb: float | None
-    memory_source: str | None
-    serving_version: str | None
-    probed_at: float | None
-    error: str | None
+class Mount(Protocol):
+    def routes(self) -> Sequence[web.RouteDef]: ...
 
+    def listening(self, url: str) -> None:
+        """The gateway's port is bound and serving at ``url``."""
 
-class HostsLike(Protocol):
-    def probes(self) -> Mapping[str, HostProbeLike]: ...
-
-    async def preflight(self, role: str, model: str, state: RoutingState) -> PreflightResult: ...
-
-    def start_job(self, kind: str, host: str) -> JobInfo: ...
-
-    def jobs(self) -> list[JobInfo]: ...
-
-    def job_log(self, job_id: str, since: int = 0) -> list[str]: ...
-
-    async def cancel_job(self, job_id: str) -> JobInfo: ...
+    def stopped(self) -> None:
+        """The gateway stopped serving."""

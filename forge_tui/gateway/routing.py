@@ -109,12 +109,20 @@ def _http_date(d: dt.date) -> str:
 class RouteTable:
     """An immutable routing snapshot of one ``RoutingState`` version."""
 
-    def __init__(self, state: RoutingState, *, config_path: str | None = None, started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        state: RoutingState,
+        *,
+        config_path: str | None = None,
+        started_at: float | None = None,
+        previous: RouteTable | None = None,
+    ) -> None:
         self.roles_ref = state.roles()
         self.models_ref = state.models()
         cat = state.catalog
         self.role_names: tuple[str, ...] = tuple(sorted(self.roles_ref))
-        deprecated_at = self._deprecation_times(state, config_path, started_at)
+        deprecated_at = self._deprecation_times(state, config_path, started_at, previous)
+        self.deprecated_at = deprecated_at
 
         model_headers: dict[str, tuple[tuple[str, str], ...]] = {}
         for mid, mv in self.models_ref.items():
@@ -183,8 +191,18 @@ class RouteTable:
         return state.roles() is self.roles_ref and state.models() is self.models_ref
 
     @staticmethod
-    def _deprecation_times(state: RoutingState, config_path: str | None, started_at: float | None) -> dict[str, float]:
-        """When each model became deprecated: the audit log, else when the catalog declaring it was written."""
+    def _deprecation_times(
+        state: RoutingState, config_path: str | None, started_at: float | None, previous: RouteTable | None
+    ) -> dict[str, float]:
+        """When each model became deprecated: the audit log, else when the catalog declaring it was written.
+
+        The audit log is read once, for the first table; a rebuild carries the previous table's
+        times over and dates a model deprecated since then to now (the change that did it just happened).
+        """
+        if previous is not None:
+            now = time.time()
+            was = previous.deprecated_at
+            return {mid: was.get(mid, now) for mid, mv in state.models().items() if mv.deprecated}
         base = started_at or time.time()
         if config_path:
             try:

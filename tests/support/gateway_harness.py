@@ -1,4 +1,5 @@
-"""Build catalogs in code and run a real ``Gateway`` (real Telemetry, real RoutingState) on loopback."""
+"""Build catalogs in code and run a real ``Gateway`` (real Telemetry, real RoutingState) on loopback,
+with the operator service over it and its admin API mounted, as the runtime wires them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from openai import AsyncOpenAI
 
 from forge_tui.config import Catalog
 from forge_tui.gateway import Gateway
+from forge_tui.operator.admin_http import AdminHttp
+from forge_tui.operator.service import OperatorService
 from forge_tui.state import RoutingState
 from forge_tui.telemetry import RequestRecord, Telemetry
 
@@ -59,6 +62,8 @@ class Harness:
     gw: Gateway
     state: RoutingState
     telemetry: Telemetry
+    operator: OperatorService
+    admin: AdminHttp
     records: list[RequestRecord] = field(default_factory=list)
 
     @property
@@ -105,19 +110,11 @@ async def running_gateway(
     state = RoutingState(catalog, state_dir)
     tel = Telemetry(None)
     await tel.start()
-    h = Harness(
-        Gateway(
-            catalog,
-            state,
-            telemetry=tel,
-            api_keys=api_keys,
-            admin_token=admin_token,
-            hosts=hosts,
-            config_path=config_path,
-        ),
-        state,
-        tel,
-    )
+    gw = Gateway(catalog, state, telemetry=tel, api_keys=api_keys, config_path=config_path)
+    operator = OperatorService(state, telemetry=tel, gateway=gw, hosts=hosts)
+    admin = AdminHttp.for_run(operator, admin_token, state.state_dir)
+    gw.mount(admin)
+    h = Harness(gw, state, tel, operator, admin)
     tel.subscribe(h.records.append)
     await h.gw.start("127.0.0.1", 0)
     try:

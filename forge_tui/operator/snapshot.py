@@ -1,18 +1,27 @@
-"""Build the console's ``Snapshot`` from the gateway's live state (cheap: called about once a second)."""
+"""Build the console's ``Snapshot`` (and single rows of it) from the live parts (cheap: about once a second).
+
+The gateway contributes its backends (health, slots, what is loaded), its URL and in-flight count;
+the hosts service its probes and jobs; the routing state the roles and models. Any part may be
+absent (no gateway yet, hosts disabled): the snapshot then says less, never something untrue.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..config.models import BackendKind, ThinkingPolicy
+from ..gateway.backends import DOWN, READY, STARTING, UNKNOWN, BackendRuntime
 from ..schema import BackendInfo, HostInfo, ModelInfo, RoleInfo, Snapshot
-from .backends import DOWN, READY, STARTING, UNKNOWN, BackendRuntime
+from ..state import RoleView, RoutingState
 
 if TYPE_CHECKING:
-    from .app import Gateway
+    from ..gateway.app import Gateway
+    from ..gateway.protocols import TelemetryLike
+    from .service import HostsLike
 
-__all__ = ["backend_loaded_models", "build_snapshot"]
+__all__ = ["backend_loaded_models", "build_snapshot", "model_infos", "role_infos"]
 
 
 def backend_loaded_models(gw: Gateway, b: BackendRuntime) -> list[str] | None:
@@ -30,27 +39,42 @@ def backend_loaded_models(gw: Gateway, b: BackendRuntime) -> list[str] | None:
     return None
 
 
-def build_snapshot(gw: Gateway) -> Snapshot:
-    state = gw.state
-    cat = state.catalog
-    roles = [
-        RoleInfo(
-            name=r.name,
-            model=r.model,
-            previous=r.previous,
-            fallbacks=list(r.fallbacks),
-            requires=[c.value for c in r.requires],
-            in_trial=r.in_trial,
-            rollback_by=r.rollback_by.isoformat() if r.rollback_by else None,
-            changed_at=r.changed_at,
-            changed_by=r.changed_by,
-        )
-        for r in state.roles().values()
-    ]
+def _loaded_by_backend(gw: Gateway | None) -> dict[str, list[str] | None]:
+    if gw is None:
+        return {}
+    return {name: backend_loaded_models(gw, b) for name, b in gw.backends.items()}
 
-    loaded_by_backend = {name: backend_loaded_models(gw, b) for name, b in gw.backends.items()}
-    models = []
-    for mid, mv in state.models().items():
+
+def _role_info(r: RoleView) -> RoleInfo:
+    return RoleInfo(
+        name=r.name,
+        model=r.model,
+        previous=r.previous,
+        fallbacks=list(r.fallbacks),
+        requires=[c.value for c in r.requires],
+        in_trial=r.in_trial,
+        rollback_by=r.rollback_by.isoformat() if r.rollback_by else None,
+        changed_at=r.changed_at,
+        changed_by=r.changed_by,
+    )
+
+
+def role_infos(state: RoutingState, names: Iterable[str]) -> list[RoleInfo]:
+    """The rows of the named roles (unknown names skipped), in the order given, each once."""
+    roles = state.roles()
+    return [_role_info(roles[n]) for n in dict.fromkeys(names) if n in roles]
+
+
+def _model_infos(
+    state: RoutingState, ids: Iterable[str], loaded_by_backend: dict[str, list[str] | None]
+) -> list[ModelInfo]:
+    cat = state.catalog
+    views = state.models()
+    out = []
+    for mid in dict.fromkeys(ids):
+        mv = views.get(mid)
+        if mv is None:
+            continue
         m = cat.models[mid]
         fam = cat.families.get(mv.family)
         seen = [loaded_by_backend.get(p.backend) for p in m.placements]
@@ -60,7 +84,7 @@ def build_snapshot(gw: Gateway) -> Snapshot:
             loaded = False
         else:
             loaded = None
-        models.append(
+        out.append(
             ModelInfo(
                 id=mid,
                 family=mv.family,
@@ -76,12 +100,28 @@ def build_snapshot(gw: Gateway) -> Snapshot:
                 loaded=loaded,
             )
         )
+    return out
 
-    probes = gw.hosts.probes() if gw.hosts is not None else {}
+
+def model_infos(state: RoutingState, gw: Gateway | None, ids: Iterable[str]) -> list[ModelInfo]:
+    """The rows of the named models (unknown ids skipped), in the order given, each once."""
+    return _model_infos(state, ids, _loaded_by_backend(gw))
+
+
+def build_snapshot(
+    state: RoutingState, gw: Gateway | None, hosts_svc: HostsLike | None, telemetry: TelemetryLike | None
+) -> Snapshot:
+    cat = state.catalog
+    roles = [_role_info(r) for r in state.roles().values()]
+    loaded_by_backend = _loaded_by_backend(gw)
+    models = _model_infos(state, state.models(), loaded_by_backend)
+
+    probes = hosts_svc.probes() if hosts_svc is not None else {}
+    backends_rt = gw.backends if gw is not None else {}
     hosts = []
     for hname, h in cat.hosts.items():
         backends = []
-        for bname, b in gw.backends.items():
+        for bname, b in backends_rt.items():
             if b.host != hname:
                 continue
             backends.append(
@@ -116,26 +156,29 @@ def build_snapshot(gw: Gateway) -> Snapshot:
             info.probed_at = p.probed_at
             info.error = p.error
         else:
-            _from_backends(info, gw, backends)
+            _from_backends(info, state, backends)
         hosts.append(info)
 
     trial = cat.trial
-    return Snapshot(
-        gateway_url=gw.url,
-        config_path=gw.config_path,
+    inflight = gw.inflight if gw is not None else 0
+    snap = Snapshot(
+        gateway_url=gw.url if gw is not None else "",
+        config_path=gw.config_path if gw is not None else None,
         trial=trial.name if trial else None,
         trial_rollback_by=trial.rollback_by.isoformat() if trial and trial.rollback_by else None,
         roles=roles,
         models=models,
         hosts=hosts,
-        telemetry=gw.telemetry.info(inflight=gw.inflight),
-        jobs=gw.hosts.jobs() if gw.hosts is not None else [],
-        warnings=list(state.warnings) + gw.warnings(),
+        jobs=hosts_svc.jobs() if hosts_svc is not None else [],
+        warnings=list(state.warnings) + (gw.warnings() if gw is not None else []),
         taken_at=time.time(),
     )
+    if telemetry is not None:
+        snap.telemetry = telemetry.info(inflight=inflight)
+    return snap
 
 
-def _from_backends(info: HostInfo, gw: Gateway, backends: list[BackendInfo]) -> None:
+def _from_backends(info: HostInfo, state: RoutingState, backends: list[BackendInfo]) -> None:
     """No host probe: what the backends say (reachable if any answers; memory = catalog sizes of loaded models)."""
     healths = [b.health for b in backends]
     if any(h in (READY, STARTING) for h in healths):
@@ -146,7 +189,7 @@ def _from_backends(info: HostInfo, gw: Gateway, backends: list[BackendInfo]) -> 
     info.probed_at = max(checked) if checked else None
     loaded = {m for b in backends for m in b.loaded_models}
     if loaded:
-        models = gw.state.models()
+        models = state.models()
         info.memory_used_gb = round(sum(models[m].memory_gb for m in loaded if m in models), 2)
         info.memory_source = "catalog footprint of loaded models"
     down = [f"{b.name}: {b.detail}" for b in backends if b.health in (DOWN, "circuit-open") and b.detail]

@@ -1,28 +1,36 @@
-"""The admin API (``forge-tui attach`` drives a headless gateway through it).
+"""The admin HTTP API: a thin adapter over ``OperatorService`` (``forge-tui attach`` drives a gateway through it).
+
+Mounted on the gateway's aiohttp app by the runtime (``gateway.mount(admin)``); the gateway
+never imports it. Every handler parses the request, calls one service method and maps the
+answer: a ``ChangeResult`` is 200 (ok) or 409 (refused); an ``OperatorError`` is 503
+(``Unavailable``), 404 (``NotFound``) or 400 (``Invalid``), all in the OpenAI error shape.
 
 Always protected by a token (``Authorization: Bearer <token>`` or ``x-forge-admin-token``):
-the configured one, else a per-run one the gateway generates (see ``admin_token``). Being on
-loopback is not enough: a web page in a local browser is on loopback too. Browser requests
+the configured one, else a per-run one generated here and written, once the gateway's port is
+bound, to ``<state_dir>/admin.token`` (mode 0600; removed on stop; see ``admin_token``). Being
+on loopback is not enough: a web page in a local browser is on loopback too. Browser requests
 are refused outright (an ``Origin`` header, or ``Sec-Fetch-Site`` other than ``none`` /
 ``same-origin``), and changes must be ``Content-Type: application/json``, which a cross-site
-form or a no-CORS fetch cannot send. Changes go through ``forge_tui.operations``, the same
-code the embedded console calls.
+form or a no-CORS fetch cannot send.
+
+To add a route: one line in ``routes()`` (``web.get|post(path, w(self.handler))``) and a handler
+that reads its input (``self._body(request, Model)``, ``self._int(request, name, default)``),
+calls the service and returns ``_json(...)`` (or ``self._change(result)`` for a change).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from .. import operations
-from ..schema import ChangeResult, DeprecateRequest, SwapRequest
-from ..state import ChangeRefused
-from .errors import (
+from ..gateway.errors import (
     CallerError,
     Conflict,
     Forbidden,
@@ -32,14 +40,17 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from ..schema import ChangeResult, DeprecateRequest, SwapRequest
+from . import service as svc
+from .admin_token import TOKEN_FILE_NAME, new_token, remove_token_file, write_token_file
+from .service import OperatorService
 
-if TYPE_CHECKING:
-    from .app import Gateway
-    from .protocols import HostsLike
+__all__ = ["AdminHttp"]
 
-__all__ = ["AdminApi"]
+log = logging.getLogger("forge_tui.operator.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # What a browser sends for a request the user typed or bookmarked, or one from the same origin.
@@ -54,12 +65,53 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-class AdminApi:
-    def __init__(self, gw: Gateway, token: str) -> None:
+def _http_error(exc: svc.OperatorError) -> GatewayError:
+    if isinstance(exc, svc.Unavailable):
+        return Unavailable(str(exc))
+    if isinstance(exc, svc.NotFound):
+        return NotFound(str(exc), code=exc.code, param=exc.param)
+    return CallerError(str(exc))
+
+
+class AdminHttp:
+    """The admin routes plus their token; ``gateway.mount(admin)`` serves them on the gateway's port."""
+
+    def __init__(self, service: OperatorService, token: str, *, token_path: Path | None = None) -> None:
         if not token:
-            raise ValueError("the admin API needs a token (the gateway generates one when none is configured)")
-        self.gw = gw
+            raise ValueError("the admin API needs a token (for_run() generates one when none is configured)")
+        self.service = service
+        self.token = token
+        # Where the token is published once the port is bound (None: memory only). Written late,
+        # so a gateway that fails to bind never clobbers a running one's file.
+        self.token_path = token_path
         self._tokens = (f"Bearer {token}".encode(), token.encode())
+
+    @classmethod
+    def for_run(cls, service: OperatorService, configured: str | None, state_dir: Path | None) -> AdminHttp:
+        """The configured token; else (an empty one counts as none) a per-run token, published to
+        ``<state_dir>/admin.token`` when there is a state dir. The admin API is never open."""
+        if configured:
+            return cls(service, configured)
+        return cls(service, new_token(), token_path=state_dir / TOKEN_FILE_NAME if state_dir is not None else None)
+
+    # ------------------------------------------------------------------ the gateway's mount hook
+    def listening(self, url: str) -> None:
+        """The port is bound: publish a generated token for ``forge-tui attach --token-file``."""
+        if self.token_path is None:
+            return
+        try:
+            write_token_file(self.token_path, self.token)
+        except OSError as exc:
+            log.warning(
+                "cannot write the admin token to %s (%s); it stays in memory only: set FORGE_ADMIN_TOKEN to choose one",
+                self.token_path,
+                exc.strerror or exc,
+            )
+            self.token_path = None
+
+    def stopped(self) -> None:
+        if self.token_path is not None:
+            remove_token_file(self.token_path, self.token)
 
     def routes(self) -> list[web.RouteDef]:
         w = self._wrap
@@ -116,18 +168,18 @@ class AdminApi:
         async def handler(request: web.Request) -> web.StreamResponse:
             try:
                 self._authorize(request)
-                return await impl(request)
+                try:
+                    return await impl(request)
+                except svc.OperatorError as exc:
+                    raise _http_error(exc) from None
             except GatewayError as exc:
                 return web.Response(
                     status=exc.status, body=exc.body_bytes(), content_type="application/json", headers=exc.headers
                 )
-            except ChangeRefused as exc:
-                c = Conflict(str(exc))
-                return web.Response(status=c.status, body=c.body_bytes(), content_type="application/json")
 
         return handler
 
-    async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
+    async def _body(self, request: web.Request, model: type[M]) -> M:
         raw = await request.read()
         try:
             data = json.loads(raw) if raw else {}
@@ -139,11 +191,6 @@ class AdminApi:
             e = exc.errors()[0]
             where = ".".join(str(p) for p in e["loc"]) or "(body)"
             raise CallerError(f"invalid {model.__name__}: {where}: {e['msg']}", param=where) from None
-
-    def _hosts(self) -> HostsLike:
-        if self.gw.hosts is None:
-            raise Unavailable("the hosts service is not running in this gateway (preflight and jobs need it)")
-        return self.gw.hosts
 
     @staticmethod
     def _change(result: ChangeResult) -> web.Response:
@@ -165,84 +212,61 @@ class AdminApi:
             raise CallerError(f"query parameter {name!r} must be >= 0", param=name)
         return n
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ views
     async def snapshot(self, request: web.Request) -> web.Response:
-        return _json(_dump(self.gw.snapshot()))
+        return _json(_dump(self.service.snapshot()))
 
     async def audit(self, request: web.Request) -> web.Response:
-        limit = self._int(request, "limit", 200)
-        infos = operations.audit_infos(self.gw.state.audit_log(limit))
+        infos = await self.service.audit(self._int(request, "limit", 200))
         return _json([_dump(a) for a in infos])
 
     async def eligible(self, request: web.Request) -> web.Response:
-        role = request.match_info["role"]
-        if self.gw.state.role(role) is None:
-            raise NotFound(
-                f"unknown role {role!r} (roles: {', '.join(sorted(self.gw.state.roles()))})",
-                code="role_not_found",
-                param="role",
-            )
-        return _json([m.id for m in self.gw.state.eligible_models(role)])
+        return _json(self.service.eligible_models(request.match_info["role"]))
 
     # ------------------------------------------------------------------ changes
     async def swap(self, request: web.Request) -> web.Response:
-        req: SwapRequest = await self._body(request, SwapRequest)
-        result = await operations.swap(
-            self.gw.state, self.gw.hosts, request.match_info["role"], req.model, force=req.force, actor=req.actor
+        req = await self._body(request, SwapRequest)
+        result = await self.service.swap(
+            request.match_info["role"], req.model, force=req.force, actor=req.actor, preflight_id=req.preflight_id
         )
         return self._change(result)
 
     async def rollback(self, request: web.Request) -> web.Response:
-        req: _Actor = await self._body(request, _Actor)
-        return self._change(operations.rollback(self.gw.state, request.match_info["role"], actor=req.actor))
+        req = await self._body(request, _Actor)
+        return self._change(await self.service.rollback(request.match_info["role"], actor=req.actor))
 
     async def rollback_trial(self, request: web.Request) -> web.Response:
-        req: _Actor = await self._body(request, _Actor)
-        return self._change(operations.rollback_trial(self.gw.state, actor=req.actor))
+        req = await self._body(request, _Actor)
+        return self._change(await self.service.rollback_trial(actor=req.actor))
 
     async def deprecation(self, request: web.Request) -> web.Response:
-        req: DeprecateRequest = await self._body(request, DeprecateRequest)
-        return self._change(
-            operations.set_deprecated(
-                self.gw.state, request.match_info["model"], req.deprecated, sunset=req.sunset, actor=req.actor
-            )
+        req = await self._body(request, DeprecateRequest)
+        result = await self.service.set_deprecated(
+            request.match_info["model"], req.deprecated, sunset=req.sunset, actor=req.actor
         )
+        return self._change(result)
 
     # ------------------------------------------------------------------ hosts
     async def preflight(self, request: web.Request) -> web.Response:
         role, model = request.query.get("role"), request.query.get("model")
         if not role or not model:
             raise CallerError("preflight needs both ?role= and ?model=", param="role" if not role else "model")
-        result = await self._hosts().preflight(role, model, self.gw.state)
-        return _json(_dump(result))
+        return _json(_dump(await self.service.preflight(role, model)))
 
     async def start_job(self, request: web.Request) -> web.Response:
-        req: _JobRequest = await self._body(request, _JobRequest)
-        try:
-            job = self._hosts().start_job(req.kind, req.host)
-        except ValueError as exc:
-            raise CallerError(str(exc)) from None
-        return _json(_dump(job))
+        req = await self._body(request, _JobRequest)
+        return _json(_dump(self.service.start_job(req.kind, req.host)))
 
     async def jobs(self, request: web.Request) -> web.Response:
-        return _json([_dump(j) for j in self._hosts().jobs()])
+        return _json([_dump(j) for j in self.service.jobs()])
 
     async def job_log(self, request: web.Request) -> web.Response:
         since = self._int(request, "since", 0)
-        job = request.match_info["job"]
-        try:
-            lines = self._hosts().job_log(job, since)
-        except (KeyError, ValueError):
-            raise NotFound(f"unknown job {job!r}", code="job_not_found") from None
+        lines = self.service.job_log(request.match_info["job"], since)
         return _json({"lines": lines, "next": since + len(lines)})
 
     async def cancel_job(self, request: web.Request) -> web.Response:
-        job = request.match_info["job"]
-        try:
-            info = await self._hosts().cancel_job(job)
-        except (KeyError, ValueError):
-            raise NotFound(f"unknown job {job!r}", code="job_not_found") from None
-        return _json(_dump(info))
+        return _json(_dump(await self.service.cancel_job(request.match_info["job"])))
 
 
 class _Actor(BaseModel):
