@@ -137,6 +137,9 @@ class Host(_Strict):
     ssh: SshSettings = SshSettings()
     model_dirs: tuple[str, ...] = ()
     build: BuildSettings | None = None
+    # The llama-server preflight asks about architectures when the host has no build settings
+    # (an installed or packaged binary); with build settings the build's binary is the default.
+    serving_binary: str | None = None
 
 
 class Launch(_Strict):
@@ -163,6 +166,7 @@ class Backend(_Strict):
     connect_timeout_s: float = Field(2.0, gt=0)
     health_path: str = "/health"
     launch: Launch | None = None
+    serving_binary: str | None = None  # this backend's llama-server, when not the host's (preflight)
 
     @field_validator("base_url")
     @classmethod
