@@ -30,6 +30,7 @@ class ErrorClass(str, Enum):
     UPSTREAM_ERROR = "upstream_error"  # backend answered with an error (e.g. unknown model architecture)
     MODEL_OUTPUT = "model_output"  # thinking leak, empty or malformed output when a format was asked
     GATEWAY_ERROR = "gateway_error"  # a bug or fault in forge itself
+    GATEWAY_SHUTDOWN = "gateway_shutdown"  # cut off by the gateway stopping (past its drain timeout), not the caller
 
 
 @dataclass(slots=True)
