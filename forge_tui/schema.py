@@ -179,6 +179,7 @@ class Snapshot(_M):
     config_path: str | None = None
     trial: str | None = None
     trial_rollback_by: str | None = None
+    trial_status: str | None = None  # RoutingState.trial_status(): active, rolled-back, promoted (None: no trial)
     roles: list[RoleInfo] = []
     models: list[ModelInfo] = []
     hosts: list[HostInfo] = []

@@ -166,6 +166,7 @@ def build_snapshot(
         config_path=gw.config_path if gw is not None else None,
         trial=trial.name if trial else None,
         trial_rollback_by=trial.rollback_by.isoformat() if trial and trial.rollback_by else None,
+        trial_status=state.trial_status(),
         roles=roles,
         models=models,
         hosts=hosts,
