@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 from typing import Any
 
-from ..config.models import ModelState, ThinkingPolicy
+from ..config.models import ModelState, Role, ThinkingPolicy
 from ..state import RoutingState
 from .errors import NotFound
 
@@ -55,6 +55,7 @@ class Route:
     candidates: tuple[Candidate, ...]
     route_header: str  # before a candidate is chosen (errors)
     headers: tuple[tuple[str, str], ...]
+    spill_after_s: float | None = None  # the role's spill-over: queue on a full candidate at most this long
 
 
 def classify(kind: str, body: dict[str, Any] | None) -> str:
@@ -92,7 +93,12 @@ def pin(route: Route, placement: str) -> Route:
             param="x-forge-placement",
             code="placement_not_found",
         )
-    return Route(route.role, route.model, cands, route.route_header, route.headers)
+    return Route(route.role, route.model, cands, route.route_header, route.headers, route.spill_after_s)
+
+
+def _spill_s(role: Role | None) -> float | None:
+    ms = role.spill_after_ms if role is not None else None
+    return None if ms is None else ms / 1000.0
 
 
 def _route_header(role: str | None, model: str, host: str, backend: str, fallback_of: str | None) -> str:
@@ -172,6 +178,7 @@ class RouteTable:
                 candidates=tuple(cands),
                 route_header=f"role={name}; model={rv.model}",
                 headers=model_headers.get(rv.model, ()),
+                spill_after_s=_spill_s(cat.roles.get(name)),
             )
         self.by_model: dict[str, Route] = {}
         for mid in self.models_ref:
