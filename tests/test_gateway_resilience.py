@@ -328,7 +328,7 @@ async def test_client_disconnect_cancels_the_upstream_stream(two) -> None:
         await asyncio.wait_for(a.disconnected.wait(), 5)
         assert a.stream_disconnects == 1
         rec = (await h.wait_records(1))[-1]
-        assert rec.status == 499 and rec.error_class is ErrorClass.CALLER_ERROR
+        assert rec.status == 499 and rec.error_class is ErrorClass.CLIENT_GONE  # not counted with real 400s
         await _until(lambda: h.gw.backends["a"].limiter.inflight == 0)
         assert h.gw.inflight == 0
 

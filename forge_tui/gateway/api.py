@@ -27,6 +27,7 @@ from .errors import (
     CallerError,
     Forbidden,
     GatewayError,
+    NotFound,
     PayloadTooLarge,
     Unauthorized,
     UpstreamError,
@@ -36,7 +37,15 @@ from .routing import Route, pin
 from .stream import SseRelay, dump_bytes, error_event
 from .thinking import strip_message
 from .upstream import FormPayload, JsonPayload, Opened, Payload
-from .validate import check_chat, check_completions, check_embeddings, parse_json_object, scan_parts
+from .validate import (
+    check_chat,
+    check_completions,
+    check_embeddings,
+    check_model_limits,
+    check_transcription_fields,
+    parse_json_object,
+    scan_parts,
+)
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -98,16 +107,22 @@ def _asked(model: object) -> str | None:
 class Ctx:
     """Per-request state: the record being filled and the headers every answer carries."""
 
-    __slots__ = ("headers", "rec", "t0")
+    __slots__ = ("drop_usage", "headers", "name_json", "rec", "t0")
 
     def __init__(self, rec: RequestRecord, t0: float) -> None:
         self.rec = rec
         self.t0 = t0
         self.headers: dict[str, str] = {"x-forge-request-id": rec.request_id}
+        self.name_json: bytes | None = None  # the name answers carry (JSON), set once routed
+        self.drop_usage = False  # a stream whose usage chunk forge asked for, not the caller
 
     def routed(self, route: Route) -> None:
         self.rec.role = route.role
         self.rec.model = route.model
+        # Answers carry the name the caller used (role, model id or alias), never the backend's GGUF path;
+        # the served model is in x-forge-route.
+        asked = self.rec.asked
+        self.name_json = dump_bytes(asked if asked and asked != "auto" else (route.role or route.model))
         self.headers["x-forge-route"] = route.route_header
         for k, v in route.headers:
             self.headers[k] = v
@@ -138,7 +153,9 @@ def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
             rec.tokens_out = ct
     if isinstance(timings, dict):
         if rec.tokens_in is None and isinstance(timings.get("prompt_n"), int):
-            rec.tokens_in = timings["prompt_n"]
+            # llama.cpp's prompt_n leaves out prompt-cache hits; cache_n counts them.
+            cache_n = timings.get("cache_n")
+            rec.tokens_in = timings["prompt_n"] + (cache_n if isinstance(cache_n, int) else 0)
         if rec.tokens_out is None and isinstance(timings.get("predicted_n"), int):
             rec.tokens_out = timings["predicted_n"]
         pps = timings.get("predicted_per_second")
@@ -148,7 +165,7 @@ def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
 
 # Token counts straight from the bytes: parsing a whole answer just for its usage costs more.
 _USAGE_RE = re.compile(
-    rb'"(prompt_tokens|completion_tokens|prompt_n|predicted_n|predicted_per_second)"\s*:\s*'
+    rb'"(prompt_tokens|completion_tokens|prompt_n|cache_n|predicted_n|predicted_per_second)"\s*:\s*'
     rb"([0-9][0-9.eE+-]*)"
 )
 
@@ -161,10 +178,12 @@ def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
     for k, v in _USAGE_RE.findall(data, min(starts) if starts else 0):
         found[k] = v
     try:
-        pt = found.get(b"prompt_tokens") or found.get(b"prompt_n")
+        pt = found.get(b"prompt_tokens")
         ct = found.get(b"completion_tokens") or found.get(b"predicted_n")
         if pt is not None:
             rec.tokens_in = int(pt)
+        elif b"prompt_n" in found:
+            rec.tokens_in = int(found[b"prompt_n"]) + int(found.get(b"cache_n", b"0"))
         if ct is not None:
             rec.tokens_out = int(ct)
         pps = found.get(b"predicted_per_second")
@@ -172,6 +191,49 @@ def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
             rec.tokens_per_s = float(pps)
     except ValueError:
         pass
+
+
+# A structural "model" field (inside JSON strings quotes are escaped, so this never matches text).
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+def _rename(data: bytes, name_json: bytes | None) -> bytes:
+    """Put the caller's model name in place of the backend's in an answer (whole JSON or whole SSE lines)."""
+    if name_json is None or b'"model"' not in data:
+        return data
+    field = b'"model":' + name_json
+    return _MODEL_FIELD.sub(lambda _m: field, data)
+
+
+def _ask_usage(body: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
+    """Streams always ask the backend for usage (exact prompt tokens, cache hits included); the extra
+    usage chunk is dropped again when the caller did not ask for it."""
+    so = body.get("stream_options")
+    if body.get("stream") is not True or (isinstance(so, dict) and so.get("include_usage") is True):
+        return body
+    ctx.drop_usage = True
+    return {**body, "stream_options": {**(so if isinstance(so, dict) else {}), "include_usage": True}}
+
+
+def _drop_usage_events(piece: bytes) -> bytes:
+    """Remove the usage-only events (``choices: []``) from whole SSE lines."""
+    out: list[bytes] = []
+    skip_blank = False
+    for line in piece.split(b"\n"):
+        if skip_blank and line in (b"", b"\r"):
+            skip_blank = False
+            continue
+        skip_blank = False
+        if line.startswith(b"data:") and b'"usage"' in line:
+            try:
+                obj = json.loads(line[5:])
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict) and obj.get("choices") == []:
+                skip_blank = True
+                continue
+        out.append(line)
+    return b"\n".join(out)
 
 
 def _content_is_json(text: str) -> bool:
@@ -204,6 +266,7 @@ class OpenAIApi:
             web.post("/v1/audio/transcriptions", self._wrap("/v1/audio/transcriptions", self.transcriptions)),
             web.post("/v1/audio_qa", self._wrap("/v1/audio_qa", self.audio_qa)),
             web.get("/v1/models", self.models),
+            web.get("/v1/models/{model_id:.+}", self.model),
         ]
 
     # ------------------------------------------------------------------ plumbing
@@ -240,12 +303,15 @@ class OpenAIApi:
                 return self._error(ctx, exc)
             except asyncio.CancelledError:
                 rec.status = 499
-                rec.error_class = ErrorClass.CALLER_ERROR
+                rec.error_class = ErrorClass.CLIENT_GONE
                 rec.error = "client disconnected before the answer was complete"
                 raise
-            except Exception as exc:  # a bug in forge: say so, in the caller's format
+            except Exception as exc:  # a bug in forge: the traceback for the operator, no internal text for the caller
                 log.exception("gateway error on %s (request %s)", endpoint, rid)
-                return self._error(ctx, GatewayError(f"gateway error: {exc.__class__.__name__}: {exc}"))
+                err = GatewayError(f"gateway error (logged on the gateway as request {rec.request_id})")
+                resp = self._error(ctx, err)
+                rec.error = f"{exc.__class__.__name__}: {exc}"[:500]
+                return resp
             finally:
                 rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000.0
                 if rec.tokens_out and rec.tokens_per_s is None:
@@ -304,6 +370,29 @@ class OpenAIApi:
             body=self.gw.table().models_json, content_type="application/json", headers={"x-forge-request-id": rid}
         )
 
+    async def model(self, request: web.Request) -> web.Response:
+        """``GET /v1/models/{id}``: one role, model or alias, as OpenAI's retrieve answers it."""
+        rid = _new_request_id()
+        try:
+            self._check_key(request)
+            mid = request.match_info["model_id"]
+            entry = self.gw.table().model_entry(mid)
+            if entry is None:
+                raise NotFound(f"The model {mid[:200]!r} does not exist (GET /v1/models lists them)", param="model")
+        except GatewayError as exc:
+            return web.Response(
+                status=exc.status,
+                body=exc.body_bytes(),
+                content_type="application/json",
+                headers={"x-forge-request-id": rid},
+            )
+        return web.Response(body=entry, content_type="application/json", headers={"x-forge-request-id": rid})
+
+    def _limits(self, body: dict[str, Any], route: Route) -> None:
+        m = self.gw.catalog.models.get(route.model)
+        if m is not None:
+            check_model_limits(body, route.model, m.max_output_tokens, m.context_tokens)
+
     async def chat(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         body = await self._json(request)
         check_chat(body)
@@ -311,6 +400,7 @@ class OpenAIApi:
         route = self.gw.table().resolve(body.get("model"), "chat", body)
         route = self._pinned(request, route)
         ctx.routed(route)
+        self._limits(body, route)
         image, audio = scan_parts(body)
         ctx.rec.image = image
         for ia in audio:
@@ -319,7 +409,7 @@ class OpenAIApi:
                 b64_audio_duration(ia.get("data"), self.audio_max_s, what="input_audio")
         stream = body.get("stream") is True
         ctx.rec.stream = stream
-        payload = JsonPayload(body, chat=True, thinking_header=request.headers.get("x-forge-thinking"))
+        payload = JsonPayload(_ask_usage(body, ctx), chat=True, thinking_header=request.headers.get("x-forge-thinking"))
         opened = await self.gw.upstream.open(route, "/v1/chat/completions", payload, image=image)
         ctx.served(opened)
         decision = payload.decision(opened.cand)
@@ -354,8 +444,11 @@ class OpenAIApi:
         route = self.gw.table().resolve(body.get("model"), kind, body)
         route = self._pinned(request, route)
         ctx.routed(route)
+        self._limits(body, route)
         stream = body.get("stream") is True
         ctx.rec.stream = stream
+        if kind == "completions":
+            body = _ask_usage(body, ctx)
         opened = await self.gw.upstream.open(route, path, JsonPayload(body, chat=False, thinking_header=None))
         ctx.served(opened)
         if stream:
@@ -386,6 +479,9 @@ class OpenAIApi:
         parts = await self._form(request)
         if not any(p.name == "file" and p.filename is not None for p in parts):
             raise CallerError("Missing required parameter: 'file' (the audio file part).", param="file")
+        check_transcription_fields({p.name: p.data.decode("utf-8", "replace") for p in parts if p.filename is None})
+        audio = next(p for p in parts if p.name == "file" and p.filename is not None)
+        check_audio(audio.data, self.audio_max_s, what="file")
         route = self._route_form(ctx, parts, "transcriptions", request)
         return await self._forward(ctx, route, FormPayload(parts), "/v1/audio/transcriptions")
 
@@ -481,6 +577,7 @@ class OpenAIApi:
                     data = self._check_chat_output(rec, obj, data, strip, want_json)
             else:
                 _usage_from_bytes(rec, data)
+            data = _rename(data, ctx.name_json)
         rec.status = resp.status
         headers = {**ctx.headers, "Content-Type": ctype}
         enc = resp.headers.get("content-encoding")
@@ -559,13 +656,15 @@ class OpenAIApi:
                             f"backend {opened.backend.name!r} on {opened.backend.host} ended the stream without [DONE]"
                         )
                     break
-                piece = relay.feed(chunk)
+                piece = _rename(relay.feed(chunk), ctx.name_json)
+                if ctx.drop_usage and b'"usage"' in piece:
+                    piece = _drop_usage_events(piece)
                 if piece:
                     try:
                         await out.write(piece)
                     except _CLIENT_GONE:
                         rec.status = 499
-                        rec.error_class = ErrorClass.CALLER_ERROR
+                        rec.error_class = ErrorClass.CLIENT_GONE
                         rec.error = "client disconnected mid-stream"
                         return out
             if relay.first_token_at is not None:

@@ -7,7 +7,6 @@ nothing is decoded.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 import struct
@@ -24,6 +23,10 @@ __all__ = [
     "encode_multipart",
     "wav_duration",
 ]
+
+
+# Data-chunk sizes writers use when they cannot seek back (pipes): 0, "unknown" (ffmpeg), sox's 0x7ffff000.
+_STREAMED_SIZES = frozenset({0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF})
 
 
 class AudioUnreadable(ValueError):
@@ -57,8 +60,13 @@ def wav_duration(data: bytes, total_len: int | None = None) -> float:
                 raise AudioUnreadable("WAV data chunk comes before its fmt chunk")
             if fact_frames is not None and fact_frames and sample_rate:
                 return fact_frames / sample_rate
-            if size in (0, 0xFFFFFFFF) or body + size > total:
-                size = max(0, total - body)  # streamed / truncated WAV: count what is there
+            if size in _STREAMED_SIZES:
+                size = max(0, total - body)  # a WAV written to a pipe declares no real length: count what is there
+            elif body + size > total:
+                raise AudioUnreadable(
+                    f"WAV header declares {size / byte_rate:.1f} s of audio but the file holds "
+                    f"{max(0, total - body) / byte_rate:.1f} s (truncated or forged header)"
+                )
             return size / byte_rate
         pos = body + size + (size & 1)
     raise AudioUnreadable("WAV has no data chunk in its header")
@@ -82,19 +90,16 @@ def check_audio(data: bytes, max_seconds: float, *, what: str = "audio", total_l
 
 
 def b64_audio_duration(b64: Any, max_seconds: float, *, what: str = "audio") -> float:
-    """Check base64 WAV audio, decoding only enough of it to read the header."""
+    """Check base64 WAV audio: the whole string must decode (strictly), then its header is read."""
     if not isinstance(b64, str) or not b64:
         raise CallerError(f"{what} must be a non-empty base64 string", param=what)
     if b64.startswith("data:"):
         _, _, b64 = b64.partition(",")
-    head = b64[:8192]
-    head = head[: len(head) - len(head) % 4]
     try:
-        prefix = base64.b64decode(head, validate=True)
+        data = binascii.a2b_base64(b64, strict_mode=True)
     except (binascii.Error, ValueError):
         raise CallerError(f"{what} is not valid base64", param=what) from None
-    total = len(b64) * 3 // 4 - b64[-2:].count("=")
-    return check_audio(prefix, max_seconds, what=what, total_len=total)
+    return check_audio(data, max_seconds, what=what)
 
 
 @dataclass(slots=True)

@@ -108,6 +108,25 @@ def _route_header(role: str | None, model: str, host: str, backend: str, fallbac
     return h
 
 
+def _created_base(config_path: str | None, started_at: float | None) -> int:
+    """``created`` for catalog entries: when the catalog file was written, else when the gateway started."""
+    if config_path:
+        try:
+            return int(os.stat(config_path).st_mtime)
+        except OSError:
+            pass
+    return int(started_at or time.time())
+
+
+def _iso_ts(iso: str | None, default: int) -> int:
+    if iso:
+        try:
+            return int(dt.datetime.fromisoformat(iso).timestamp())
+        except ValueError:
+            pass
+    return default
+
+
 def _http_date(d: dt.date) -> str:
     return format_datetime(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC), usegmt=True)
 
@@ -191,7 +210,8 @@ class RouteTable:
                 route_header=f"role=-; model={mid}",
                 headers=model_headers[mid],
             )
-        self.models_json = self._models_list(state)
+        self.aliases: dict[str, str] = dict(cat.aliases)
+        self.models_json, self.model_entries = self._models_list(state, _created_base(config_path, started_at))
 
     def current(self, state: RoutingState) -> bool:
         """True while ``state`` still serves the views this table was built from."""
@@ -229,7 +249,11 @@ class RouteTable:
                         continue
         return out
 
-    def _models_list(self, state: RoutingState) -> bytes:
+    def model_entry(self, name: str) -> bytes | None:
+        """The ``GET /v1/models/{id}`` answer for a role, model or alias (None: unknown)."""
+        return self.model_entries.get(name)
+
+    def _models_list(self, state: RoutingState, base: int) -> tuple[bytes, dict[str, bytes]]:
         cat = state.catalog
         data: list[dict[str, Any]] = []
         for name in self.role_names:
@@ -239,7 +263,7 @@ class RouteTable:
                 {
                     "id": name,
                     "object": "model",
-                    "created": 0,
+                    "created": _iso_ts(rv.changed_at, base),
                     "owned_by": "forge",
                     "forge": {
                         "kind": "role",
@@ -258,7 +282,7 @@ class RouteTable:
                 {
                     "id": mid,
                     "object": "model",
-                    "created": 0,
+                    "created": base,
                     "owned_by": mv.family,
                     "forge": {
                         "kind": "model",
@@ -274,7 +298,20 @@ class RouteTable:
                     },
                 }
             )
-        return json.dumps({"object": "list", "data": data}).encode()
+        by_id = {d["id"]: d for d in data}
+        for alias, target in sorted(self.aliases.items()):
+            t = by_id.get(target)
+            data.append(
+                {
+                    "id": alias,
+                    "object": "model",
+                    "created": t["created"] if t else base,
+                    "owned_by": t["owned_by"] if t else "forge",
+                    "forge": {"kind": "alias", "target": target},
+                }
+            )
+        entries = {d["id"]: json.dumps(d).encode() for d in data}  # the same entries the list shows
+        return json.dumps({"object": "list", "data": data}).encode(), entries
 
     def resolve(self, name: str | None, kind: str, body: dict[str, Any] | None) -> Route:
         if name is None or name == "" or name == AUTO:
@@ -289,13 +326,14 @@ class RouteTable:
                     param="model",
                 )
             return route
+        name = self.aliases.get(name, name)
         route = self.by_role.get(name) or self.by_model.get(name)
         if route is not None:
             return route
         if name in self.disabled:
             raise NotFound(f"model {name!r} is disabled in the catalog and is never routed to", param="model")
         raise NotFound(
-            f"unknown model or role {name!r}; valid roles: {self._roles_text()} (GET /v1/models lists model ids)",
+            f"unknown model or role {name[:200]!r}; valid roles: {self._roles_text()} (GET /v1/models lists model ids)",
             param="model",
         )
 

@@ -1,22 +1,76 @@
-"""Cheap shape checks of request bodies: the fields the gateway relies on, with OpenAI-style messages.
+"""Request validation before anything is forwarded: strict JSON, the OpenAI API's types, ranges and enums.
 
-Deliberately not a full schema: the backend validates the rest, and a big body (base64 images)
-must not be walked twice on the hot path.
+Every failure is a ``CallerError`` (400) naming the parameter (``param``) in OpenAI's words, so a
+caller's mistake is never forwarded and never a 500. Ranges follow the OpenAI API reference
+(chat completions, completions, embeddings, transcriptions); per-model limits from the catalog
+(``max_output_tokens``, ``context_tokens``) apply on top once the route is known
+(``check_model_limits``). Fields the OpenAI API does not define (llama.cpp's ``top_k``,
+``min_p``, ``chat_template_kwargs``, ...) get type checks only.
+
+One pass over the small parts of a body; the only walk over big data is a strict base64 decode of
+inline images and non-WAV audio (C speed), so a corrupt image is refused here, not by the backend.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
+import math
+import re
 from typing import Any
 
 from .errors import CallerError
 
-__all__ = ["check_chat", "check_completions", "check_embeddings", "parse_json_object", "scan_parts"]
+__all__ = [
+    "EMBEDDING_INPUTS_MAX",
+    "check_chat",
+    "check_completions",
+    "check_embeddings",
+    "check_model_limits",
+    "check_transcription_fields",
+    "parse_json_object",
+    "scan_parts",
+]
 
-_INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "logprobs_top", "top_logprobs")
-_NUM_FIELDS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repeat_penalty")
-_INT_SET = frozenset(_INT_FIELDS)
-_NUM_SET = frozenset(_NUM_FIELDS)
+EMBEDDING_INPUTS_MAX = 2048  # OpenAI: at most 2,048 inputs per embeddings request
+_INT32_MAX = 2**31 - 1  # llama.cpp keeps token counts in int32: a larger value would wrap upstream
+_INT64 = 2**63
+_STOP_MAX = 16  # OpenAI documents 4; llama.cpp takes more and editor clients send ~10, so 16
+_N_MAX = 128
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_PARTS_BY_ROLE = {
+    "user": frozenset({"text", "image_url", "input_audio", "file"}),
+    "system": frozenset({"text"}),
+    "developer": frozenset({"text"}),
+    "assistant": frozenset({"text", "refusal"}),
+    "tool": frozenset({"text"}),
+    "function": frozenset({"text"}),
+}
+_RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+_TOOL_CHOICES = frozenset({"none", "auto", "required"})
+_REASONING_EFFORTS = frozenset({"none", "minimal", "low", "medium", "high"})
+_IMAGE_DETAIL = frozenset({"auto", "low", "high"})
+_AUDIO_FORMATS = frozenset({"wav", "mp3"})
+_ENCODING_FORMATS = frozenset({"float", "base64"})
+_TRANSCRIPTION_FORMATS = frozenset({"json", "text", "srt", "verbose_json", "vtt"})
+# (min, max) per number field; None: unbounded on that side.
+_NUM_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "min_p": (0.0, 1.0),
+    "repeat_penalty": (0.0, None),
+}
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "max_tokens": (1, _INT32_MAX),
+    "max_completion_tokens": (1, _INT32_MAX),
+    "n": (1, _N_MAX),
+    "seed": (-_INT64, _INT64 - 1),
+    "top_k": (0, _INT32_MAX),
+    "top_logprobs": (0, 20),
+}
 _JSON_TYPES = {
     dict: "an object",
     list: "an array",
@@ -26,6 +80,9 @@ _JSON_TYPES = {
     float: "a number",
     type(None): "null",
 }
+# A lone UTF-16 surrogate escape (\ud800 without its pair, or a stray low half): valid JSON syntax,
+# but no valid text; Python would carry it until an encode fails deep in the relay.
+_SURROGATE = re.compile(rb"(\\+)u[dD]([89abAB][0-9a-fA-F]{2})(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|(\\+)u[dD][c-fC-F]")
 
 
 def _got(v: Any) -> str:
@@ -36,79 +93,330 @@ def _bad(field: str, expected: str, v: Any) -> CallerError:
     return CallerError(f"Invalid type for '{field}': expected {expected}, but got {_got(v)} instead.", param=field)
 
 
+def _value(field: str, why: str) -> CallerError:
+    return CallerError(f"Invalid value for '{field}': {why}", param=field, code="invalid_value")
+
+
+def _missing(field: str) -> CallerError:
+    return CallerError(f"Missing required parameter: '{field}'.", param=field, code="missing_required_parameter")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if math.isinf(v):
+        raise ValueError(f"number {text[:40]} is out of range (numbers must be finite)")
+    return v
+
+
+def _lone_surrogate(raw: bytes) -> bool:
+    for m in _SURROGATE.finditer(raw):
+        slashes = m.group(1) or m.group(3)
+        if len(slashes) % 2 == 0:
+            continue  # an escaped backslash followed by the letters "ud8..": plain text
+        if m.group(3) is not None or m.end() - m.start() == len(slashes) + 5:
+            return True  # a low half alone, or a high half with no low half after it
+    return False
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse strictly: no NaN/Infinity, no numbers that overflow to infinity, no lone surrogates."""
     if not raw:
         raise CallerError("request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise CallerError("request body is nested too deeply") from None
     except ValueError as exc:
         raise CallerError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise CallerError(f"request body must be a JSON object, but got {_got(body)}")
+    if b"\\u" in raw and _lone_surrogate(raw):
+        raise CallerError("request body is not valid JSON text: it contains an unpaired UTF-16 surrogate escape")
     return body
+
+
+# ---------------------------------------------------------------------- scalars
+def _check_int(body: dict[str, Any], f: str, lo: int, hi: int) -> None:
+    v = body[f]
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f, "an integer", v)
+    if v < lo:
+        raise _value(f, f"{v} is less than the minimum of {lo}.")
+    if v > hi:
+        raise _value(f, f"{v} is greater than the maximum of {hi}.")
+
+
+def _check_num(body: dict[str, Any], f: str, lo: float | None, hi: float | None) -> None:
+    v = body[f]
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(f, "a number", v)
+    if lo is not None and v < lo:
+        raise _value(f, f"{v} is less than the minimum of {lo:g}.")
+    if hi is not None and v > hi:
+        raise _value(f, f"{v} is greater than the maximum of {hi:g}.")
+
+
+def _check_str(v: Any, f: str, *, enum: frozenset[str] | None = None, nonempty: bool = False) -> None:
+    if not isinstance(v, str):
+        raise _bad(f, "a string", v)
+    if nonempty and not v:
+        raise _value(f, "must not be empty.")
+    if enum is not None and v not in enum:
+        raise _value(f, f"{v[:64]!r} is not one of {', '.join(sorted(enum))}.")
+
+
+def _check_bool(body: dict[str, Any], f: str) -> None:
+    v = body.get(f)
+    if v is not None and not isinstance(v, bool):
+        raise _bad(f, "a boolean", v)
 
 
 def _common(body: dict[str, Any]) -> None:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model", "a string", model)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _bad("stream", "a boolean", stream)
+    _check_bool(body, "stream")
     keys = body.keys()
-    for f in keys & _INT_SET:
-        v = body[f]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise _bad(f, "an integer", v)
-        if isinstance(v, int) and not isinstance(v, bool) and v < 0:
-            raise CallerError(f"Invalid value for '{f}': must be >= 0, got {v}.", param=f)
-    for f in keys & _NUM_SET:
-        v = body[f]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise _bad(f, "a number", v)
+    for f in keys & _INT_RANGES.keys():
+        _check_int(body, f, *_INT_RANGES[f])
+    for f in keys & _NUM_RANGES.keys():
+        _check_num(body, f, *_NUM_RANGES[f])
     stop = body.get("stop")
-    if stop is not None and not isinstance(stop, (str, list)):
-        raise _bad("stop", "a string or an array of strings", stop)
+    if stop is not None:
+        if isinstance(stop, list):
+            if len(stop) > _STOP_MAX:
+                raise _value("stop", f"{len(stop)} sequences given; at most {_STOP_MAX} are accepted.")
+            for i, s in enumerate(stop):
+                if not isinstance(s, str):
+                    raise _bad(f"stop[{i}]", "a string", s)
+        elif not isinstance(stop, str):
+            raise _bad("stop", "a string or an array of strings", stop)
     so = body.get("stream_options")
-    if so is not None and not isinstance(so, dict):
-        raise _bad("stream_options", "an object", so)
+    if so is not None:
+        if not isinstance(so, dict):
+            raise _bad("stream_options", "an object", so)
+        if body.get("stream") is not True:
+            raise CallerError(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+            )
+        if "include_usage" in so and not isinstance(so["include_usage"], bool):
+            raise _bad("stream_options.include_usage", "a boolean", so["include_usage"])
+    lb = body.get("logit_bias")
+    if lb is not None:
+        if not isinstance(lb, dict):
+            raise _bad("logit_bias", "an object", lb)
+        for tok, bias in lb.items():
+            if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+                raise _value(f"logit_bias.{tok[:32]}", "biases must be numbers between -100 and 100.")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _bad("user", "a string", user)
+
+
+# ---------------------------------------------------------------------- chat
+def _check_b64(data: str, field: str, what: str) -> None:
+    try:
+        binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise _value(field, f"the {what} is not valid base64.") from None
+
+
+def _check_part(part: Any, role: str, i: int, j: int) -> None:
+    f = f"messages[{i}].content[{j}]"
+    if not isinstance(part, dict):
+        raise _bad(f, "an object", part)
+    t = part.get("type")
+    if not isinstance(t, str):
+        raise _missing(f"{f}.type") if t is None else _bad(f"{f}.type", "a string", t)
+    allowed = _PARTS_BY_ROLE.get(role, frozenset())
+    if t not in allowed:
+        known = t in _PARTS_BY_ROLE["user"] or t == "refusal"
+        why = f"a {role} message cannot carry {t!r} parts" if known else f"unknown content part type {t[:64]!r}"
+        raise _value(f"{f}.type", f"{why} (allowed: {', '.join(sorted(allowed))}).")
+    if t == "text" or t == "refusal":
+        if not isinstance(part.get(t), str):
+            raise _missing(f"{f}.{t}") if part.get(t) is None else _bad(f"{f}.{t}", "a string", part.get(t))
+    elif t == "image_url":
+        iu = part.get("image_url")
+        if not isinstance(iu, dict):
+            raise _missing(f"{f}.image_url") if iu is None else _bad(f"{f}.image_url", "an object", iu)
+        url = iu.get("url")
+        if not isinstance(url, str) or not url:
+            raise _missing(f"{f}.image_url.url") if url is None else _bad(f"{f}.image_url.url", "a URL string", url)
+        if "detail" in iu and iu["detail"] is not None:
+            _check_str(iu["detail"], f"{f}.image_url.detail", enum=_IMAGE_DETAIL)
+        if url.startswith("data:"):
+            head, sep, data = url.partition(",")
+            if not sep or not head.endswith(";base64"):
+                raise _value(f"{f}.image_url.url", "a data URL must be data:<type>;base64,<data>.")
+            if not data:
+                raise _value(f"{f}.image_url.url", "the image data is empty.")
+            _check_b64(data, f"{f}.image_url.url", "image data")
+        elif not url.startswith(("http://", "https://")):
+            raise _value(f"{f}.image_url.url", "expected an http(s) URL or a base64 data URL.")
+    elif t == "input_audio":
+        ia = part.get("input_audio")
+        if not isinstance(ia, dict):
+            raise _missing(f"{f}.input_audio") if ia is None else _bad(f"{f}.input_audio", "an object", ia)
+        fmt = ia.get("format")
+        if fmt is not None:
+            _check_str(fmt, f"{f}.input_audio.format", enum=_AUDIO_FORMATS)
+        data = ia.get("data")
+        if not isinstance(data, str) or not data:
+            raise _missing(f"{f}.input_audio.data") if data is None else _bad(f"{f}.input_audio.data", "base64", data)
+        if fmt == "mp3":
+            _check_b64(data, f"{f}.input_audio.data", "audio data")  # WAV is checked with its duration
+    elif t == "file":
+        fo = part.get("file")
+        if not isinstance(fo, dict):
+            raise _missing(f"{f}.file") if fo is None else _bad(f"{f}.file", "an object", fo)
+
+
+def _check_message(m: Any, i: int) -> None:
+    if not isinstance(m, dict):
+        raise _bad(f"messages[{i}]", "an object", m)
+    role = m.get("role")
+    if role is None:
+        raise _missing(f"messages[{i}].role")
+    if not isinstance(role, str):
+        raise _bad(f"messages[{i}].role", "a string", role)
+    if role not in _ROLES:
+        raise _value(
+            f"messages[{i}].role",
+            f"{role[:64]!r} is not one of {', '.join(sorted(_ROLES))}.",
+        )
+    content = m.get("content")
+    if content is None:
+        # An assistant turn may be only tool calls (or a refusal); every other role needs content.
+        if role != "assistant" or not (m.get("tool_calls") or m.get("function_call") or m.get("refusal")):
+            raise _missing(f"messages[{i}].content")
+    elif isinstance(content, list):
+        if not content and role != "assistant":
+            raise _value(f"messages[{i}].content", "empty array; expected at least one content part.")
+        for j, part in enumerate(content):
+            _check_part(part, role, i, j)
+    elif not isinstance(content, str):
+        raise _bad(f"messages[{i}].content", "a string or an array of content parts", content)
+    if role == "tool":
+        tcid = m.get("tool_call_id")
+        if not isinstance(tcid, str):
+            raise (
+                _missing(f"messages[{i}].tool_call_id")
+                if tcid is None
+                else _bad(f"messages[{i}].tool_call_id", "a string", tcid)
+            )
+    name = m.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _bad(f"messages[{i}].name", "a string", name)
+    tc = m.get("tool_calls")
+    if tc is not None and not isinstance(tc, list):
+        raise _bad(f"messages[{i}].tool_calls", "an array", tc)
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _bad("tools", "an array", tools)
+        if len(tools) > 128:
+            raise _value("tools", f"{len(tools)} tools given; at most 128 are accepted.")
+        for k, t in enumerate(tools):
+            f = f"tools[{k}]"
+            if not isinstance(t, dict):
+                raise _bad(f, "an object", t)
+            _check_str(t.get("type"), f"{f}.type", enum=frozenset({"function"}))
+            fn = t.get("function")
+            if not isinstance(fn, dict):
+                raise _missing(f"{f}.function") if fn is None else _bad(f"{f}.function", "an object", fn)
+            name = fn.get("name")
+            if not isinstance(name, str):
+                raise _missing(f"{f}.function.name") if name is None else _bad(f"{f}.function.name", "a string", name)
+            if not _TOOL_NAME.fullmatch(name):
+                raise _value(f"{f}.function.name", "must be 1-64 characters of a-z, A-Z, 0-9, _ and -.")
+            params = fn.get("parameters")
+            if params is not None and not isinstance(params, dict):
+                raise _bad(f"{f}.function.parameters", "an object (a JSON Schema)", params)
+    tc = body.get("tool_choice")
+    if tc is not None:
+        if isinstance(tc, str):
+            _check_str(tc, "tool_choice", enum=_TOOL_CHOICES)
+        elif isinstance(tc, dict):
+            fn = tc.get("function")
+            if tc.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _value("tool_choice", 'expected {"type": "function", "function": {"name": ...}}.')
+        else:
+            raise _bad("tool_choice", "a string or an object", tc)
+        if tc != "none" and not tools:
+            raise CallerError("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
+    _check_bool(body, "parallel_tool_calls")
 
 
 def check_chat(body: dict[str, Any]) -> None:
     _common(body)
     messages = body.get("messages")
     if messages is None:
-        raise CallerError(
-            "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
-        )
+        raise _missing("messages")
     if not isinstance(messages, list):
         raise _bad("messages", "an array", messages)
     if not messages:
         raise CallerError("Invalid 'messages': empty array. Expected an array with minimum length 1.", param="messages")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise _bad(f"messages[{i}]", "an object", m)
-        role = m.get("role")
-        if not isinstance(role, str):
-            raise _bad(f"messages[{i}].role", "a string", role)
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise _bad(f"messages[{i}].content", "a string or an array of content parts", content)
+        _check_message(m, i)
     rf = body.get("response_format")
-    if rf is not None and not isinstance(rf, dict):
-        raise _bad("response_format", "an object", rf)
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise _bad("tools", "an array", tools)
+    if rf is not None:
+        if not isinstance(rf, dict):
+            raise _bad("response_format", "an object", rf)
+        _check_str(rf.get("type"), "response_format.type", enum=_RESPONSE_FORMATS)
+        if rf["type"] == "json_schema" and not isinstance(rf.get("json_schema"), dict):
+            raise _missing("response_format.json_schema")
+    _check_tools(body)
+    _check_bool(body, "logprobs")
+    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+        raise CallerError("'top_logprobs' is only allowed when 'logprobs' is true.", param="top_logprobs")
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        _check_str(effort, "reasoning_effort", enum=_REASONING_EFFORTS)
+    ctk = body.get("chat_template_kwargs")
+    if ctk is not None and not isinstance(ctk, dict):
+        raise _bad("chat_template_kwargs", "an object", ctk)
+
+
+# ---------------------------------------------------------------------- completions / embeddings
+def _token_array(v: list[Any]) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= _INT32_MAX for t in v)
 
 
 def check_completions(body: dict[str, Any]) -> None:
     _common(body)
     prompt = body.get("prompt")
     if prompt is None:
-        raise CallerError("Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter")
-    if not isinstance(prompt, (str, list)):
+        raise _missing("prompt")
+    if isinstance(prompt, list):
+        if not prompt:
+            raise _value("prompt", "empty array.")
+        if not (
+            all(isinstance(p, str) for p in prompt)
+            or _token_array(prompt)
+            or all(isinstance(p, list) and p and _token_array(p) for p in prompt)
+        ):
+            raise _bad("prompt", "a string, an array of strings, or token arrays", prompt)
+    elif not isinstance(prompt, str):
         raise _bad("prompt", "a string or an array", prompt)
+    _check_bool(body, "echo")
+    for f, hi in (("logprobs", 5), ("best_of", 20)):
+        if f in body:
+            _check_int(body, f, 0 if f == "logprobs" else 1, hi)
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise _bad("suffix", "a string", suffix)
 
 
 def check_embeddings(body: dict[str, Any]) -> None:
@@ -117,15 +425,61 @@ def check_embeddings(body: dict[str, Any]) -> None:
         raise _bad("model", "a string", model)
     inp = body.get("input")
     if inp is None:
-        raise CallerError("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
-    if not isinstance(inp, (str, list)):
+        raise _missing("input")
+    if isinstance(inp, str):
+        if not inp:
+            raise CallerError("Invalid 'input': must not be empty.", param="input")
+    elif isinstance(inp, list):
+        if not inp:
+            raise CallerError("Invalid 'input': must not be empty.", param="input")
+        if len(inp) > EMBEDDING_INPUTS_MAX:
+            raise _value("input", f"{len(inp)} inputs given; at most {EMBEDDING_INPUTS_MAX} per request.")
+        if all(isinstance(s, str) for s in inp):
+            for i, s in enumerate(inp):
+                if not s:
+                    raise _value(f"input[{i}]", "must not be empty.")
+        elif not (_token_array(inp) or all(isinstance(p, list) and p and _token_array(p) for p in inp)):
+            raise _bad("input", "a string, an array of strings, or token arrays", inp)
+    else:
         raise _bad("input", "a string or an array", inp)
-    if isinstance(inp, (str, list)) and len(inp) == 0:
-        raise CallerError("Invalid 'input': must not be empty.", param="input")
+    fmt = body.get("encoding_format")
+    if fmt is not None:
+        _check_str(fmt, "encoding_format", enum=_ENCODING_FORMATS)
+    if "dimensions" in body:
+        _check_int(body, "dimensions", 1, 65536)
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _bad("user", "a string", user)
+
+
+def check_transcription_fields(fields: dict[str, str]) -> None:
+    """The text fields of a transcription form (the file is checked with its duration)."""
+    fmt = fields.get("response_format")
+    if fmt is not None:
+        _check_str(fmt, "response_format", enum=_TRANSCRIPTION_FORMATS)
+    temp = fields.get("temperature")
+    if temp is not None:
+        try:
+            v = float(temp)
+        except ValueError:
+            raise _bad("temperature", "a number", temp) from None
+        if not 0.0 <= v <= 1.0:
+            raise _value("temperature", f"{temp[:20]} is outside 0 to 1.")
+
+
+def check_model_limits(body: dict[str, Any], model_id: str, max_output: int | None, context: int | None) -> None:
+    """The catalog's per-model limits, tighter than the API's own (call once the route is known)."""
+    cap = min((c for c in (max_output, context) if c), default=None)
+    if cap is None:
+        return
+    for f in ("max_tokens", "max_completion_tokens"):
+        v = body.get(f)
+        if isinstance(v, int) and not isinstance(v, bool) and v > cap:
+            raise _value(f, f"{v} is too large: model {model_id!r} supports at most {cap} output tokens.")
 
 
 def scan_parts(body: dict[str, Any]) -> tuple[bool, list[dict[str, Any]]]:
-    """(has an image part, the input_audio objects) of a chat body."""
+    """(has an image part, the input_audio objects) of a chat body (already checked by ``check_chat``)."""
     image = False
     audio: list[dict[str, Any]] = []
     for m in body.get("messages") or ():
