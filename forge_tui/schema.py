@@ -223,8 +223,9 @@ class DeprecateRequest(_M):
 
 class PreflightCheck(_M):
     name: str
-    outcome: str  # pass, warn, fail
+    outcome: str  # pass, warn, fail, unproven (could not be checked: blocks like fail unless forced)
     evidence: str
+    fix: str | None = None  # how to make a failed or unproven check pass
 
 
 class PreflightResult(_M):
@@ -236,4 +237,4 @@ class PreflightResult(_M):
 
     @property
     def blocked(self) -> bool:
-        return any(c.outcome == "fail" for c in self.checks)
+        return any(c.outcome in ("fail", "unproven") for c in self.checks)
