@@ -234,9 +234,7 @@ class OperatorService:
                     return ChangeResult(ok=False, message=str(exc))
             failed = [c for c in pf.checks if c.outcome in ("fail", "unproven")]  # cannot prove = blocked
             if failed:
-                evidence = "; ".join(
-                    f"{c.name}: {'could not check: ' if c.outcome == 'unproven' else ''}{c.evidence}" for c in failed
-                )
+                evidence = "; ".join(f"{c.name}: {c.evidence}" for c in failed)
                 if not force:
                     return ChangeResult(ok=False, message=f"preflight failed for {model!r} in {role!r}: {evidence}")
                 forced_note = evidence
