@@ -144,7 +144,9 @@ async def test_everything_down_is_a_clear_unreachable_error(two) -> None:
             for lst in listeners:
                 await lst.stop()
         msg = ei.value.body["message"]
-        assert ei.value.status_code == 502 and "a: circuit open" in msg and "b: circuit open" in msg
+        # One answer for "nothing can serve this role": 503, every backend's reason, Retry-After.
+        assert ei.value.status_code == 503 and "a: circuit open" in msg and "b: circuit open" in msg
+        assert "no backend can serve this right now" in msg and ei.value.response.headers["Retry-After"]
         assert h.gw.backends["a"].breaker.state() == "open" and h.gw.backends["b"].breaker.state() == "open"
         rec = await h.record(ei.value.response.headers["x-forge-request-id"])
         assert rec.error_class is ErrorClass.UPSTREAM_UNREACHABLE

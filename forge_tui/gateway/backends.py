@@ -19,7 +19,7 @@ import aiohttp
 from ..config.models import Backend, BackendKind
 from .errors import Saturated
 
-__all__ = ["DOWN", "READY", "STARTING", "UNKNOWN", "BackendRuntime", "Breaker", "HealthProber", "Limiter"]
+__all__ = ["DOWN", "READY", "STARTING", "UNKNOWN", "BackendBad", "BackendRuntime", "Breaker", "HealthProber", "Limiter"]
 
 READY = "ready"
 STARTING = "starting"
@@ -35,10 +35,15 @@ def is_startup_text(text: str) -> bool:
     return any(m in low for m in STARTUP_MARKERS)
 
 
-class Breaker:
-    """Opens after ``failures`` consecutive connect failures; after ``reset_s`` lets one trial through."""
+class BackendBad(Exception):
+    """The backend turned bad while a request waited on it (queued, or no answer yet): go elsewhere."""
 
-    __slots__ = ("_clock", "consecutive", "failures", "opened_at", "reset_s", "trial")
+
+class Breaker:
+    """Opens after ``failures`` consecutive failures (connect failures, read timeouts); after ``reset_s``
+    lets one trial through. ``on_open`` is called when it opens."""
+
+    __slots__ = ("_clock", "consecutive", "failures", "on_open", "opened_at", "reset_s", "trial")
 
     def __init__(self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.failures = failures
@@ -47,6 +52,7 @@ class Breaker:
         self.opened_at: float | None = None
         self.trial = False  # a half-open trial request is in flight
         self._clock = clock
+        self.on_open: Callable[[], None] | None = None
 
     def state(self) -> str:
         if self.opened_at is None:
@@ -76,8 +82,11 @@ class Breaker:
 
     def failure(self) -> None:
         self.consecutive += 1
+        was_closed = self.opened_at is None
         if self.trial or self.consecutive >= self.failures:
             self.opened_at = self._clock()
+            if was_closed and self.on_open is not None:
+                self.on_open()
         self.trial = False
 
     def abandon(self) -> None:
@@ -119,15 +128,47 @@ class Limiter:
         if image:
             self.image_inflight += 1
 
-    def try_acquire(self, image: bool) -> bool:
-        if not self._waiters and self._fits(image):
-            self._take(image)
-            return True
-        return False
+    @property
+    def free(self) -> bool:
+        """A text request would get a slot right now."""
+        return self.inflight < self.limit and not any(not w.fut.done() and not w.image for w in self._waiters)
 
-    async def acquire(self, image: bool) -> None:
+    def try_acquire(self, image: bool) -> bool:
+        if not self._fits(image):
+            return False
+        # Arrival order among requests that could use the slot; an image waiter held by the image
+        # cap cannot use it, so it never blocks a text request that fits.
+        for w in self._waiters:
+            if not w.fut.done() and self._fits(w.image):
+                return False
+        self._take(image)
+        return True
+
+    def fail_waiters(self, exc: BaseException) -> int:
+        """The backend turned bad: every queued request moves on now (sees ``exc``). Returns how many."""
+        n = 0
+        for w in list(self._waiters):
+            if not w.fut.done():
+                w.fut.set_exception(exc)
+                n += 1
+        self._waiters.clear()
+        return n
+
+    async def acquire(
+        self,
+        image: bool,
+        *,
+        spill_after_s: float | None = None,
+        spill: Callable[[], object | None] | None = None,
+    ) -> object | None:
+        """Wait (FIFO, bounded) for a slot; None once it is held.
+
+        With ``spill``: after ``spill_after_s`` in the queue, ``spill()`` is asked (then again every
+        few ms while waiting) whether the request should go elsewhere; whatever non-None it returns
+        is returned instead, and the place in this queue is given up.
+        """
         if self.try_acquire(image):
-            return
+            return None
         if self.queued >= self.queue_limit:
             raise Saturated(
                 f"backend {self.name!r} is at its concurrency cap ({self.limit}"
@@ -138,10 +179,23 @@ class Limiter:
         self._waiters.append(w)
         try:
             async with asyncio.timeout(self.queue_timeout_s):
-                await w.fut
+                if spill is None or spill_after_s is None:
+                    await w.fut
+                    return None
+                step = spill_after_s
+                while True:
+                    await asyncio.wait((w.fut,), timeout=step)
+                    if w.fut.done():
+                        w.fut.result()  # raises BackendBad when the backend turned bad meanwhile
+                        return None
+                    other = spill()
+                    if other is not None:
+                        self._drop(w)
+                        return other
+                    step = max(0.005, min(0.05, spill_after_s / 4))
         except TimeoutError:
             if w.granted:
-                return  # the slot arrived as the timer fired: keep it
+                return None  # the slot arrived as the timer fired: keep it
             self._drop(w)
             raise Saturated(
                 f"backend {self.name!r} had no free slot within {self.queue_timeout_s:g}s "
@@ -154,6 +208,7 @@ class Limiter:
             else:
                 self._drop(w)
             raise
+        return None
 
     def _drop(self, w: _Waiter) -> None:
         try:
@@ -194,6 +249,22 @@ class BackendRuntime:
     down_since: float | None = None  # monotonic time the probe first saw it down
     loaded: frozenset[str] = frozenset()
     model_states: dict[str, str] = field(default_factory=dict)
+    # Why the request path distrusts it (a connect timeout, the circuit opening, a failed probe) until
+    # the next answer from it; routing skips a suspect backend like a down one.
+    suspect: str | None = None
+    suspect_until: float = 0.0  # monotonic; a suspect backend gets another chance after the breaker's reset time
+    # Called with the reason when the backend turns bad (the upstream cancels what waits on it).
+    bad_listeners: list[Callable[[str], None]] = field(default_factory=list)
+    # What happened on the request path, for /metrics by backend and host (also the pool's
+    # connection counts): connect_timeout, connect_refused, read_timeout, went_bad, redispatched,
+    # cancelled_upstream, spilled_from, spilled_to, no_replay, connections_opened, stale_closed, stray_closed.
+    events: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The open circuit itself keeps requests away (and lets its half-open trial through).
+        self.breaker.on_open = lambda: self.mark_bad(
+            f"circuit opened after {self.breaker.consecutive} consecutive failures", suspect=False
+        )
 
     @property
     def host(self) -> str:
@@ -204,7 +275,33 @@ class BackendRuntime:
         return self.cfg.kind
 
     def usable(self) -> bool:
-        return self.health != DOWN and self.breaker.allows()
+        if self.suspect is not None and time.monotonic() >= self.suspect_until:
+            self.suspect = None
+        return self.health != DOWN and self.suspect is None and self.breaker.allows()
+
+    def count(self, event: str, n: int = 1) -> None:
+        self.events[event] = self.events.get(event, 0) + n
+
+    def mark_bad(self, reason: str, *, suspect: bool = True) -> None:
+        """The backend is known bad: skip it, move its queued requests on, cancel what waits on it.
+
+        Called on a connect timeout and when the circuit opens (the request path), and through
+        ``set_health(DOWN, ...)`` when the health probe fails: whichever module runs the probe loop
+        must report through ``set_health`` (or call this) for a frozen backend to be left at once.
+        """
+        self.count("went_bad")
+        if suspect:
+            self.suspect = reason
+            self.suspect_until = time.monotonic() + self.breaker.reset_s
+        moved = self.limiter.fail_waiters(BackendBad(f"backend {self.name!r} on {self.host}: {reason}"))
+        if moved:
+            self.count("redispatched", moved)
+        for cb in list(self.bad_listeners):
+            cb(reason)
+
+    def answered(self) -> None:
+        """The backend answered (a request or a probe): it is no longer suspect."""
+        self.suspect = None
 
     def maybe_starting(self, now: float) -> bool:
         """Down by the probe, but recently enough that it may be restarting (within its warmup window)."""
@@ -214,9 +311,12 @@ class BackendRuntime:
         b = self.breaker.state()
         if b == "open":
             return "circuit-open"
+        if self.suspect is not None and self.health != DOWN:
+            return "suspect"
         return self.health
 
     def set_health(self, health: str, detail: str | None) -> None:
+        went_down = health == DOWN and self.health != DOWN
         if health == DOWN:
             if self.health != DOWN or self.down_since is None:
                 self.down_since = time.monotonic()
@@ -224,9 +324,12 @@ class BackendRuntime:
             self.model_states = {}
         else:
             self.down_since = None
+            self.suspect = None  # the probe got an answer
         self.health = health
         self.detail = detail
         self.checked_at = time.time()
+        if went_down:
+            self.mark_bad(detail or "health probe failed")
 
 
 def describe_connect_error(exc: BaseException) -> tuple[bool, str]:

@@ -566,6 +566,21 @@ class Pool:
                 n += 1
         return n
 
+    def fail_all(self, exc: BaseException) -> int:
+        """Fail every request in flight on this pool (the gateway is stopping). Returns how many."""
+        n = 0
+        for conn in list(self._all):
+            w = conn.head_waiter
+            resp = conn.resp
+            if (w is not None and not w.done()) or (resp is not None and not resp.done):
+                conn.fail(exc)
+                n += 1
+        return n
+
+    async def connect_once(self) -> _Conn:
+        """A new connection (not yet used): e.g. to learn whether the backend still listens."""
+        return await self._connect()
+
     async def _connect(self) -> _Conn:
         loop = _get_loop()
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from ..errortext import error_message
 from ..telemetry.records import ErrorClass
 from . import http1, thinking
 from .audio import FormPart, encode_multipart
-from .backends import DOWN, BackendRuntime, is_startup_text
+from .backends import DOWN, BackendBad, BackendRuntime, is_startup_text
 from .errors import (
     GatewayError,
     Saturated,
@@ -34,9 +35,13 @@ from .errors import (
 from .routing import Candidate, Route
 from .stream import dump_bytes
 
-__all__ = ["FormPayload", "JsonPayload", "Opened", "Payload", "Upstream", "extract_message"]
+__all__ = ["FormPayload", "GatewayShutdown", "JsonPayload", "Opened", "Payload", "Upstream", "extract_message"]
 
-CONNECT_TIMEOUT_S = 5.0
+# Idle keep-alive connections are not reused after this long: below llama.cpp's own keep-alive
+# timeout (5 s in its HTTP server), so the backend never closes one just as a request goes out.
+IDLE_TTL_S = 4.0
+_READY_TIMEOUT_S = 2.0  # a last-resort readiness check's wait for the health path's answer
+_RETRY_READY_S = 0.5  # a backend ready by its health path that still refused the request: ask again after
 _ERROR_BODY_LIMIT = 64 * 1024
 _LOG_TAIL_BYTES = 256 * 1024
 _JSON_HEADERS = [("Content-Type", "application/json")]
@@ -107,6 +112,7 @@ class Opened:
     fallback: bool
     notes: list[str] = field(default_factory=list)
     cold_start: bool = False  # waited out a startup signal (or a down backend's warmup window) first
+    spill_from: str | None = None  # spill-over: the full backend this request left for a free slot here
     _done: bool = False
 
     def close(self, *, abort: bool = False) -> None:
@@ -123,100 +129,260 @@ def extract_message(text: str) -> str:
     return error_message(text)
 
 
+class GatewayShutdown(GatewayError):
+    """The gateway stopped while this request was still being answered (not the caller's doing)."""
+
+    status = 503
+    error_class = ErrorClass.GATEWAY_SHUTDOWN
+    type = "server_error"
+    code = "gateway_shutdown"
+
+
 class Upstream:
+    """The request path's way to the backends: one keep-alive pool per backend, the walk, the waits.
+
+    Hooks for the rest of the gateway: ``BackendRuntime.mark_bad`` (called by the request path and,
+    through ``set_health(DOWN, ...)``, by the health probe) cancels what waits on that backend here;
+    ``shutdown`` ends what is still in flight when the gateway stops.
+    """
+
     def __init__(self, backends: dict[str, BackendRuntime], session: aiohttp.ClientSession) -> None:
         self.backends = backends
         self.session = session  # side requests only (llama-swap logs); the request path uses the pools
-        self.pools = {
-            name: http1.Pool.for_url(
+        self.stopping: str | None = None  # set by shutdown(): new requests are refused with this
+        self.pools: dict[str, http1.Pool] = {}
+        self._listeners: list[tuple[BackendRuntime, Callable[[str], None]]] = []
+        for name, b in backends.items():
+            pool = http1.Pool.for_url(
                 b.cfg.base_url,
-                connect_timeout=CONNECT_TIMEOUT_S,
+                connect_timeout=b.cfg.connect_timeout_s,
                 read_timeout=b.cfg.request_timeout_s,
                 max_idle=max(8, 2 * b.cfg.max_concurrency),
+                idle_ttl_s=IDLE_TTL_S,
+                counts=b.events,
             )
-            for name, b in backends.items()
-        }
+            self.pools[name] = pool
+            cb = _canceller(b, pool)
+            b.bad_listeners.append(cb)
+            self._listeners.append((b, cb))
 
     def close(self) -> None:
+        for b, cb in self._listeners:
+            if cb in b.bad_listeners:
+                b.bad_listeners.remove(cb)
+        self._listeners.clear()
         for p in self.pools.values():
             p.close()
 
-    async def open(self, route: Route, path: str, payload: Payload, *, image: bool = False) -> Opened:
+    def shutdown(self, reason: str = "the gateway is shutting down") -> int:
+        """End every request still waiting on a backend or relaying (the drain timeout passed): each
+        answers a ``gateway_shutdown`` error (in-stream: an error event and ``[DONE]``). Returns how many."""
+        self.stopping = reason
+        n = 0
+        for name, p in self.pools.items():
+            exc = GatewayShutdown(f"{reason}: the request was cut off before its answer was complete")
+            n += p.fail_all(exc)
+            n += self.backends[name].limiter.fail_waiters(exc)
+        return n
+
+    async def open(
+        self, route: Route, path: str, payload: Payload, *, image: bool = False, skip: frozenset[str] = frozenset()
+    ) -> Opened:
+        """The first candidate that answers 2xx. ``skip``: backends already tried for this request."""
+        if self.stopping is not None:
+            raise GatewayShutdown(f"{self.stopping}: not taking new requests")
         cands = route.candidates
+        if skip:
+            cands = tuple(c for c in cands if c.backend not in skip)
         if cands:
             first = cands[0]
             be = self.backends[first.backend]
             if be.usable():  # the common case: the first placement is up
                 try:
-                    return await self._attempt(first, be, path, payload, image, cands, 0, last_resort=False)
+                    return await self._attempt(first, be, path, payload, image, cands, 0, route)
                 except (Saturated, UpstreamUnreachable, UpstreamStartup) as exc:
-                    if len(cands) == 1:
-                        raise
-                    return await self._walk(route, path, payload, image, exc)
-        return await self._walk(route, path, payload, image, None)
+                    return await self._walk(route, cands, path, payload, image, exc)
+        return await self._walk(route, cands, path, payload, image, None)
 
     async def _walk(
-        self, route: Route, path: str, payload: Payload, image: bool, first_failure: GatewayError | None
+        self,
+        route: Route,
+        cands: tuple[Candidate, ...],
+        path: str,
+        payload: Payload,
+        image: bool,
+        first_failure: GatewayError | None,
     ) -> Opened:
-        cands = route.candidates
         what = f"role {route.role!r}" if route.role else f"model {route.model!r}"
         if not cands:
-            raise UpstreamUnreachable(f"{what}: no enabled model with a placement to send this to")
-        now = time.monotonic()
+            raise _nothing(what, ["no enabled model with a placement to send this to"], startup=False)
         order = [c for c in cands if self.backends[c.backend].usable()]
-        reasons: list[str] = []
+        reasons: dict[str, str] = {}
         saturated: Saturated | None = None
-        failure: GatewayError | None = None
+        full: set[str] = set()  # backends that are up and at their cap: not waited on below
         if first_failure is not None:
             # The first placement was tried already (open's fast path).
-            reasons.append(f"{cands[0].backend}: {first_failure.message}")
+            reasons[cands[0].backend] = first_failure.message
             if isinstance(first_failure, Saturated):
                 saturated = first_failure
-            else:
-                failure = first_failure
+                full.add(cands[0].backend)
             order = [c for c in order if c is not cands[0]]
-        last_resort = False
-        if not order and first_failure is None:
-            # Everything looks down. One recently-down backend may just be restarting: give it its window.
-            order = [
-                c
-                for c in cands
-                if self.backends[c.backend].breaker.allows() and self.backends[c.backend].maybe_starting(now)
-            ][:1]
-            last_resort = True
-        tried_first = first_failure is not None
-        reasons += [self._skip_reason(c) for c in cands if c not in order and not (tried_first and c is cands[0])]
         for i, cand in enumerate(order):
             be = self.backends[cand.backend]
+            if not be.usable():  # turned bad while an earlier candidate was tried
+                continue
             try:
-                opened = await self._attempt(cand, be, path, payload, image, order, i, last_resort=last_resort)
+                opened = await self._attempt(cand, be, path, payload, image, order, i, route)
             except Saturated as exc:
                 saturated = exc
-                reasons.append(f"{cand.backend}: {exc.message}")
+                full.add(cand.backend)
+                reasons[cand.backend] = exc.message
                 continue
             except (UpstreamUnreachable, UpstreamStartup) as exc:
-                failure = exc
-                reasons.append(f"{cand.backend}: {exc.message}")
+                reasons[cand.backend] = exc.message
                 continue
-            opened.fallback = cand is not cands[0]
-            opened.notes = reasons
+            opened.fallback = cand is not cands[0] and opened.spill_from is None
+            opened.notes = [f"{b}: {r}" for b, r in reasons.items()]
             return opened
-        if failure is not None:
-            if len(reasons) > 1:
-                failure.message = f"{what}: " + "; ".join(reasons)
-                failure.args = (failure.message,)
-            raise failure
-        if saturated is not None:
-            raise saturated
-        raise UpstreamUnreachable(f"{what}: no usable placement ({'; '.join(reasons)})")
+        for c in cands:
+            reasons.setdefault(c.backend, self._skip_reason(c))
+        rest = tuple(c for c in cands if c.backend not in full)
+        if saturated is not None and not self._windows(rest):
+            raise saturated  # the ones that are up are full, nothing else may come up: 429, retry shortly
+        return await self._last_resort(route, cands, rest, path, payload, image, reasons, what)
 
     def _skip_reason(self, c: Candidate) -> str:
         be = self.backends[c.backend]
         if be.breaker.state() != "closed":
-            return f"{c.backend}: circuit open after {be.breaker.consecutive} connect failures"
+            return f"circuit open after {be.breaker.consecutive} consecutive failures"
         if be.health == DOWN:
-            return f"{c.backend}: down ({be.detail or 'health probe failed'})"
-        return f"{c.backend}: skipped"
+            return f"down ({be.detail or 'health probe failed'})"
+        if be.suspect is not None:
+            return f"suspect ({be.suspect})"
+        return "skipped"
+
+    def _windows(self, cands: tuple[Candidate, ...]) -> dict[str, float]:
+        """How long each candidate's backend is worth waiting for (monotonic deadline), by backend name.
+
+        Recently down: what is left of its warmup window (it may be restarting); starting or just
+        refused: a warmup window from now; suspect (a connect timeout): one more check; an open
+        circuit or down for longer than its warmup: not at all."""
+        now = time.monotonic()
+        out: dict[str, float] = {}
+        for c in cands:
+            be = self.backends[c.backend]
+            if c.backend in out or not be.breaker.allows():
+                continue
+            if be.health == DOWN:
+                if be.maybe_starting(now):
+                    out[c.backend] = (be.down_since or now) + be.cfg.warmup_timeout_s
+            elif be.suspect is not None:
+                out[c.backend] = now + be.cfg.connect_timeout_s + _READY_TIMEOUT_S
+            else:
+                out[c.backend] = now + be.cfg.warmup_timeout_s
+        return out
+
+    async def _last_resort(
+        self,
+        route: Route,
+        cands: tuple[Candidate, ...],
+        waitable: tuple[Candidate, ...],
+        path: str,
+        payload: Payload,
+        image: bool,
+        reasons: dict[str, str],
+        what: str,
+    ) -> Opened:
+        """Nothing usable served: wait on every candidate that may still come up, all at once, and send
+        the request to whichever is ready first (readiness is asked with the health path, so nothing
+        generates twice); 503 with Retry-After when none comes up within its window."""
+        windows = self._windows(waitable)
+        if not windows:
+            raise _nothing(what, [f"{b}: {r}" for b, r in reasons.items()], startup=False)
+        last: dict[str, str] = {}
+        starting = False
+        pending = {
+            asyncio.ensure_future(self._until_ready(self.backends[name], end, last)): name
+            for name, end in windows.items()
+        }
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    name = pending.pop(t)
+                    be = self.backends[name]
+                    if not t.result():
+                        if be.name in last:
+                            signal = last[be.name]
+                            starting = starting or _is_startup_signal(signal)
+                            reasons[name] = (
+                                f"startup timeout: {_where(be)} was still starting after its warmup timeout of "
+                                f"{be.cfg.warmup_timeout_s:g}s (last: {signal})"
+                            )
+                            if signal == "connection refused":
+                                be.breaker.failure()
+                        continue
+                    for i, c in enumerate(cands):
+                        if c.backend != name:
+                            continue
+                        try:
+                            opened = await self._attempt(c, be, path, payload, image, cands, i, route, last_resort=True)
+                        except (Saturated, UpstreamUnreachable, UpstreamStartup) as exc:
+                            reasons[name] = exc.message
+                            last[name] = exc.message
+                            continue
+                        opened.fallback = c is not cands[0]
+                        opened.cold_start = True
+                        opened.notes = [f"{b}: {r}" for b, r in reasons.items()]
+                        return opened
+                    # Ready by its health path, yet it could not take the request: ask again shortly.
+                    if time.monotonic() + _RETRY_READY_S < windows[name]:
+                        task = asyncio.ensure_future(
+                            self._until_ready(be, windows[name], last, first_delay=_RETRY_READY_S)
+                        )
+                        pending[task] = name
+        finally:
+            for t in pending:
+                t.cancel()
+        raise _nothing(what, [f"{b}: {r}" for b, r in reasons.items()], startup=starting)
+
+    async def _until_ready(
+        self, be: BackendRuntime, end: float, last: dict[str, str], first_delay: float = 0.0
+    ) -> bool:
+        """Poll ``be``'s health path (backoff 0.1 -> 1 s) until it answers ready (True) or ``end`` (False)."""
+        if first_delay:
+            await asyncio.sleep(first_delay)
+        delay = 0.1
+        while True:
+            ready, signal = await self._ready_once(be)
+            if ready:
+                be.answered()
+                be.breaker.success()
+                return True
+            last[be.name] = signal
+            if time.monotonic() + delay > end:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.6, 1.0)
+
+    async def _ready_once(self, be: BackendRuntime) -> tuple[bool, str]:
+        pool = self.pools[be.name]
+        try:
+            resp = await pool.request("GET", be.cfg.health_path, b"", [], read_timeout=_READY_TIMEOUT_S)
+        except http1.ConnectRefused:
+            return False, "connection refused"
+        except http1.ConnectFailed as exc:
+            return False, f"unreachable: {exc.strerror or exc}"
+        except http1.ReadTimeout:
+            return False, f"no answer to {be.cfg.health_path} within {_READY_TIMEOUT_S:g}s"
+        except (http1.Disconnected, http1.MalformedResponse, BackendBad) as exc:
+            return False, f"{be.cfg.health_path} failed: {exc}"
+        status = resp.status
+        text = (await _read_limited(resp)).decode("utf-8", "replace")
+        if status == 200 or (be.kind is not BackendKind.LLAMA_SERVER and status < 500):
+            return True, "ready"
+        msg = extract_message(text)
+        return False, f"HTTP {status} {msg}"
 
     def _others_usable(self, order: tuple[Candidate, ...] | list[Candidate], i: int, *, refused: bool) -> bool:
         """Can a later candidate serve (so a startup signal means: move on rather than wait)?
@@ -239,21 +405,38 @@ class Upstream:
         image: bool,
         order: tuple[Candidate, ...] | list[Candidate],
         index: int,
+        route: Route,
         *,
-        last_resort: bool,
+        last_resort: bool = False,
     ) -> Opened:
         if not be.breaker.enter():
-            raise UpstreamUnreachable(f"backend {be.name!r} circuit is open (repeated connect failures)")
+            raise UpstreamUnreachable(f"backend {be.name!r} circuit is open (repeated failures)")
         lim = be.limiter
+        spill_from: str | None = None
         if not lim.try_acquire(image):
+            spill: Callable[[], object | None] | None = None
+            if route.spill_after_s is not None and not last_resort:
+                spill = _spill_finder(self.backends, be, order, index, image)
             try:
-                await lim.acquire(image)
+                other = await lim.acquire(image, spill_after_s=route.spill_after_s, spill=spill)
+            except BackendBad as exc:
+                be.breaker.abandon()
+                raise UpstreamUnreachable(f"{exc} (left its queue at once)") from None
             except BaseException:
                 be.breaker.abandon()
                 raise
+            if isinstance(other, Candidate):
+                # Queued past spill_after_ms while that candidate had a free slot (already taken for us).
+                be.breaker.abandon()
+                spill_from = be.name
+                be.count("spilled_from")
+                index = list(order).index(other)
+                cand, be = other, self.backends[other.backend]
+                be.count("spilled_to")
         ok = False
         try:
-            opened = await self._send(cand, be, path, payload, image, order, index, last_resort=last_resort)
+            opened = await self._send(cand, be, path, payload, image, order, index)
+            opened.spill_from = spill_from
             ok = True
             return opened
         except GatewayError as exc:
@@ -262,7 +445,7 @@ class Upstream:
             raise
         finally:
             if not ok:
-                lim.release(image)
+                be.limiter.release(image)
                 if be.breaker.trial:
                     be.breaker.abandon()
 
@@ -275,78 +458,71 @@ class Upstream:
         image: bool,
         order: tuple[Candidate, ...] | list[Candidate],
         index: int,
-        *,
-        last_resort: bool,
     ) -> Opened:
+        """One try, never repeated on this backend: a startup signal or a failure moves the walk on."""
         body, ctype = payload.render(cand)
         pool = self.pools[be.name]
         headers = _JSON_HEADERS if ctype == "application/json" else [("Content-Type", ctype)]
-        warmup = be.cfg.warmup_timeout_s
-        deadline: float | None = None
-        if last_resort and be.down_since is not None:
-            deadline = be.down_since + warmup
-        delay = 0.1
-        while True:
-            refused = False
-            try:
-                resp = await pool.request("POST", path, body, headers)
-            except http1.ConnectRefused:
-                refused = True
-                signal = "connection refused"
-                where = _where(be)
-            except http1.ConnectFailed as exc:
-                where = _where(be)
+        where = _where(be)
+        try:
+            resp = await pool.request("POST", path, body, headers)
+        except http1.ConnectRefused:
+            be.count("connect_refused")
+            if self._others_usable(order, index, refused=True):
                 be.breaker.failure()
-                raise UpstreamUnreachable(
-                    f"{where} is unreachable ({be.cfg.base_url}): {exc.strerror or exc}"
-                ) from None
-            except http1.ReadTimeout:
-                where = _where(be)
-                be.breaker.success()
-                raise UpstreamTimeout(
-                    f"{where} accepted the request but sent no answer within {be.cfg.request_timeout_s:g}s"
-                ) from None
-            except (http1.Disconnected, http1.MalformedResponse) as exc:
-                where = _where(be)
-                raise UpstreamError(
-                    f"{where} closed the connection without answering ({exc})", upstream=str(exc)
-                ) from None
-            else:
-                be.breaker.success()
-                if resp.status < 400:
-                    return Opened(cand, be, resp, image, False, cold_start=deadline is not None)
-                where = _where(be)
-                raw = await _read_limited(resp)
-                text = raw.decode("utf-8", "replace")
-                msg = extract_message(text)
-                if resp.status == 503 and is_startup_text(text):
-                    signal = f"HTTP 503 {msg}"
-                elif resp.status == 429:
-                    ra = resp.headers.get("retry-after", "1")
-                    raise Saturated(
-                        f"{where} is saturated: {msg}", retry_after=int(ra) if ra.isdigit() else 1, upstream=msg
-                    )
-                else:
-                    raise await self._answer_error(be, cand, resp.status, msg)
-            # A startup signal: move on if something else can serve, else wait it out.
-            if self._others_usable(order, index, refused=refused):
-                if refused:
-                    be.breaker.failure()
-                    raise UpstreamUnreachable(f"{where}: {signal}")
-                raise UpstreamStartup(f"{where} is still starting ({signal})")
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + warmup
-            if now + delay > deadline:
-                if refused:
-                    be.breaker.failure()
-                raise UpstreamStartup(
-                    f"startup timeout: {where} was still starting after its warmup timeout of {warmup:g}s "
-                    f"(last: {signal})",
-                    headers={"Retry-After": "5"},
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.6, 1.0)
+            raise UpstreamUnreachable(f"{where}: connection refused") from None
+        except http1.ConnectTimeout:
+            be.count("connect_timeout")
+            be.breaker.failure()
+            be.mark_bad(f"connect timed out after {be.cfg.connect_timeout_s:g}s")
+            raise UpstreamUnreachable(
+                f"{where} is unreachable ({be.cfg.base_url}): no answer to the connection attempt within "
+                f"{be.cfg.connect_timeout_s:g}s"
+            ) from None
+        except http1.ConnectFailed as exc:
+            be.count("connect_failed")
+            be.breaker.failure()
+            be.mark_bad(f"unreachable: {exc.strerror or exc}")
+            raise UpstreamUnreachable(f"{where} is unreachable ({be.cfg.base_url}): {exc.strerror or exc}") from None
+        except http1.ReadTimeout:
+            be.count("read_timeout")
+            be.breaker.failure()  # a backend that accepts and goes silent is failing too
+            raise UpstreamTimeout(
+                f"{where} accepted the request but sent no answer within {be.cfg.request_timeout_s:g}s"
+            ) from None
+        except BackendBad as exc:
+            be.count("redispatched")
+            raise UpstreamUnreachable(f"{exc}; the request was cancelled there before any answer") from None
+        except http1.Disconnected as exc:
+            if exc.got_head:
+                raise UpstreamError(f"{where} closed the connection mid-answer ({exc})", upstream=str(exc)) from None
+            be.count("no_replay")
+            if await _refuses(pool):
+                # It died with the request: nothing there is generating it, so it can go elsewhere.
+                be.breaker.failure()
+                raise UpstreamUnreachable(f"{where} died before answering (connection refused since)") from None
+            raise UpstreamError(
+                f"{where} closed the connection after receiving the request, before answering ({exc}); "
+                "not sent again, since it may already be generating",
+                upstream=str(exc),
+            ) from None
+        except http1.MalformedResponse as exc:
+            raise UpstreamError(
+                f"{where} answered with something that is not HTTP ({exc})", upstream=str(exc)
+            ) from None
+        be.breaker.success()
+        be.answered()
+        if resp.status < 400:
+            return Opened(cand, be, resp, image, False)
+        raw = await _read_limited(resp)
+        text = raw.decode("utf-8", "replace")
+        msg = extract_message(text)
+        if resp.status == 503 and is_startup_text(text):
+            raise UpstreamStartup(f"{where} is still starting (HTTP 503 {msg})")
+        if resp.status == 429:
+            ra = resp.headers.get("retry-after", "1")
+            raise Saturated(f"{where} is saturated: {msg}", retry_after=int(ra) if ra.isdigit() else 1, upstream=msg)
+        raise await self._answer_error(be, cand, resp.status, msg)
 
     async def _answer_error(self, be: BackendRuntime, cand: Candidate, status: int, msg: str) -> GatewayError:
         where = _where(be)
@@ -407,3 +583,61 @@ async def _read_limited(resp: http1.Response) -> bytes:
         pass
     resp.close()
     return bytes(out[:_ERROR_BODY_LIMIT])
+
+
+def _canceller(be: BackendRuntime, pool: http1.Pool) -> Callable[[str], None]:
+    def cancel(reason: str) -> None:
+        n = pool.fail_unanswered(BackendBad(f"{_where(be)} turned bad ({reason})"))
+        if n:
+            be.count("cancelled_upstream", n)
+
+    return cancel
+
+
+def _spill_finder(
+    backends: dict[str, BackendRuntime],
+    full: BackendRuntime,
+    order: tuple[Candidate, ...] | list[Candidate],
+    index: int,
+    image: bool,
+) -> Callable[[], object | None]:
+    """For ``Limiter.acquire``: a later candidate on another usable backend with a free slot (taken)."""
+
+    def find() -> Candidate | None:
+        for c in order[index + 1 :]:
+            ob = backends[c.backend]
+            if ob is full or not ob.usable():
+                continue
+            if ob.limiter.try_acquire(image):
+                if ob.breaker.enter():
+                    return c
+                ob.limiter.release(image)
+        return None
+
+    return find
+
+
+async def _refuses(pool: http1.Pool) -> bool:
+    """Does the backend refuse connections now (its process is gone)? One connection attempt."""
+    try:
+        conn = await pool.connect_once()
+    except http1.ConnectRefused:
+        return True
+    except OSError:
+        return False
+    pool.put(conn)
+    return False
+
+
+def _is_startup_signal(signal: str) -> bool:
+    return signal == "connection refused" or is_startup_text(signal)
+
+
+def _nothing(what: str, reasons: list[str], *, startup: bool) -> GatewayError:
+    """The one answer for "nothing can serve this role right now": 503, the reasons, Retry-After."""
+    cls = UpstreamStartup if startup else UpstreamUnreachable
+    return cls(
+        f"{what}: no backend can serve this right now ({'; '.join(reasons)}); retry shortly",
+        status=503,
+        headers={"Retry-After": "5"},
+    )
