@@ -8,12 +8,15 @@ every request, so a change takes effect for the next request without a restart.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +95,14 @@ class AuditEntry:
     before: Any
     after: Any
     note: str = ""
+    id: str = ""  # unique per change: how start-up reconciliation finds an entry in the log
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, sort_keys=True)
+
+
+def _entry(actor: str, action: str, target: str, before: Any, after: Any, note: str = "") -> AuditEntry:
+    return AuditEntry(_now(), actor, action, target, before, after, note, uuid.uuid4().hex)
 
 
 def default_state_dir(config_path: str | Path) -> Path:
@@ -106,9 +114,36 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def secure_dir(d: Path) -> None:
+    """Create ``d`` private (0700); tighten an existing one this user owns (it holds audit and history)."""
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        st = d.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            d.chmod(0o700)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _dir_lock(d: Path) -> Iterator[None]:
+    """Serialise temp-file writes and start-up clean-up between processes sharing a state dir."""
+    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via temp file + fsync + rename so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write via temp file (0600) + fsync + rename so a crash never leaves a half-written file."""
+    secure_dir(path.parent)
+    with _dir_lock(path.parent):
+        _atomic_write_locked(path, text)
+
+
+def _atomic_write_locked(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -144,6 +179,9 @@ class RoutingState:
         self.warnings: list[str] = []
         self._lock = threading.RLock()
         self._listeners: list[Callable[[AuditEntry], None]] = []
+        if self.state_dir is not None:
+            secure_dir(self.state_dir)
+            self._recover()
         self._overlay = self._load()
         self._rebuild()
 
@@ -178,21 +216,104 @@ class RoutingState:
                 self.warnings.append(f"state: model {m!r} is not in the catalog; ignored")
         return ov
 
-    def _persist(self) -> None:
+    def _persist(self, entries: Sequence[AuditEntry] = ()) -> None:
+        """Write the overlay together with the audit entries of the change it applies: one durable step.
+        The entries are appended to the log right after; if the process dies in between, the next start
+        finds them here and appends them (``_recover``), so an applied change always has its entry."""
         f = self.state_file
         if f is None:
             return
-        data = {"version": STATE_VERSION, "roles": self._overlay.roles, "models": self._overlay.models}
+        data = {
+            "version": STATE_VERSION,
+            "roles": self._overlay.roles,
+            "models": self._overlay.models,
+            "audit_pending": [asdict(e) for e in entries],
+        }
         atomic_write_text(f, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
+    def _recover(self) -> None:
+        """At start: remove temp files a crash left, repair a torn last audit line, append the entries of
+        a change that was applied but whose audit append never happened."""
+        d = self.state_dir
+        assert d is not None
+        with _dir_lock(d):
+            for tmp in d.glob(".state.json.*"):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+        f, af = self.state_file, self.audit_file
+        assert f is not None and af is not None
+        if af.exists():
+            try:
+                if af.stat().st_mode & 0o077:
+                    af.chmod(0o600)
+            except OSError:
+                pass
+        try:
+            data = json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
+        except (OSError, ValueError):
+            return  # _load reports an unreadable state file
+        pending = data.get("audit_pending") if isinstance(data, dict) else None
+        if not pending:
+            return
+        seen = self._logged_ids()
+        missing = []
+        for d_ in pending:
+            try:
+                e = AuditEntry(**d_)
+            except TypeError:
+                continue
+            if e.id and e.id not in seen:
+                missing.append(e)
+        if missing:
+            self._append(missing)
+            self.warnings.append(
+                f"state: {len(missing)} applied change(s) had no audit entry (the process stopped in between); "
+                "they were added to the audit log"
+            )
+
+    def _logged_ids(self, tail_bytes: int = 1 << 20) -> set[str]:
+        af = self.audit_file
+        if af is None or not af.exists():
+            return set()
+        with open(af, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - tail_bytes))
+            tail = fh.read()
+        ids = set()
+        for line in tail.splitlines():
+            try:
+                i = json.loads(line).get("id")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(i, str) and i:
+                ids.add(i)
+        return ids
+
+    def _append(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries (0600 file, fsync); a torn last line from a crash gets its newline first, so the
+        new entry is never merged into the fragment."""
+        af = self.audit_file
+        if af is None or not entries:
+            return
+        secure_dir(af.parent)
+        fd = os.open(af, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            text = "".join(e.to_json() + "\n" for e in entries).encode()
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                text = b"\n" + text
+            os.write(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _audit(self, entry: AuditEntry) -> None:
-        f = self.audit_file
-        if f is not None:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            with open(f, "a", encoding="utf-8") as fh:
-                fh.write(entry.to_json() + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+        self._append([entry])
+        self._notify(entry)
+
+    def _notify(self, entry: AuditEntry) -> None:
         for cb in list(self._listeners):
             try:
                 cb(entry)
@@ -405,6 +526,16 @@ class RoutingState:
                 self._check_assignable(r.name, r.baseline or "")
             saved = json.loads(json.dumps(self._overlay.roles))
             now = _now()
+            entries = [
+                _entry(
+                    actor,
+                    "rollback-trial",
+                    r.name,
+                    {"model": r.model, "previous": r.previous},
+                    {"model": r.baseline, "previous": r.model, "baseline": r.baseline},
+                )
+                for r in targets
+            ]
             try:
                 for r in targets:
                     self._overlay.roles[r.name] = {
@@ -415,23 +546,14 @@ class RoutingState:
                         "changed_at": now,
                         "actor": actor,
                     }
-                self._persist()
+                self._persist(entries)
             except BaseException:
                 self._overlay.roles = saved
                 raise
             self._rebuild()
-            entries = []
-            for r in targets:
-                e = AuditEntry(
-                    _now(),
-                    actor,
-                    "rollback-trial",
-                    r.name,
-                    {"model": r.model, "previous": r.previous},
-                    {"model": r.baseline, "previous": r.model, "baseline": r.baseline},
-                )
-                self._audit(e)
-                entries.append(e)
+            self._append(entries)
+            for e in entries:
+                self._notify(e)
             return entries
 
     def promote_role(self, role: str, *, actor: str) -> AuditEntry:
@@ -481,14 +603,14 @@ class RoutingState:
             return self._commit(actor, "deprecate" if deprecated else "undeprecate", model, before, after)
 
     def _commit(self, actor: str, action: str, target: str, before: Any, after: Any, note: str = "") -> AuditEntry:
+        entry = _entry(actor, action, target, before, after, note)
         try:
-            self._persist()
+            self._persist([entry])
         except BaseException:
             # Undo the in-memory change: what is on disk stays the truth.
             self._overlay = self._load()
             raise
         self._rebuild()
-        entry = AuditEntry(_now(), actor, action, target, before, after, note)
         self._audit(entry)
         return entry
 
