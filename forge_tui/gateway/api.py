@@ -23,6 +23,7 @@ from aiohttp import web
 from ..telemetry.records import ErrorClass, RequestRecord
 from . import http1
 from .audio import FormPart, b64_audio_duration, check_audio
+from .backends import BackendBad
 from .errors import (
     CallerError,
     Forbidden,
@@ -55,6 +56,7 @@ __all__ = ["Ctx", "OpenAIApi"]
 log = logging.getLogger("forge_tui.gateway")
 
 _UPSTREAM_READ_ERRORS = (http1.Disconnected, http1.MalformedResponse)
+_DRAIN_S = 1.0  # after [DONE]: how long the end of the chunked body may take before the connection is dropped
 # aiohttp >= 3.10.6 raises its own subclass of ConnectionResetError; older ones the builtin.
 _CLIENT_GONE = (ConnectionResetError, getattr(aiohttp, "ClientConnectionResetError", ConnectionResetError))
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
@@ -134,10 +136,15 @@ class Ctx:
         rec.fallback = opened.fallback
         rec.inflight = opened.backend.limiter.inflight - 1  # others on this backend (this one holds a slot)
         rec.cold_start = opened.cold_start
+        if opened.spill_from is not None:  # spill-over from a full backend: not a failure fallback
+            rec.spill = True
+            rec.extra["spill_from"] = opened.spill_from
         if c.fallback_of:
             rec.extra["fallback_of"] = c.fallback_of
         h = self.headers
-        h["x-forge-route"] = c.route_header
+        h["x-forge-route"] = (
+            c.route_header if opened.spill_from is None else f"{c.route_header}; spill={opened.spill_from}"
+        )
         h.pop("Deprecation", None)
         h.pop("Sunset", None)
         for k, v in c.headers:
@@ -305,6 +312,10 @@ class OpenAIApi:
                 rec.status = 499
                 rec.error_class = ErrorClass.CLIENT_GONE
                 rec.error = "client disconnected before the answer was complete"
+                if gw.upstream_stopping():  # cancelled by the gateway stopping, not by the caller
+                    rec.status = 503
+                    rec.error_class = ErrorClass.GATEWAY_SHUTDOWN
+                    rec.error = "cut off by the gateway stopping before the answer was complete"
                 raise
             except Exception as exc:  # a bug in forge: the traceback for the operator, no internal text for the caller
                 log.exception("gateway error on %s (request %s)", endpoint, rid)
@@ -561,6 +572,9 @@ class OpenAIApi:
                 f"({exc.__class__.__name__}: {exc})",
                 upstream=str(exc),
             ) from None
+        except BackendBad as exc:
+            opened.close(abort=True)
+            raise UpstreamError(f"{exc}: cancelled mid-answer", upstream=str(exc)) from None
         except BaseException:
             opened.close(abort=True)
             raise
@@ -650,6 +664,12 @@ class OpenAIApi:
                         upstream=str(exc),
                     )
                     break
+                except BackendBad as exc:
+                    failure = UpstreamError(f"{exc}: the stream was cut off", upstream=str(exc))
+                    break
+                except GatewayError as exc:  # the gateway is stopping: an error event and [DONE]
+                    failure = exc
+                    break
                 if not chunk:
                     if not relay.done:
                         failure = UpstreamError(
@@ -660,6 +680,7 @@ class OpenAIApi:
                 if ctx.drop_usage and b'"usage"' in piece:
                     piece = _drop_usage_events(piece)
                 if piece:
+                    resp.relayed = True  # from here on the request can no longer go elsewhere
                     try:
                         await out.write(piece)
                     except _CLIENT_GONE:
@@ -701,11 +722,12 @@ class OpenAIApi:
                 rec.structured = False
                 rec.error = "asked for JSON, the model streamed something else"
             rec.status = 200
-            clean = True
             try:
                 await out.write_eof()
             except _CLIENT_GONE:
                 pass
+            # [DONE] is not the end of the chunked body: read its terminator too, so the connection is kept.
+            clean = resp.done or await resp.drain(_DRAIN_S)
             return out
         finally:
             opened.close(abort=not clean)

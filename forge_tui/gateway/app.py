@@ -131,6 +131,10 @@ class Gateway:
         self.app.add_routes(extra.routes())
         self._mounts.append(extra)
 
+    def upstream_stopping(self) -> bool:
+        """True once stop() has ended what was still in flight (their records say gateway_shutdown)."""
+        return self._upstream is not None and self._upstream.stopping is not None
+
     @property
     def upstream(self) -> Upstream:
         if self._upstream is None:
@@ -242,6 +246,8 @@ class Gateway:
                     self._inflight,
                     drain_timeout,
                 )
+                if self._upstream is not None:
+                    self._upstream.shutdown()  # they end now: an error event and [DONE], class gateway_shutdown
             finally:
                 self._idle = None
         await runner.cleanup()
