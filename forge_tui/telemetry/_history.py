@@ -38,6 +38,7 @@ __all__ = [
     "aggregate_raw",
     "open_for_read",
     "raw_bounds",
+    "raw_complete_since",
     "read_rollups",
 ]
 
@@ -97,6 +98,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_time ON requests (time)",
     "CREATE INDEX IF NOT EXISTS requests_role_time ON requests (role, time)",
     _ROLLUPS_TABLE,
+    # raw_complete_since: raw rows at or after this time were never pruned (reports trust them)
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL)",
 )
 # What a rollup needs from a raw row (reports read edge hours from raw rows with the same shape).
 _AGG_COLS = (
@@ -483,6 +486,19 @@ def aggregate_raw(
     return out
 
 
+def raw_complete_since(path: Path) -> float | None:
+    """Raw rows at or after this time are all there (None: nothing was ever pruned)."""
+    try:
+        conn = _reader(path)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'raw_complete_since'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise HistoryError(f"telemetry history {path}: cannot read it: {e}") from e
+    return row[0] if row else None
+
+
 def raw_bounds(path: Path) -> tuple[float | None, float | None]:
     """Oldest and newest raw row times (None, None when there are none)."""
     try:
@@ -656,6 +672,12 @@ class History:
                 )
                 self.pruned += cur.rowcount
                 more = cur.rowcount >= self.prune_step
+                if cur.rowcount > 0:
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('raw_complete_since', ?) ON CONFLICT (key) "
+                        "DO UPDATE SET value = max(value, excluded.value)",
+                        (cutoff,),
+                    )
             if not more and self.rollup_days is not None:
                 conn.execute("DELETE FROM rollups WHERE hour < ?", (int((now - self.rollup_days * 86400.0) // 3600),))
                 self._rollups.clear()
