@@ -1,10 +1,15 @@
 """A small OpenAI-ish upstream that records what the gateway forwards and plays faults on demand.
 
-Used only where a test must see the exact forwarded body, or needs a fault a real llama.cpp
-server will not produce on demand (a slow start on a schedule, a stream that dies after N
-chunks, a ``<think>`` block split across chunk boundaries, a scripted error body, a held
-request). Its answers follow llama.cpp's shapes (``usage`` + ``timings``, ``data: [DONE]``).
-Everything else in the tests runs against the real llama.cpp server.
+A stand-in, not a backend: used only where a test must see the exact forwarded body, or needs a
+fault a real llama.cpp server will not produce on demand (a slow start on a schedule, a stream that
+dies after N chunks, a ``<think>`` block split across chunk boundaries, a scripted error body, a held
+request, a freeze after accepting connections with /health frozen too, a connection closed right
+after the request was read, a multi-MiB answer, a chunked terminator that trails ``[DONE]``). Its
+answers follow llama.cpp's shapes (``usage`` + ``timings``, ``data: [DONE]``). Everything else in
+the tests runs against the real llama.cpp server (a real frozen server is a SIGSTOPped one).
+
+``python -m tests.support.recording_upstream --host ADDR --port N`` runs one in its own process
+(e.g. inside a network namespace, for link-down tests).
 """
 
 from __future__ import annotations
@@ -38,12 +43,17 @@ class Behaviour:
     hold: asyncio.Event | None = None  # /v1/* requests wait for this before answering
     chunk_delay_s: float = 0.0
     embedding_dim: int = 8
+    frozen: bool = False  # accept, read, never answer (/health included): a wedged backend
+    close_after_read: bool = False  # /v1/*: read the request, then drop the connection unanswered
+    eof_delay_s: float = 0.0  # stream: wait this long after [DONE] before the chunked terminator
 
 
 class RecordingUpstream:
-    def __init__(self, name: str = "rec", *, port: int = 0) -> None:
+    def __init__(self, name: str = "rec", *, port: int = 0, host: str = "127.0.0.1") -> None:
         self.name = name
         self.port = port
+        self.host = host
+        self.peers: set[tuple[str, int]] = set()  # client addresses seen on /v1/*: one per connection used
         self.behaviour = Behaviour()
         self.requests: list[Recorded] = []
         self.health_checks = 0
@@ -56,7 +66,7 @@ class RecordingUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def bodies(self, path: str | None = None) -> list[Any]:
         return [r.body for r in self.requests if path is None or r.path == path]
@@ -78,7 +88,7 @@ class RecordingUpstream:
             app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self
@@ -96,7 +106,20 @@ class RecordingUpstream:
             )
         return None
 
+    @property
+    def connections(self) -> int:
+        """Connections that carried a /v1/* request (keep-alive reuse shows as fewer)."""
+        return len(self.peers)
+
+    async def _frozen(self) -> None:
+        """Never answers (the connection stays open until the client or the test ends it)."""
+        await asyncio.Event().wait()
+
     async def _record(self, request: web.Request) -> Recorded:
+        if request.transport is not None:
+            peer = request.transport.get_extra_info("peername")
+            if peer:
+                self.peers.add((peer[0], peer[1]))
         body: Any
         raw = b""
         if request.content_type.startswith("multipart/"):
@@ -111,6 +134,11 @@ class RecordingUpstream:
                 body = None
         rec = Recorded(request.path, dict(request.headers), body, raw)
         self.requests.append(rec)
+        if self.behaviour.close_after_read and request.transport is not None:
+            request.transport.abort()  # read it, never answer: what a backend dying at that moment looks like
+            await self._frozen()
+        if self.behaviour.frozen:
+            await self._frozen()
         return rec
 
     async def _gate(self) -> web.Response | None:
@@ -131,6 +159,8 @@ class RecordingUpstream:
     # ------------------------------------------------------------------ endpoints
     async def _health(self, request: web.Request) -> web.Response:
         self.health_checks += 1
+        if self.behaviour.frozen:
+            await self._frozen()
         loading = self._loading()  # not `or`: a response is an empty mapping (falsy) in aiohttp < 3.12
         return loading if loading is not None else web.json_response({"status": "ok"})
 
@@ -215,6 +245,8 @@ class RecordingUpstream:
             last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **self._usage(sent)}
             await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
+            if b.eof_delay_s:
+                await asyncio.sleep(b.eof_delay_s)  # the chunked terminator arrives on its own, later
             await resp.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             self.stream_disconnects += 1
@@ -262,3 +294,31 @@ class RecordingUpstream:
         if isinstance(model, bytes):
             model = model.decode()
         return web.json_response({"text": self.behaviour.content, "model": model})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.support.recording_upstream")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--name", default="rec")
+    args = ap.parse_args(argv)
+
+    async def run() -> None:
+        up = await RecordingUpstream(args.name, port=args.port, host=args.host).start()
+        print(f"listening on {up.url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await up.stop()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
