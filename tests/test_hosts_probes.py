@@ -26,6 +26,7 @@ from aiohttp import web
 
 from forge_tui.config.models import Catalog
 from forge_tui.hosts.probes.model import GIB, MIB
+from forge_tui.hosts.probing import backend_version
 from forge_tui.hosts.service import HostsService
 from tests.support.fake_llama_build import FakeLlamaRepo, make_repo
 from tests.support.sshd import Sshd, sshd_available, start_sshd
@@ -441,15 +442,16 @@ async def test_serving_stack_llama_swap_llama_server_and_the_binary(
         p = svc.probes()["furnace"]
     finally:
         await svc.close()
-    assert p.loaded_models == {"swap": ["gemma-4-31b", "nomic-embed"], "direct": ["gemma3-270m"]}
-    assert [(r.model, r.state) for r in p.backends["swap"].running] == [
-        ("gemma-4-31b", "ready"),
-        ("nomic-embed", "starting"),
-    ]
+    # What the backends hold by their own word: llama-swap's ready model (nomic-embed is still
+    # starting), and the file the llama-server was started with (the catalog's "gemma3-direct" has
+    # no gguf path and its placement name is not what the server answers to).
+    assert p.loaded_models == {"swap": ["gemma-4-31b"], "direct": [str(llama_server.gguf)]}
+    assert p.backends["swap"].model_states == {"gemma-4-31b": "ready", "nomic-embed": "starting"}
     assert p.backends["direct"].health == "ready"
+    assert p.backends["direct"].model_path == str(llama_server.gguf)
     assert p.backends["direct"].slots_total == 4  # the session server runs parallel=4
     # /props build_info of the xllamacpp wheel is "b0-unknown" (built outside a git checkout).
-    assert p.backends["direct"].version == "unknown build (built outside git)"
+    assert backend_version(p.backends["direct"]) == "unknown build (built outside git)"
     assert p.backends["gone"].health == "down"
     # No GPU tool answered here, so memory comes from llama-swap's /api/performance.
     assert (p.memory_source, p.memory_total_gb, p.memory_used_gb) == (
