@@ -12,6 +12,7 @@ from typing import Any
 from .. import __version__, aio
 from ..config import load_catalog
 from .common import DEMO_CONFIG, actor, default_config, fail
+from .secrets import SecretFileError, exposure
 
 __all__ = ["gateway_opts", "register", "run_console_or_serve"]
 
@@ -22,27 +23,29 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
     from ..runtime import Runtime
     from ..telemetry import HistoryError
 
+    try:
+        ex = exposure(args, catalog or load_catalog(config))
+    except SecretFileError as exc:
+        return fail(str(exc))
     rt = Runtime(
         config,
-        catalog=catalog,
+        catalog=ex.catalog,
         state_dir=args.state_dir,
         host=args.host,
         port=args.port,
-        admin_token=args.admin_token,
-        api_keys=tuple(args.api_key or ()),
+        admin_token=ex.admin_token,
+        api_keys=ex.api_keys,
         with_hosts=not args.no_hosts,
     )
-    if rt.host not in ("127.0.0.1", "localhost", "::1") and not rt.api_keys:
-        print(f"forge-tui: warning: listening on {rt.host} without caller API keys (--api-key)", file=sys.stderr)
     try:
-        await rt.start()
+        await rt.start()  # refuses a non-loopback address without caller keys unless --allow-unauthenticated
     except (GatewayBindError, HistoryError) as exc:
         await rt.stop()
         return fail(str(exc))
     for w in rt.state.warnings:
         print(f"forge-tui: {w}", file=sys.stderr)
     print(
-        f"forge-tui {__version__}: gateway listening on {rt.url} (config {config}, state {rt.state_dir}, {aio.loop_name()})",
+        f"forge-tui {__version__}: gateway listening on {_bound(rt)} (config {config}, state {rt.state_dir}, {aio.loop_name()})",
         flush=True,
     )
     token_path = rt.admin.token_path
@@ -72,14 +75,18 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
     from ..runtime import Runtime
     from ..telemetry import HistoryError
 
+    try:
+        ex = exposure(args, catalog or load_catalog(config))
+    except SecretFileError as exc:
+        return fail(str(exc))
     rt = Runtime(
         config,
-        catalog=catalog,
+        catalog=ex.catalog,
         state_dir=args.state_dir,
         host=args.host,
         port=args.port,
-        admin_token=args.admin_token,
-        api_keys=tuple(args.api_key or ()),
+        admin_token=ex.admin_token,
+        api_keys=ex.api_keys,
         with_hosts=not args.no_hosts,
     )
     try:
@@ -87,6 +94,7 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
     except (GatewayBindError, HistoryError) as exc:
         await rt.stop()
         return fail(str(exc))
+    print(f"forge-tui {__version__}: gateway listening on {_bound(rt)}", flush=True)
     try:
         app = ForgeApp(LocalControl(rt), actor=actor(), api_key=rt.api_keys[0] if rt.api_keys else None)
         await app.run_async()
@@ -150,14 +158,47 @@ def _demo(args: argparse.Namespace) -> int:
         backends.stop()
 
 
+def _bound(rt: Any) -> str:
+    """The addresses really bound, and the URL to use locally when that differs (0.0.0.0, ::)."""
+    addrs = ", ".join(rt.gateway.addresses) or rt.url
+    local = rt.url.removeprefix("http://")
+    return addrs if addrs == local else f"{addrs} (local URL {rt.url})"
+
+
 def gateway_opts(p: argparse.ArgumentParser, top: bool = False) -> None:
     # Subcommands SUPPRESS their defaults so `forge-tui --port 1 serve` keeps the top-level value.
     dflt: Any = None if top else argparse.SUPPRESS
     p.add_argument("--host", default=dflt, help="bind address (default: the config's, 127.0.0.1)")
     p.add_argument("--port", type=int, default=dflt, help="port (default: the config's, 8600)")
     p.add_argument("--state-dir", default=dflt, help="where the state overlay, audit log and history live")
-    p.add_argument("--admin-token", default=dflt, help="admin API token (default: $FORGE_ADMIN_TOKEN)")
-    p.add_argument("--api-key", action="append", default=dflt, help="require this caller API key (repeatable)")
+    p.add_argument(
+        "--admin-token",
+        default=dflt,
+        help="admin API token (shows in `ps`: prefer $FORGE_ADMIN_TOKEN or --admin-token-file)",
+    )
+    p.add_argument("--admin-token-file", default=dflt, metavar="PATH", help="read the admin token from a 0600 file")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=dflt,
+        help="require this caller API key (repeatable; shows in `ps`: prefer $FORGE_API_KEYS, comma-separated, "
+        "or --api-key-file)",
+    )
+    p.add_argument(
+        "--api-key-file", default=dflt, metavar="PATH", help="caller API keys, one per line, from a 0600 file"
+    )
+    p.add_argument(
+        "--metrics-token-file",
+        default=dflt,
+        metavar="PATH",
+        help="a token that may read /health and /metrics only, from a 0600 file (or $FORGE_METRICS_TOKEN)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="listen beyond loopback without caller API keys (anyone who reaches the port may use every model)",
+    )
     p.add_argument(
         "--no-hosts",
         action="store_true",
