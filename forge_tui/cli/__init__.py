@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..config import ConfigError
 from ..state import StateError
-from . import gateway, hosts, smoke, trial
+from . import eval, gateway, hosts, smoke, trial
 from .common import DEFAULT_CONFIG_ENV, DEMO_CONFIG, fail
 
 __all__ = ["DEMO_CONFIG", "build_parser", "main"]
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.gateway_opts(ap, top=True)
     ap.set_defaults(handler=gateway.run_console_or_serve)
     sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
-    for group in (gateway, smoke, hosts, trial):
+    for group in (gateway, smoke, hosts, trial, eval):
         group.register(sub)
     return ap
 
