@@ -9,9 +9,12 @@ gateway (LocalControl or RemoteControl) instead.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Callable
 
+from rich.console import Console
+from textual.app import App
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
@@ -43,6 +46,7 @@ __all__ = [
     "console_catalog",
     "console_catalog_data",
     "homelab_snapshot",
+    "screen_text",
     "wait_until",
     "widget_text",
 ]
@@ -335,6 +339,7 @@ def homelab_snapshot() -> Snapshot:
             tokens_out=40 + 3 * i,
             thinking_injected=True,
             fallback=i == 7,
+            seq=1000 + i,
         )
         for i in range(10)
     ]
@@ -588,3 +593,11 @@ def widget_text(widget: Widget) -> str:
     width, height = widget.size
     strips = widget.render_lines(Region(0, 0, width, height))
     return "\n".join(strip.text.rstrip() for strip in strips)
+
+
+def screen_text(app: App[object]) -> str:
+    """The whole terminal as the operator sees it (dialogs over their screen), as plain text."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, record=True)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()

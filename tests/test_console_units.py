@@ -14,7 +14,7 @@ from forge_tui.console.screens.deprecate import parse_sunset
 from forge_tui.console.screens.help import key_table
 from forge_tui.console.screens.swap import ineligible_reason
 from forge_tui.console.widgets.requests import matches
-from forge_tui.schema import ModelInfo, RequestInfo, RoleInfo
+from forge_tui.schema import ModelInfo, RequestInfo, RoleInfo, Snapshot
 
 from .console_support import RecordedControl, homelab_snapshot, widget_text
 
@@ -243,7 +243,7 @@ def test_latency_groups_skip_unrouted_but_keep_its_rate() -> None:
     assert [s.role for s in group_stats(tel, "model")] == ["gemma-4-31b", "gemma-4-e4b"]
     assert [s.role for s in group_stats(tel, "host")] == ["anvil", "furnace"]
     text = legend(tel, "host").plain
-    assert "anvil 5000ms/10.0s 0.10/s" in text and "furnace 800ms/1600ms" in text and "unrouted" not in text
+    assert "anvil 5.0s/10.0s 0.10/s" in text and "furnace 800ms/1.6s" in text and "unrouted" not in text
 
 
 async def test_latency_pane_g_cycles_role_model_host() -> None:
@@ -302,8 +302,11 @@ async def test_errors_pane_counts_per_host() -> None:
         pane.snapshot = _grouped_snapshot()
         await pilot.pause()
         text = widget_text(app.query_one("#errors-body"))
-        head = text.splitlines()[0]
-        assert "class" in head and "role/model" in head and "host" in head
+        # One labelled line per grouping: counts side by side read as if they belonged together.
+        lines = text.splitlines()
+        assert lines[0].startswith("by class") and "not_found 2" in lines[0]
+        assert any(line.startswith("by role/model") for line in lines)
+        assert any(line.startswith("by host") for line in lines)
         assert "anvil" in text and "furnace" not in text  # hosts without errors are not listed
         assert "vision/gemma-4-e4b" in text
 
@@ -427,6 +430,7 @@ async def test_requests_tail_prepends_new_records_and_drops_old_ones_in_place() 
             model="gemma-4-chat-31b",
             status=200,
             latency_ms=10.0 + i,
+            seq=100 + i,  # rows are keyed by the gateway's seq, never by the caller's request id
         )
 
     base = homelab_snapshot()
@@ -437,7 +441,7 @@ async def test_requests_tail_prepends_new_records_and_drops_old_ones_in_place() 
             base, telemetry=base.telemetry.model_copy(update={"recent": [record(i) for i in range(10)]})
         )
         await pilot.pause()
-        assert table.select_key("req-5")
+        assert table.select_key("105")
         calls: list[tuple[str, tuple[object, ...]]] = []
         for name in ("clear", "add_row", "remove_row", "update_cell"):
             _spy(table, name, calls)
@@ -445,14 +449,15 @@ async def test_requests_tail_prepends_new_records_and_drops_old_ones_in_place() 
             table.snapshot, telemetry=base.telemetry.model_copy(update={"recent": [record(i) for i in range(3, 13)]})
         )
         await pilot.pause()
-        assert sorted(args[0] for name, args in calls if name == "remove_row") == ["req-0", "req-1", "req-2"]
+        assert sorted(args[0] for name, args in calls if name == "remove_row") == ["100", "101", "102"]
         assert len([name for name, _ in calls if name == "add_row"]) == 3
         assert not [name for name, _ in calls if name in ("clear", "update_cell")]
-        assert [row.key.value for row in table.ordered_rows] == [f"req-{i}" for i in range(12, 2, -1)]
-        assert table.selected_key == "req-5"  # the cursor stayed on its record as rows came in above it
+        assert [row.key.value for row in table.ordered_rows] == [str(100 + i) for i in range(12, 2, -1)]
+        assert table.selected_key == "105"  # the cursor stayed on its record as rows came in above it
+        assert table.unseen == 3  # scrolled away from the newest: the border counts what came in
         table.query = "req-7"  # the filter still redraws at once, through the same diff
         await pilot.pause()
-        assert [row.key.value for row in table.ordered_rows] == ["req-7"]
+        assert [row.key.value for row in table.ordered_rows] == ["107"]
 
 
 async def test_latency_chart_redraws_only_when_its_series_change() -> None:
@@ -481,7 +486,7 @@ async def test_latency_chart_redraws_only_when_its_series_change() -> None:
         roles = [s.model_copy() for s in first.telemetry.roles]
         assert roles[1].role == "default-chat"  # [0] is "(unrouted)", which gets no line
         roles[1] = roles[1].model_copy(
-            update={"series": roles[1].series + [SeriesPoint(t=first.taken_at, count=3, p50_ms=50.0, p95_ms=90.0)]}
+            update={"series": [*roles[1].series, SeriesPoint(t=first.taken_at, count=3, p50_ms=50.0, p95_ms=90.0)]}
         )
         pane.snapshot = _next_poll(pane.snapshot, telemetry=first.telemetry.model_copy(update={"roles": roles}))
         await pilot.pause()

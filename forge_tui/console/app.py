@@ -8,6 +8,9 @@ the change in a worker and reports the outcome as a notification. A refusal chan
 
 from __future__ import annotations
 
+import logging
+import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from textual import on, work
 from textual.app import App
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
+from textual.widgets import Input
 from textual.worker import Worker, WorkerState
 
 from ..control.base import Control, ControlError
@@ -41,10 +45,13 @@ from .screens.job import JobScreen
 from .screens.main import MainScreen
 from .screens.smoke import SmokeScreen
 from .screens.swap import SwapScreen
+from .widgets._guard import PaneFailed
 
 __all__ = ["ForgeApp", "Notice"]
 
 POLL_GROUP = "poll"
+log = logging.getLogger("forge_tui.console")
+_APP_ACTIONS = frozenset(spec.action for spec in APP_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,10 @@ class ForgeApp(App[None]):
         self.last_change: ChangeResult | None = None
         self.notices: deque[Notice] = deque(maxlen=200)
         self.polls = 0
+        self.link_down_since: float | None = None  # wall clock of the first failed poll in a row
+        self.last_ok: float | None = None  # wall clock of the last snapshot that arrived
+        self.pane_failures: list[PaneFailed] = []  # panes that could not draw (shown, logged, kept running)
+        self.crash: str | None = None  # the traceback, if the app ended on an unhandled exception
         self._poll_timer: Timer | None = None
         self._polling = False
         self._poll_again = False
@@ -141,11 +152,14 @@ class ForgeApp(App[None]):
             if self.link_error is not None:
                 self.notify("gateway reachable again", title="Link")
             self.link_error = None
+            self.link_down_since = None
+            self.last_ok = time.time()
             self._deliver(worker.result)
         elif worker.state is WorkerState.ERROR:
             error = str(worker.error) or type(worker.error).__name__
             if self.link_error is None:
                 self.notify(error, title="Gateway unreachable", severity="error")
+                self.link_down_since = time.time()
             self.link_error = error
             self._set_link_error(error)
         if self.is_running and self.screen_stack and worker.state is not WorkerState.CANCELLED:
@@ -163,7 +177,33 @@ class ForgeApp(App[None]):
     def _set_link_error(self, error: str | None) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, MainScreen):
+                screen.link_down_since = self.link_down_since
+                screen.last_ok = self.last_ok
                 screen.link_error = error
+                screen.link_checked = time.time()  # the ages in the status bar move on while down
+
+    # ------------------------------------------------------------------ faults
+    def pane_failed(self, failure: PaneFailed) -> None:
+        """A pane could not draw: it says so in its border, the log has the traceback; tell the operator once."""
+        first = not any(f.pane == failure.pane and f.error == failure.error for f in self.pane_failures)
+        self.pane_failures.append(failure)
+        del self.pane_failures[:-50]
+        if first:
+            self.notify(
+                f"{failure.pane} could not draw ({failure.error}); the gateway keeps serving, details in the log",
+                title="Console fault",
+                severity="error",
+            )
+
+    def _handle_exception(self, error: Exception) -> None:
+        # The app is about to end: keep the traceback for the log file and the exit code.
+        self.crash = "".join(traceback.format_exception(error))
+        log.error("console crashed:\n%s", self.crash)
+        super()._handle_exception(error)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A key typed into an input is text, never a command (? a q are printable too).
+        return not (action in _APP_ACTIONS and isinstance(self.focused, Input))
 
     def _screen_changed(self, screen: Screen[object]) -> None:
         if self.snapshot is not None and not isinstance(screen, ModalScreen):
@@ -201,13 +241,13 @@ class ForgeApp(App[None]):
     # ------------------------------------------------------------------ swap
     @on(SwapRequested)
     def _swap_requested(self, message: SwapRequested) -> None:
-        self.begin_swap(message.role)
+        self.begin_swap(message.role, message.origin)
 
-    def begin_swap(self, role: str) -> None:
-        self._swap_flow(role)
+    def begin_swap(self, role: str, origin: str = "") -> None:
+        self._swap_flow(role, origin)
 
     @work(group="dialog", exit_on_error=False, name="swap")
-    async def _swap_flow(self, role: str) -> None:
+    async def _swap_flow(self, role: str, origin: str = "") -> None:
         info = self._role(role)
         if info is None or self.snapshot is None:
             self.notify(f"unknown role {role!r}", title="swap refused", severity="error")
@@ -220,7 +260,9 @@ class ForgeApp(App[None]):
                 severity="warning",
             )
             return
-        choice = await self.push_screen_wait(SwapScreen(info, self.snapshot.models, eligible, self.control.preflight))
+        choice = await self.push_screen_wait(
+            SwapScreen(info, self.snapshot.models, eligible, self.control.preflight, origin=origin)
+        )
         if choice is not None:
             await self.apply_swap(role, choice.model, force=choice.force)
 
@@ -236,18 +278,18 @@ class ForgeApp(App[None]):
     # ------------------------------------------------------------------ rollback
     @on(RollbackRequested)
     def _rollback_requested(self, message: RollbackRequested) -> None:
-        self.begin_rollback(message.role)
+        self.begin_rollback(message.role, message.origin)
 
-    def begin_rollback(self, role: str) -> None:
-        self._rollback(role)
+    def begin_rollback(self, role: str, origin: str = "") -> None:
+        self._rollback(role, origin)
 
     @work(group="change", exit_on_error=False, name="rollback")
-    async def _rollback(self, role: str) -> None:
+    async def _rollback(self, role: str, origin: str = "") -> None:
         try:
             result = await self.control.rollback(role, actor=self.actor)
         except ControlError as exc:
             result = ChangeResult(ok=False, message=str(exc))
-        self._report(result, f"rollback {role}")
+        self._report(result, f"rollback {role}" + (f" ({origin})" if origin else ""))
 
     @on(RollbackTrialRequested)
     def _rollback_trial_requested(self) -> None:
@@ -282,13 +324,13 @@ class ForgeApp(App[None]):
     # ------------------------------------------------------------------ deprecation
     @on(DeprecationRequested)
     def _deprecation_requested(self, message: DeprecationRequested) -> None:
-        self.begin_toggle_deprecation(message.model)
+        self.begin_toggle_deprecation(message.model, message.origin)
 
-    def begin_toggle_deprecation(self, model: str) -> None:
-        self._deprecation_flow(model)
+    def begin_toggle_deprecation(self, model: str, origin: str = "") -> None:
+        self._deprecation_flow(model, origin)
 
     @work(group="dialog", exit_on_error=False, name="deprecation")
-    async def _deprecation_flow(self, model: str) -> None:
+    async def _deprecation_flow(self, model: str, origin: str = "") -> None:
         snap = self.snapshot
         info = next((m for m in snap.models if m.id == model), None) if snap else None
         if info is None:
@@ -298,7 +340,8 @@ class ForgeApp(App[None]):
             sure = await self.push_screen_wait(
                 ConfirmScreen(
                     f"Remove the deprecation of {model}?",
-                    f"sunset {info.sunset or 'unset'}; its Deprecation and Sunset headers stop.",
+                    (f"({origin}) " if origin else "")
+                    + f"sunset {info.sunset or 'unset'}; its Deprecation and Sunset headers stop.",
                     yes="Undeprecate",
                 )
             )
@@ -306,7 +349,7 @@ class ForgeApp(App[None]):
                 await self.apply_deprecation(model, False)
             return
         default = snap.trial_rollback_by if snap else None
-        sunset = await self.push_screen_wait(DeprecateScreen(model, default=default, roles=info.roles))
+        sunset = await self.push_screen_wait(DeprecateScreen(model, default=default, roles=info.roles, origin=origin))
         if sunset is not None:
             await self.apply_deprecation(model, True, sunset=sunset)
 
@@ -321,20 +364,20 @@ class ForgeApp(App[None]):
     # ------------------------------------------------------------------ smoke
     @on(SmokeRequested)
     def _smoke_requested(self, message: SmokeRequested) -> None:
-        self.begin_smoke(message.roles)
+        self.begin_smoke(message.roles, message.origin)
 
-    def begin_smoke(self, roles: list[str] | None) -> None:
-        self._smoke(roles)
+    def begin_smoke(self, roles: list[str] | None, origin: str = "") -> None:
+        self._smoke(roles, origin)
 
     @work(group="smoke", exclusive=True, exit_on_error=False, name="smoke")
-    async def _smoke(self, names: list[str] | None) -> None:
+    async def _smoke(self, names: list[str] | None, origin: str = "") -> None:
         known = self.snapshot.roles if self.snapshot else []
         roles = known if names is None else [r for r in known if r.name in names]
         if not roles:
             self.notify("no roles to smoke yet (waiting for the gateway?)", title="smoke", severity="warning")
             return
         url = self.control.gateway_url
-        screen = SmokeScreen([r.name for r in roles], url)
+        screen = SmokeScreen([r.name for r in roles], url, origin=origin)
         self.push_screen(screen)
         try:
             results = await smoke_roles(url, roles, api_key=self.api_key, timeout=self.smoke_timeout)
@@ -355,15 +398,15 @@ class ForgeApp(App[None]):
     # ------------------------------------------------------------------ jobs
     @on(JobRequested)
     def _job_requested(self, message: JobRequested) -> None:
-        self.begin_job(message.kind, message.host)
+        self.begin_job(message.kind, message.host, message.origin)
 
-    def begin_job(self, kind: str, host: str) -> None:
-        self._start_job(kind, host)
+    def begin_job(self, kind: str, host: str, origin: str = "") -> None:
+        self._start_job(kind, host, origin)
 
     @work(group="job", exit_on_error=False, name="job")
-    async def _start_job(self, kind: str, host: str) -> None:
+    async def _start_job(self, kind: str, host: str, origin: str = "") -> None:
         job = await self.control.start_job(kind, host)
-        self.notify(f"{kind} {host} started ({job.id})", title="job")
+        self.notify(f"{kind} {host}{f' ({origin})' if origin else ''} started ({job.id})", title="job")
         self.open_job(job)
         self.poll_now()
 

@@ -8,12 +8,14 @@ every run.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from rich.text import Text
 
 __all__ = [
     "age",
     "bar",
+    "clean",
     "clock",
     "health_text",
     "memory_cell",
@@ -40,6 +42,24 @@ STATE_STYLES: dict[str, str] = {
 }
 
 
+# C0/C1 control characters and DEL: a terminal would act on them (ESC starts an escape sequence).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: object, limit: int | None = None) -> str:
+    """A value that came from a caller or a backend, safe to draw: control characters shown as
+    ``\\xNN`` (newlines and tabs as spaces), at most ``limit`` characters (an ellipsis and the
+    count of what was cut mark a long one). Put it in a ``Text``, never in markup."""
+    raw = "" if text is None else str(text)
+    if limit is not None and len(raw) > limit:
+        cut = len(raw) - limit
+        raw = raw[:limit]
+    else:
+        cut = 0
+    out = _CONTROL.sub(lambda m: " " if m.group() in "\n\t" else f"\\x{ord(m.group()):02x}", raw)
+    return out + (f"… (+{cut} chars)" if cut else "")
+
+
 def clock(t: float) -> str:
     """Unix seconds as a local HH:MM:SS (what an operator compares with their own clock)."""
     return dt.datetime.fromtimestamp(t).strftime("%H:%M:%S")
@@ -60,9 +80,12 @@ def age(then: float | None, now: float) -> str:
 
 
 def ms(value: float | None) -> str:
+    """Milliseconds that read: ``820ms`` below a second, ``1.2s`` / ``35s`` above."""
     if value is None:
         return "-"
-    if value >= 10_000:
+    if value >= 100_000:
+        return f"{value / 1000:.0f}s"
+    if value >= 1_000:
         return f"{value / 1000:.1f}s"
     return f"{value:.0f}ms"
 

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
-__all__ = ["ALL_KEYS", "APP_KEYS", "HELP_KEYS", "MAIN_KEYS", "PANE_KEYS", "KeySpec", "bindings"]
+__all__ = [
+    "ALL_KEYS",
+    "APP_KEYS",
+    "FOOTER_FIRST",
+    "HELP_KEYS",
+    "MAIN_KEYS",
+    "PANE_KEYS",
+    "SCREEN_HELP",
+    "KeySpec",
+    "bindings",
+    "leading_app_bindings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +120,28 @@ PANE_KEYS: tuple[KeySpec, ...] = (
 
 HELP_KEYS: tuple[KeySpec, ...] = ALL_KEYS + PANE_KEYS
 
+# Keys of the other screens and dialogs (bound there, listed here for the help screen): (key, what).
+SCREEN_HELP: tuple[tuple[str, str], ...] = (
+    ("enter", "Requests pane: open the selected request whole (route, asked model, status, tokens, flags)."),
+    ("home", "Requests pane: back to the newest row (the border counts rows that came while away: N new)."),
+    ("esc", "Requests pane: clear the filter. Dialogs and screens: close / back."),
+    ("c", "Job screen: cancel the running job (restores the previous build); not offered once it has ended."),
+    ("f", "Swap dialog: force the swap past a failed preflight (recorded in the audit log)."),
+    ("y / n", "Confirmations: yes / no."),
+    ("enter", "Audit log: open the selected change whole (before and after in full)."),
+    ("f5", "Audit log: reload."),
+)
+
 
 def bindings(specs: tuple[KeySpec, ...]) -> list[Binding]:
     return [Binding(s.key, s.action, s.label, show=s.show, id=s.id) for s in specs]
+
+
+# The footer lists the focused widget's keys, then the screen's, then the app's: at 80 columns the
+# app's ? and q fell off the end. Screens repeat them first (same id, so a remap moves both copies).
+FOOTER_FIRST: tuple[str, ...] = ("forge.help", "forge.quit")
+
+
+def leading_app_bindings() -> list[Binding]:
+    """Copies of the app keys that must always show in the footer, for the front of a screen's BINDINGS."""
+    return [Binding(s.key, f"app.{s.action}", s.label, show=True, id=s.id) for s in APP_KEYS if s.id in FOOTER_FIRST]

@@ -38,11 +38,13 @@ class SnapshotReady(Message, bubble=False):
 @dataclass
 class SwapRequested(Message):
     role: str
+    origin: str = ""  # where the operator picked it, said in the dialog ("selected in Roles")
 
 
 @dataclass
 class RollbackRequested(Message):
     role: str
+    origin: str = ""  # where the operator picked it, said in the dialog ("selected in Roles")
 
 
 @dataclass
@@ -53,17 +55,20 @@ class RollbackTrialRequested(Message):
 @dataclass
 class DeprecationRequested(Message):
     model: str
+    origin: str = ""  # where the operator picked it, said in the dialog ("selected in Roles")
 
 
 @dataclass
 class SmokeRequested(Message):
     roles: list[str] | None  # None: every role
+    origin: str = ""  # where the operator picked it, said in the dialog ("selected in Roles")
 
 
 @dataclass
 class JobRequested(Message):
     kind: str  # rebuild, verify
     host: str
+    origin: str = ""  # where the operator picked it, said in the dialog ("selected in Roles")
 
 
 @dataclass

@@ -42,15 +42,17 @@ class DeprecateScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="deprecate.cancel")]
 
-    def __init__(self, model: str, *, default: str | None, roles: list[str]) -> None:
+    def __init__(self, model: str, *, default: str | None, roles: list[str], origin: str = "") -> None:
         super().__init__()
+        self._origin = origin  # where the model was picked, said in the title
         self._model = model
         self._default = default
         self._roles = roles
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Deprecate {self._model}", classes="dialog-title", markup=False)
+            where = f" ({self._origin})" if self._origin else ""
+            yield Label(f"Deprecate {self._model}{where}", classes="dialog-title", markup=False)
             used = f" It still holds: {', '.join(self._roles)}." if self._roles else ""
             yield Static(
                 "Deprecated models keep answering explicit requests, with Deprecation and Sunset headers."

@@ -22,15 +22,17 @@ class SmokeScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,enter", "close", "Close", id="smoke.close")]
 
-    def __init__(self, roles: Sequence[str], gateway_url: str) -> None:
+    def __init__(self, roles: Sequence[str], gateway_url: str, *, origin: str = "") -> None:
         super().__init__()
+        self._origin = origin
         self._roles = list(roles)
         self._url = gateway_url
         self.results: list[SmokeResult] | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog dialog-wide", id="smoke-dialog"):
-            yield Label(f"Smoke {', '.join(self._roles)}", classes="dialog-title", markup=False)
+            where = f" ({self._origin})" if self._origin else ""
+            yield Label(f"Smoke {', '.join(self._roles)}{where}", classes="dialog-title", markup=False)
             yield Static(f"through {self._url} (the route agents use)", classes="dialog-body", markup=False)
             yield LoadingIndicator(id="smoke-loading")
             table: DataTable[Text] = DataTable(id="smoke-table", cursor_type="row", zebra_stripes=True)
@@ -40,7 +42,7 @@ class SmokeScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for col in ("Role", "Result", "Status", "Latency", "Route", "Snippet"):
+        for col in ("Role", "Result", "Status", "Latency", "Route", "Answer"):
             table.add_column(col, key=col)
 
     def show_results(self, results: list[SmokeResult]) -> None:
@@ -49,14 +51,17 @@ class SmokeScreen(ModalScreen[None]):
         table = self.query_one(DataTable)
         table.display = True
         table.clear()
+        # At 80 columns the route and the answer get what is left; the reasons below are never cut.
+        narrow = self.app.size.width < 120
+        route_w, snippet_w = (22, 14) if narrow else (48, 30)
         for r in results:
             table.add_row(
                 Text(r.role, style="bold"),
                 Text("PASS", style="bold green") if r.ok else Text("FAIL", style="bold red"),
                 Text(str(r.status or "-")),
                 Text(ms(r.latency_ms), justify="right"),
-                Text(short(route_label(r.route), 48) or "-", style="cyan" if r.route else "dim"),
-                Text(short(r.snippet, 30), style="dim"),
+                Text(short(route_label(r.route), route_w) or "-", style="cyan" if r.route else "dim"),
+                Text(short(r.snippet, snippet_w), style="dim"),
                 key=r.role,
             )
         passed = sum(r.ok for r in results)

@@ -45,8 +45,11 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
         Binding("f", "force", "Force swap", id="swap.force"),
     ]
 
-    def __init__(self, role: RoleInfo, models: list[ModelInfo], eligible: list[str], preflight: Preflight) -> None:
+    def __init__(
+        self, role: RoleInfo, models: list[ModelInfo], eligible: list[str], preflight: Preflight, *, origin: str = ""
+    ) -> None:
         super().__init__()
+        self._origin = origin  # where the role was picked ("selected in Roles"), said in the title
         self._role = role
         self._models = models
         self._eligible = set(eligible)
@@ -58,7 +61,8 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
     def compose(self) -> ComposeResult:
         role = self._role
         with Vertical(classes="dialog dialog-wide"):
-            yield Label(f"Swap role {role.name}", classes="dialog-title", markup=False)
+            where = f" ({self._origin})" if self._origin else ""
+            yield Label(f"Swap role {role.name}{where}", classes="dialog-title", markup=False)
             yield Static(
                 Text.assemble(
                     "now ",

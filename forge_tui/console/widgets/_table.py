@@ -18,6 +18,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from ...schema import Snapshot
+from ._guard import guarded
 
 __all__ = ["Row", "SnapshotTable"]
 
@@ -64,6 +65,7 @@ class SnapshotTable(DataTable[RenderableType]):
         """What ``rows_for`` reads from the snapshot (compared with ==): same view, same rows."""
         return snapshot
 
+    @guarded
     def refresh_rows(self, *, force: bool = False) -> None:
         """Bring the rows up to date with the snapshot; nothing happens when its view is unchanged."""
         snapshot = self.snapshot
@@ -107,7 +109,7 @@ class SnapshotTable(DataTable[RenderableType]):
         present = set(old_keys)
         for key, cells in rows:
             if key in present:
-                for column, cell in zip(self.COLUMNS, cells):
+                for column, cell in zip(self.COLUMNS, cells, strict=True):
                     if not _same(self.get_cell(key, column), cell):
                         self.update_cell(key, column, cell, update_width=True)
             else:

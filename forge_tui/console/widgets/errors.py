@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -11,7 +10,8 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from ...schema import Snapshot
-from ..format import clock
+from ..format import clean, clock
+from ._guard import guarded
 from ._quiet import set_subtitle
 
 __all__ = ["ErrorsPane"]
@@ -26,13 +26,18 @@ CLASS_STYLES = {
 }
 
 
-def _counts(title: str, counts: dict[str, int]) -> Table:
-    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=False)
-    table.add_column(title)
-    table.add_column("n", justify="right")
-    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(Text(name, style=CLASS_STYLES.get(name, "red")), str(n))
-    return table
+def _counts(title: str, counts: dict[str, int]) -> Text:
+    """One labelled line per grouping (``by class: a 3 · b 1``): lists side by side read as rows."""
+    line = Text(f"{title:<14}", style="bold")
+    for index, (name, n) in enumerate(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))):
+        if index:
+            line.append(" · ", style="dim")
+        line.append(clean(name, 80), style=CLASS_STYLES.get(name, "red") if title == "by class" else "")
+        line.append(f" {n}", style="bold")
+    return line
+
+
+MESSAGE_LIMIT = 600  # characters of one error message shown (a caller can make it 10 kB)
 
 
 def _view(snapshot: Snapshot) -> tuple[object, ...]:
@@ -62,6 +67,7 @@ class ErrorsPane(VerticalScroll):
     def on_mount(self) -> None:
         self.border_title = "Errors"
 
+    @guarded
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None or not self.is_mounted:
             return
@@ -77,25 +83,25 @@ class ErrorsPane(VerticalScroll):
         )
         parts: list[object] = []
         for warning in snapshot.warnings:
-            parts.append(Text(f"⚠ {warning}", style="yellow"))
+            parts.append(Text(f"⚠ {clean(warning, MESSAGE_LIMIT)}", style="yellow"))
         if not by_class and not tel.last_errors:
             parts.append(Text("no errors in the window", style="green"))
         else:
-            grid = Table.grid(padding=(0, 3))
-            tables = [_counts("class", by_class), _counts("role/model", tel.errors_by_target)]
+            parts.append(_counts("by class", by_class))
+            if tel.errors_by_target:
+                parts.append(_counts("by role/model", tel.errors_by_target))
             by_host = {h.role: h.errors for h in tel.hosts if h.errors}
             if by_host:  # "(unrouted)": errors before any host was chosen (404, bad body)
-                tables.append(_counts("host", by_host))
-            grid.add_row(*tables)
-            parts.append(grid)
-            parts.append(Text("last errors", style="bold underline"))
+                parts.append(_counts("by host", by_host))
+            parts.append(Text("last errors (newest first)", style="bold underline"))
             for e in sorted(tel.last_errors, key=lambda e: e.time, reverse=True):
                 head = Text(f"{clock(e.time)} ", style="dim")
                 head.append(e.error_class, style=CLASS_STYLES.get(e.error_class, "red"))
-                head.append(f" {e.status} {e.role or '-'}/{e.model or '-'}")
+                head.append(f" {e.status} ")
+                head.append(f"{e.role or '-'}/{e.model or '-'}", style="bold")
                 if e.host:
                     head.append(f" @{e.host}", style="dim")
                 parts.append(head)
-                # The message is shown whole: the upstream's own words are the diagnosis.
-                parts.append(Text(f"  {e.message}", style="red"))
+                # The message is shown whole up to a bound: the upstream's own words are the diagnosis.
+                parts.append(Text(f"  {clean(e.message, MESSAGE_LIMIT)}", style="red"))
         self.query_one("#errors-body", Static).update(Group(*parts))

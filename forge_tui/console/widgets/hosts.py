@@ -12,7 +12,8 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from ...schema import BackendInfo, HostInfo, JobInfo, Snapshot
-from ..format import age, health_text, memory_cell
+from ..format import age, clean, health_text, memory_cell
+from ._guard import guarded
 from ._quiet import same_text
 
 __all__ = ["HostsList", "host_text"]
@@ -37,7 +38,7 @@ def _backend_line(b: BackendInfo, now: float) -> Text:
         line.append("  ")
         line.append(", ".join(b.loaded_models), style="green")
     if b.detail and b.health != "ready":
-        line.append(f"  {b.detail}", style="red")
+        line.append(f"  {clean(b.detail, 200)}", style="red")
     return line
 
 
@@ -56,7 +57,7 @@ def host_text(host: HostInfo, now: float, job: JobInfo | None = None) -> Text:
         progress = f" {job.steps_done}/{job.steps_total}" if job.steps_total else ""
         out.append(f"  ⚙ {job.kind}{progress} {job.step or ''}".rstrip(), style="bold magenta")
     if host.error:
-        out.append(f"\n  {host.error}", style="red")
+        out.append(f"\n  {clean(host.error, 200)}", style="red")
     for b in host.backends:
         out.append("\n")
         out.append_text(_backend_line(b, now))
@@ -74,6 +75,7 @@ class HostsList(OptionList):
         self.border_title = "Hosts"
         self.watch_snapshot(self.snapshot)
 
+    @guarded
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None or not self.is_mounted:
             return

@@ -18,9 +18,10 @@ from textual_plotext import PlotextPlot
 from ...schema import RoleStats, Snapshot, TelemetryInfo
 from ..format import ms
 from ..keymap import PANE_KEYS, bindings
+from ._guard import guarded
 from ._quiet import same_text, set_subtitle, text_height
 
-__all__ = ["GROUPS", "UNROUTED", "LatencyChart", "LatencyPane", "group_stats", "legend"]
+__all__ = ["GROUPS", "UNROUTED", "LatencyChart", "LatencyPane", "group_stats", "legend", "scale"]
 
 # Fixed colours per series position so a series keeps its colour between redraws.
 # (plotext colour, Rich colour) pairs: the two libraries name some colours differently.
@@ -44,18 +45,46 @@ def group_stats(tel: TelemetryInfo, group: str) -> list[RoleStats]:
     return [s for s in stats if s.role != UNROUTED]
 
 
-def legend(tel: TelemetryInfo, group: str) -> Text:
-    """One entry per charted series, coloured like its line: name p50/p95 rate."""
-    line = Text()
+def _entries(tel: TelemetryInfo, group: str) -> list[Text]:
+    out: list[Text] = []
     for index, stats in enumerate(group_stats(tel, group)):
-        if line:
+        entry = Text("■ ", style=PALETTE[index % len(PALETTE)][1])
+        entry.append(f"{stats.role} ", style="bold")
+        entry.append(f"{ms(stats.p50_ms)}/{ms(stats.p95_ms)} {stats.rps:.2f}/s")
+        out.append(entry)
+    return out
+
+
+def legend(tel: TelemetryInfo, group: str, width: int = 0) -> Text:
+    """One entry per charted series, coloured like its line: name p50/p95 rate. Entries are laid
+    out whole on lines of ``width`` (0: one line); one never wraps in its middle."""
+    line = Text()
+    used = 0
+    for entry in _entries(tel, group):
+        if used and width and used + 2 + len(entry) > width:
+            line.append("\n")
+            used = 0
+        elif used:
             line.append("  ")
-        line.append("■ ", style=PALETTE[index % len(PALETTE)][1])
-        line.append(f"{stats.role} ", style="bold")
-        line.append(f"{ms(stats.p50_ms)}/{ms(stats.p95_ms)} {stats.rps:.2f}/s")
+            used += 2
+        line.append_text(entry)
+        used += len(entry)
     if not line:
         line.append(f"p50/p95 per {group} appear here once requests arrive", style="dim")
     return line
+
+
+def scale(values: list[float]) -> tuple[float, str, float | None]:
+    """(divisor, unit, clip): seconds once anything passes 1,000 ms; a clip above the bulk of the
+    values when a few outliers would flatten every other line (None: nothing to clip)."""
+    if not values:
+        return 1.0, "ms", None
+    ordered = sorted(values)
+    bulk = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+    top = ordered[-1]
+    clip = bulk * 1.5 if len(ordered) >= 5 and top > 3 * bulk > 0 else None
+    shown_top = clip if clip is not None else top
+    return (1000.0, "s", clip) if shown_top >= 1000 else (1.0, "ms", clip)
 
 
 class LatencyChart(PlotextPlot):
@@ -79,6 +108,7 @@ class LatencyChart(PlotextPlot):
     def watch_group(self) -> None:
         self._draw()
 
+    @guarded
     def _draw(self) -> None:
         snapshot = self.snapshot
         if snapshot is None:
@@ -97,22 +127,42 @@ class LatencyChart(PlotextPlot):
         plt.clear_figure()
         now = snapshot.taken_at
         lines: list[str] = []
-        for index, stats in enumerate(group_stats(snapshot.telemetry, self.group)):
+        groups = group_stats(snapshot.telemetry, self.group)
+        every = [p.p95_ms for st in groups for p in st.series if p.p95_ms is not None]
+        every += [p.p50_ms for st in groups for p in st.series if p.p50_ms is not None]
+        div, unit, clip = scale(every)
+        top = clip if clip is not None else None
+        clipped_x: list[float] = []
+        for index, stats in enumerate(groups):
             color = PALETTE[index % len(PALETTE)][0]
-            p50 = [((p.t - now) / 60.0, p.p50_ms) for p in stats.series if p.p50_ms is not None]
-            p95 = [((p.t - now) / 60.0, p.p95_ms) for p in stats.series if p.p95_ms is not None]
-            if p50:
+            for name, marker in (("p50", "braille"), ("p95", "dot")):
+                points = [((p.t - now) / 60.0, getattr(p, f"{name}_ms")) for p in stats.series]
+                points = [(x, y) for x, y in points if y is not None]
+                if not points:
+                    continue
+                if top is not None:
+                    clipped_x += [x for x, y in points if y > top]
+                    points = [(x, min(y, top)) for x, y in points]
                 plt.plot(
-                    [x for x, _ in p50], [y for _, y in p50], label=f"{stats.role} p50", color=color, marker="braille"
+                    [x for x, _ in points],
+                    [y / div for _, y in points],
+                    label=f"{stats.role} {name}",
+                    color=color,
+                    marker=marker,
                 )
-                lines.append(f"{stats.role} p50")
-            if p95:
-                plt.plot([x for x, _ in p95], [y for _, y in p95], label=f"{stats.role} p95", color=color, marker="dot")
-                lines.append(f"{stats.role} p95")
+                lines.append(f"{stats.role} {name}")
+        p95s = [st.p95_ms for st in groups if st.p95_ms is not None]
+        if p95s:  # the window's p95 as a flat line: where most requests end
+            window_p95 = min(max(p95s), top) if top is not None else max(p95s)
+            plt.hline(window_p95 / div, "gray")
+        if clipped_x and top is not None:  # outliers drawn at the clip, marked, never stretching the axis
+            plt.scatter(clipped_x, [top / div] * len(clipped_x), marker="▲", color="red")
+            plt.ylim(0, top / div * 1.05)
+            plt.title(f"▲ {len(clipped_x)} point(s) above {ms(top)} clipped")
         window_min = snapshot.telemetry.window_s / 60.0
         plt.xlim(-window_min, 0)
         plt.xlabel("minutes ago")
-        plt.ylabel("ms")
+        plt.ylabel(unit)
         if not lines:
             plt.title("no requests in the window yet")
         self.lines = lines
@@ -139,6 +189,8 @@ class LatencyPane(Vertical, can_focus=True):
 
     def on_resize(self) -> None:
         self._legend_height = None  # measured at the old width; the next legend re-measures
+        self._legend = None
+        self._summary()
 
     def action_cycle_group(self) -> None:
         self.group = GROUPS[(GROUPS.index(self.group) + 1) % len(GROUPS)]
@@ -155,16 +207,17 @@ class LatencyPane(Vertical, can_focus=True):
         if self.is_mounted:
             self._summary()
 
+    @guarded
     def _summary(self) -> None:
         snapshot = self.snapshot
         if snapshot is None:
             return
         tel = snapshot.telemetry
         set_subtitle(self, f"{tel.rps:.2f} req/s · {tel.total} req in {tel.window_s / 60:.0f} min")
-        text = legend(tel, self.group)
+        summary = self.query_one("#latency-summary", Static)
+        text = legend(tel, self.group, summary.content_size.width)
         if same_text(text, self._legend):
             return
-        summary = self.query_one("#latency-summary", Static)
         height = text_height(summary, text)
         # A layout pass (the whole screen) only when the legend's line count changes.
         summary.update(text, layout=height is None or height != self._legend_height)
