@@ -467,7 +467,8 @@ def aggregate_raw(
     args: list[object] = [since, until]
     if roles is not None:
         rl = list(roles)
-        sql += f" AND role IN ({', '.join('?' * len(rl))})"
+        nulls = " OR role IS NULL" if "" in rl else ""  # "" stands for role-less requests, as in rollups
+        sql += f" AND (role IN ({', '.join('?' * len(rl))}){nulls})"
         args += rl
     out: dict[RollupKey, Accum] = {}
     try:
@@ -551,6 +552,7 @@ class History:
         self.processed = 0  # written by the writer thread only: records written or lost to an error
         self.written = 0
         self.pruned = 0  # raw rows deleted by retention
+        self.prune_rounds = 0  # retention passes run to the end
         # dropped records, counted apart by the thread that drops them (no shared +=)
         self.dropped_unqueued = 0  # request path: backlog full, or history not open
         self.dropped_unwritten = 0  # writer: a failed batch, or put in the instant close began
@@ -687,12 +689,21 @@ class History:
             more = False
         if not more:
             self._next_prune = now + self.prune_interval_s
+            with self._progress:
+                self.prune_rounds += 1
+                self._progress.notify_all()
         return more
 
-    def prune_now(self) -> None:
-        """Run retention on the next writer pass (tests and the benchmark; normally once a minute)."""
+    def prune_now(self, timeout: float = 60.0) -> bool:
+        """Run retention to the end now and wait for it (tests and the benchmark; normally once a
+        minute, a step at a time). Blocks: call it off the event loop."""
+        if not self._open:
+            return False
+        target = self.prune_rounds + 1
         self._next_prune = 0.0
         self._wake.set()
+        with self._progress:
+            return self._progress.wait_for(lambda: self.prune_rounds >= target or not self._open, timeout)
 
     def read(
         self,
