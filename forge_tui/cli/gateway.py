@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from .. import __version__, aio
@@ -95,13 +96,22 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
         await rt.stop()
         return fail(str(exc))
     print(f"forge-tui {__version__}: gateway listening on {_bound(rt)}", flush=True)
+    from ..console.crashlog import ConsoleLog
+
+    log_path = Path(rt.state_dir) / "console.log"
+    app = ForgeApp(LocalControl(rt), actor=actor(), api_key=rt.api_keys[0] if rt.api_keys else None)
     try:
-        app = ForgeApp(LocalControl(rt), actor=actor(), api_key=rt.api_keys[0] if rt.api_keys else None)
-        await app.run_async()
+        with ConsoleLog(log_path):  # stderr is the console's terminal: the log goes to a file meanwhile
+            await app.run_async()
     finally:
-        await rt.stop()
+        await rt.stop()  # the gateway drains in-flight requests before the process reports or exits
     for w in rt.state.warnings:
         print(f"forge-tui: {w}", file=sys.stderr)
+    if app.crash is not None or app.return_code:
+        last = (app.crash or "").strip().splitlines()[-1:] or ["unknown error"]
+        return fail(
+            f"the console crashed ({last[0]}); the gateway drained and stopped; traceback in {log_path}", code=1
+        )
     return 0
 
 
@@ -159,10 +169,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bound(rt: Any) -> str:
-    """The addresses really bound, and the URL to use locally when that differs (0.0.0.0, ::)."""
-    addrs = ", ".join(rt.gateway.addresses) or rt.url
+    """The URL to use locally, then the addresses really bound when they differ (0.0.0.0, ::, several).
+    The URL stays first: scripts and tests read the word after "listening on"."""
+    addrs = ", ".join(rt.gateway.addresses)
     local = rt.url.removeprefix("http://")
-    return addrs if addrs == local else f"{addrs} (local URL {rt.url})"
+    return rt.url if not addrs or addrs == local else f"{rt.url} (bound to {addrs})"
 
 
 def gateway_opts(p: argparse.ArgumentParser, top: bool = False) -> None:
