@@ -259,3 +259,149 @@ async def test_records_after_close_are_counted_as_dropped(tmp_path: Path) -> Non
     assert value(samples, "forge_history_dropped_total") == 2
     assert value(samples, "forge_history_written_total") == 1
     assert [r.time for r in tel.history()] == [2]
+
+
+# -- schema v2: rollups, migration, retention, permissions, crash safety ------------------------------
+
+
+def _v1_file(path: Path, n: int) -> None:
+    """A history as forge-tui wrote it before schema 2 (the v1 DDL, verbatim)."""
+    from forge_tui.telemetry._history import COLUMNS as V2
+
+    v1 = V2[:21]
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    c.execute("INSERT INTO schema_version VALUES (1)")
+    c.execute("CREATE TABLE requests (id INTEGER PRIMARY KEY, " + ", ".join(f"{a} {b}" for a, b in v1) + ")")
+    for i in range(n):
+        c.execute(
+            "INSERT INTO requests (time, request_id, endpoint, role, model, stream, status, error_class, latency_ms,"
+            " fallback, thinking_injected, thinking_leaked, image) VALUES (?, ?, '/v1/chat/completions',"
+            " 'default-chat', 'm', 0, 200, ?, ?, 0, 0, 0, 0)",
+            (7200.0 + i, f"old{i}", "ok" if i % 4 else "upstream_error", float(10 + i)),
+        )
+    c.commit()
+    c.close()
+
+
+def _rollup_total(path: Path) -> int:
+    c = sqlite3.connect(path)
+    try:
+        return c.execute("SELECT coalesce(sum(n), 0) FROM rollups").fetchone()[0]
+    finally:
+        c.close()
+
+
+async def test_a_v1_history_is_migrated_with_rollups_of_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    _v1_file(path, 40)
+    tel = Telemetry(path, flush_interval_s=SLOW)
+    await tel.start()
+    tel.record(rec(9000.0, request_id="new", source="agent", inflight=2, cold_start=True, structured=False))
+    await tel.close()
+    c = sqlite3.connect(path)
+    try:
+        assert c.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert c.execute("SELECT count(*) FROM requests").fetchone()[0] == 41
+        by_ec = dict(c.execute("SELECT error_class, sum(n) FROM rollups GROUP BY error_class").fetchall())
+    finally:
+        c.close()
+    assert by_ec == {"ok": 31, "upstream_error": 10}
+    old = Telemetry(path).history(until=8000.0)
+    assert len(old) == 40 and old[0].source is None and old[0].cold_start is False
+    new = Telemetry(path).history(since=9000.0)[0]
+    assert (new.source, new.inflight, new.cold_start, new.structured) == ("agent", 2, True, False)
+
+
+async def test_rollups_match_the_raw_rows(tmp_path: Path) -> None:
+    from forge_tui.telemetry._history import aggregate_raw, read_rollups
+
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=SLOW, batch_size=37)  # batches cut across hours and keys
+    await tel.start()
+    for i in range(500):
+        tel.record(
+            rec(
+                3600.0 * 5 + i * 29.0,
+                latency_ms=float(i % 97) * 13,
+                ttft_ms=float(i % 7) if i % 2 else None,
+                source=("agent", "job", "smoke")[i % 3],
+                inflight=i % 3,
+                fallback=i % 11 == 0,
+                error_class=ErrorClass.SATURATED if i % 13 == 0 else ErrorClass.OK,
+            )
+        )
+    await tel.close()
+    stored = dict(read_rollups(path, 0, 10**9))
+    folded = aggregate_raw(path, 0.0, 1e12)
+    assert stored == folded
+    assert sum(a.n for a in stored.values()) == 500
+
+
+async def test_history_files_are_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "h.sqlite3"
+    old = os.umask(0o022)
+    try:
+        tel = Telemetry(path, flush_interval_s=SLOW)
+        await tel.start()
+        tel.record(rec(1.0))
+        await tel.flush()
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            assert p.exists(), p
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+        await tel.close()
+    finally:
+        os.umask(old)
+
+
+def test_kill_9_mid_batch_leaves_a_readable_consistent_history(tmp_path: Path) -> None:
+    """A real writer process killed with SIGKILL while it writes: the file opens, and raw rows and
+    rollups agree (they commit in one transaction)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "h.sqlite3"
+    code = (
+        "import sys, itertools\n"
+        "from pathlib import Path\n"
+        "from forge_tui.telemetry._history import History\n"
+        "from forge_tui.telemetry import RequestRecord\n"
+        "h = History(Path(sys.argv[1]), batch_size=2000, flush_interval_s=0.01, max_pending=10**7)\n"
+        "h.open()\n"
+        "print('open', flush=True)\n"
+        "for i in itertools.count():\n"
+        "    h.put(RequestRecord(time=float(i), request_id=str(i), endpoint='/v1/chat/completions', role='r',"
+        " model='m', status=200, latency_ms=float(i % 500)))\n"
+        "    if i % 5000 == 0:\n"
+        "        h.flush(1.0) if i % 20000 == 0 else None\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[1]
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"open"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # bounded: wait until some batches are on disk
+            if rows_on_disk(path) >= 20000:
+                break
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    n = rows_on_disk(path)
+    assert n >= 20000
+    assert _rollup_total(path) == n
+    c = sqlite3.connect(path)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        c.close()
+    tel = Telemetry(path)  # and a new gateway carries on with it
+    asyncio.run(tel.start())
+    asyncio.run(tel.close())

@@ -526,7 +526,7 @@ class History:
         flush_interval_s: float = 0.5,
         max_pending: int = 20_000,
         retention_days: float | None = None,
-        rollup_days: float | None = 400.0,
+        rollup_days: float | None = None,
         prune_interval_s: float = 60.0,
         prune_step: int = 5000,
         clock: Callable[[], float] = _time.time,

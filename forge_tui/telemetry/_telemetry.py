@@ -12,13 +12,15 @@ import threading
 import time as _time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.core import Metric
+
 from ..schema import ErrorInfo, RequestInfo, RoleStats, SeriesPoint, TelemetryInfo
 from ._history import History
-from ._metrics import PromMetrics, render
+from ._metrics import Exposition, PromMetrics, families
 from ._percentiles import merged_percentiles
 from ._windows import OVERFLOW, RollingWindows, Route
 from .records import ErrorClass, RequestRecord
@@ -179,7 +181,7 @@ class Telemetry:
         flush_interval_s: float = 0.5,
         max_pending: int = 20_000,
         history_retention_days: float | None = None,  # raw rows; None keeps them (hourly rollups kept apart)
-        history_rollup_days: float | None = 400.0,
+        history_rollup_days: float | None = None,  # hourly rollups; None keeps them
     ):
         self.history_path = Path(history_path) if history_path is not None else None
         self._lock = threading.Lock()
@@ -328,7 +330,13 @@ class Telemetry:
         )
 
     def prometheus(self) -> str:
-        """``/metrics`` body, Prometheus text exposition format 0.0.4."""
+        """These families alone as Prometheus text (format 0.0.4); the gateway's ``/metrics`` adds its own."""
+        page = Exposition()
+        page.register(self)
+        return page.render().decode()
+
+    def collect(self) -> Iterator[Metric]:
+        """The request families (a ``prometheus_client`` custom collector over the in-memory series)."""
         with self._lock:
             series = self._metrics.snapshot()
         h = self._history
@@ -358,7 +366,7 @@ class Telemetry:
                 h.pending if h else 0,
             ),
         ]
-        return render(series, extra)
+        return families(series, extra)
 
     def memory_stats(self) -> dict[str, int]:
         """Sizes of every structure that could grow; all are capped (the benchmark and tests read these)."""
