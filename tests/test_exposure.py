@@ -190,7 +190,7 @@ async def test_cli_refuses_open_bind_and_takes_keys_from_files_and_env(tmp_path:
     p = _serve(tmp_path, cfg, "--host", "0.0.0.0", "--allow-unauthenticated")
     try:
         line = await asyncio.to_thread(_listening_line, p)
-        assert "listening on 0.0.0.0:" in line and "(local URL http://127.0.0.1:" in line, line
+        assert "listening on http://127.0.0.1:" in line and "(bound to 0.0.0.0:" in line, line
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
@@ -206,7 +206,7 @@ async def test_cli_refuses_open_bind_and_takes_keys_from_files_and_env(tmp_path:
     p = _serve(tmp_path, cfg, "--api-key-file", str(keyfile), env={"FORGE_API_KEYS": "env-key, other"})
     try:
         line = await asyncio.to_thread(_listening_line, p)
-        url = "http://" + line.split("listening on ")[1].split()[0]
+        url = line.split("listening on ")[1].split()[0]
         async with httpx.AsyncClient(base_url=url) as c:
             assert (await c.get("/v1/models")).status_code == 401
             for k in ("file-key", "env-key", "other"):
