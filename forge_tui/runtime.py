@@ -68,6 +68,8 @@ class Runtime:
             config_path=str(self.config_path),
             api_keys=self.api_keys,
         )
+        if self.hosts is not None:
+            self.hosts.use_health(self.gateway.health)  # one backend probe loop in the process: the gateway's
         self.operator = OperatorService(self.state, telemetry=self.telemetry, gateway=self.gateway, hosts=self.hosts)
         self.admin = AdminHttp.for_run(self.operator, self.admin_token, self.state_dir)
         self.gateway.mount(self.admin)

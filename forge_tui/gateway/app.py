@@ -29,10 +29,13 @@ import aiohttp
 from aiohttp import web
 
 from ..config.models import Catalog
+from ..health import BackendProber
 from ..state import AuditEntry, RoutingState
+from ..telemetry import CONTENT_TYPE, Exposition
 from .api import OpenAIApi
-from .backends import READY, BackendRuntime, Breaker, HealthProber, Limiter
+from .backends import READY, BackendRuntime, Breaker, Limiter
 from .errors import GatewayBindError
+from .health_feed import feed
 from .protocols import Mount, TelemetryLike
 from .routing import RouteTable
 from .server import ServerLimits, error_middleware, harden, is_loopback
@@ -41,10 +44,6 @@ from .upstream import Upstream
 __all__ = ["Gateway", "GatewayBindError", "Mount"]
 
 log = logging.getLogger("forge_tui.gateway")
-
-
-def _label(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Gateway:
@@ -74,6 +73,8 @@ class Gateway:
             )
             for name, b in catalog.backends.items()
         }
+        # Families added here or from outside (gw.metrics.gauge/counter/register) before or after start.
+        self.metrics = self._register_metrics()
         self._placements: dict[str, dict[str, str]] = {}
         for mid, m in catalog.models.items():
             for p in m.placements:
@@ -84,7 +85,9 @@ class Gateway:
         self._idle: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._prober: HealthProber | None = None
+        # The process's one backend probe loop (the hosts service reads it too); it feeds the runtimes.
+        self.health = BackendProber(catalog, interval_s=s.health_interval_s)
+        self._unfeed = feed(self.health, self.backends)
         self._upstream: Upstream | None = None
         self.url = ""
         self.port = 0
@@ -112,13 +115,11 @@ class Gateway:
             connector=connector, auto_decompress=False, raise_for_status=False, skip_auto_headers=("User-Agent",)
         )
         self._upstream = Upstream(self.backends, self._session)
-        self._prober = HealthProber(self.backends, self._session, self.settings.health_interval_s)
-        self._prober.start()
-        await self._prober.first_round(timeout=1.0)  # know who is up before the first request arrives
+        await self.health.start()
+        await self.health.first_round(timeout=1.0)  # know who is up before the first request arrives
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        if self._prober is not None:
-            await self._prober.stop()
+        await self.health.stop()
         if self._upstream is not None:
             self._upstream.close()
         if self._session is not None:
@@ -142,8 +143,8 @@ class Gateway:
         return self._upstream
 
     @property
-    def prober(self) -> HealthProber | None:
-        return self._prober
+    def prober(self) -> BackendProber:
+        return self.health
 
     def _build_table(self, previous: RouteTable | None) -> RouteTable:
         return RouteTable(self.state, config_path=self.config_path, started_at=self.started_at, previous=previous)
@@ -268,28 +269,39 @@ class Gateway:
         body = {"status": status, "inflight": self._inflight, "backends": backends}
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
+    def _register_metrics(self) -> Exposition:
+        """The ``/metrics`` families: telemetry's, then the gateway's own (one line each; see ``telemetry._metrics``)."""
+        m = Exposition()
+        m.register(self.telemetry)
+        bs = self.backends
+        m.gauge(
+            "forge_backend_up",
+            "1 when the gateway's health probe sees the backend ready, else 0.",
+            ("backend", "host"),
+            lambda: [((n, b.host), float(b.health == READY and b.breaker.state() != "open")) for n, b in bs.items()],
+        )
+        m.gauge(
+            "forge_host_up",
+            "1 when the host is reachable (its backends' network word and, with the hosts service, SSH), else 0.",
+            ("host",),
+            lambda: [
+                ((h,), float(r.reachable)) for h, r in self.health.reach.hosts().items() if r.reachable is not None
+            ],
+        )
+        m.gauge("forge_inflight", "Requests the gateway is answering right now.", (), lambda: [((), self._inflight)])
+        m.gauge(
+            "forge_backend_inflight",
+            "Requests holding a backend slot.",
+            ("backend",),
+            lambda: [((n,), b.limiter.inflight) for n, b in bs.items()],
+        )
+        m.gauge(
+            "forge_backend_queued",
+            "Requests waiting for a backend slot.",
+            ("backend",),
+            lambda: [((n,), b.limiter.queued) for n, b in bs.items()],
+        )
+        return m
+
     async def _metrics(self, request: web.Request) -> web.Response:
-        lines = [
-            "# HELP forge_backend_up 1 when the gateway's health probe sees the backend ready, else 0.",
-            "# TYPE forge_backend_up gauge",
-        ]
-        for n, b in self.backends.items():
-            up = 1 if b.health == READY and b.breaker.state() != "open" else 0
-            lines.append(f'forge_backend_up{{backend="{_label(n)}",host="{_label(b.host)}"}} {up}')
-        lines += [
-            "# HELP forge_inflight Requests the gateway is answering right now.",
-            "# TYPE forge_inflight gauge",
-            f"forge_inflight {self._inflight}",
-            "# HELP forge_backend_inflight Requests holding a backend slot.",
-            "# TYPE forge_backend_inflight gauge",
-        ]
-        lines += [
-            f'forge_backend_inflight{{backend="{_label(n)}"}} {b.limiter.inflight}' for n, b in self.backends.items()
-        ]
-        lines += [
-            "# HELP forge_backend_queued Requests waiting for a backend slot.",
-            "# TYPE forge_backend_queued gauge",
-        ]
-        lines += [f'forge_backend_queued{{backend="{_label(n)}"}} {b.limiter.queued}' for n, b in self.backends.items()]
-        text = self.telemetry.prometheus().rstrip("\n") + "\n" + "\n".join(lines) + "\n"
-        return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

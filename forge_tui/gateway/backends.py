@@ -1,4 +1,5 @@
-"""Per-backend runtime: health (active probe), circuit breaker (passive), concurrency limiter.
+"""Per-backend runtime: health (from the process's one probe loop, ``forge_tui.health``, through
+``set_health``), circuit breaker (passive), concurrency limiter.
 
 All of it lives on the event loop thread; nothing here locks. The prober writes health, the
 request path reads it, and the limiter hands slots out first come, first served.
@@ -7,32 +8,27 @@ request path reads it, and the limiter hands slots out first come, first served.
 from __future__ import annotations
 
 import asyncio
-import errno
-import json
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from ..config.models import Backend, BackendKind
+from ..health import DOWN, READY, STARTING, UNKNOWN, is_startup_text
 from .errors import Saturated
 
-__all__ = ["DOWN", "READY", "STARTING", "UNKNOWN", "BackendBad", "BackendRuntime", "Breaker", "HealthProber", "Limiter"]
-
-READY = "ready"
-STARTING = "starting"
-DOWN = "down"
-UNKNOWN = "unknown"
-
-# Words in a 503 body that mean "still loading" (llama-server, llama-swap, most OpenAI-compatible servers).
-STARTUP_MARKERS = ("loading model", "process is not ready", "not ready", "loading", "starting")
-
-
-def is_startup_text(text: str) -> bool:
-    low = text.lower()
-    return any(m in low for m in STARTUP_MARKERS)
+# The state vocabulary is the process's one (``forge_tui.health``); re-exported for the request path.
+__all__ = [
+    "DOWN",
+    "READY",
+    "STARTING",
+    "UNKNOWN",
+    "BackendBad",
+    "BackendRuntime",
+    "Breaker",
+    "Limiter",
+    "is_startup_text",
+]
 
 
 class BackendBad(Exception):
@@ -330,125 +326,3 @@ class BackendRuntime:
         self.checked_at = time.time()
         if went_down:
             self.mark_bad(detail or "health probe failed")
-
-
-def describe_connect_error(exc: BaseException) -> tuple[bool, str]:
-    """(refused, text): refused means nothing listens there (starting or dead), else the host is unreachable."""
-    os_err = getattr(exc, "os_error", None)
-    err_no = getattr(os_err, "errno", None)
-    if err_no == errno.ECONNREFUSED or isinstance(os_err, ConnectionRefusedError):
-        return True, "connection refused"
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return False, "connect timed out"
-    text = str(os_err or exc) or exc.__class__.__name__
-    return False, text
-
-
-class HealthProber:
-    """Polls each backend's health path every ``interval`` seconds (llama-swap: /health then /running)."""
-
-    def __init__(
-        self,
-        backends: dict[str, BackendRuntime],
-        session: aiohttp.ClientSession,
-        interval: float,
-        on_change: Callable[[], None] | None = None,
-    ) -> None:
-        self.backends = backends
-        self.session = session
-        self.interval = interval
-        self.on_change = on_change
-        self._task: asyncio.Task[None] | None = None
-        self._timeout = aiohttp.ClientTimeout(total=max(1.0, min(5.0, interval)))
-        self._first_round = asyncio.Event()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="forge-health-prober")
-
-    async def stop(self) -> None:
-        t, self._task = self._task, None
-        if t is not None:
-            t.cancel()
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
-
-    async def first_round(self, timeout: float) -> None:
-        """Wait (bounded) for the first probe of every backend: a dead remote host must not stall startup."""
-        try:
-            await asyncio.wait_for(self._first_round.wait(), timeout)
-        except TimeoutError:
-            pass
-
-    async def _run(self) -> None:
-        while True:
-            await self.probe_all()
-            self._first_round.set()
-            await asyncio.sleep(self.interval)
-
-    async def probe_all(self) -> None:
-        await asyncio.gather(*(self.probe(b) for b in self.backends.values()), return_exceptions=True)
-        if self.on_change is not None:
-            self.on_change()
-
-    async def probe(self, b: BackendRuntime) -> None:
-        url = b.cfg.base_url + b.cfg.health_path
-        try:
-            async with self.session.get(url, timeout=self._timeout) as resp:
-                text = (await resp.content.read(4096)).decode("utf-8", "replace")
-                status = resp.status
-        except aiohttp.ClientConnectorError as exc:
-            _, why = describe_connect_error(exc)
-            b.set_health(DOWN, why)
-            return
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            b.set_health(DOWN, f"health probe failed: {exc.__class__.__name__}: {exc}".rstrip(": "))
-            return
-        if b.kind is BackendKind.LLAMA_SWAP:
-            if status == 200:
-                await self._llama_swap_running(b)
-                b.set_health(READY, None)
-            else:
-                b.set_health(DOWN, f"HTTP {status} on {b.cfg.health_path}: {text[:200]}")
-            return
-        if status == 200 or (b.kind is not BackendKind.LLAMA_SERVER and status < 500):
-            b.set_health(READY, None)
-            b.breaker.success()  # an answering backend is evidence enough to close the circuit
-        elif status == 503 and is_startup_text(text):
-            b.set_health(STARTING, _message_of(text))
-        else:
-            b.set_health(DOWN, f"HTTP {status} on {b.cfg.health_path}: {_message_of(text)[:200]}")
-
-    async def _llama_swap_running(self, b: BackendRuntime) -> None:
-        try:
-            async with self.session.get(b.cfg.base_url + "/running", timeout=self._timeout) as resp:
-                data = json.loads(await resp.read()) if resp.status == 200 else None
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            return
-        running = data.get("running") if isinstance(data, dict) else None
-        if not isinstance(running, list):
-            return
-        states: dict[str, str] = {}
-        for r in running:
-            if isinstance(r, dict) and isinstance(r.get("model"), str):
-                states[r["model"]] = str(r.get("state", ""))
-        b.model_states = states
-        b.loaded = frozenset(m for m, s in states.items() if s == "ready")
-        b.breaker.success()
-
-
-def _message_of(text: str) -> str:
-    """The ``error.message`` of a JSON error body, else the text itself."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text.strip()
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(err, str):
-            return err
-    return text.strip()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..config.models import BackendKind, ThinkingPolicy
 from ..gateway.backends import DOWN, READY, STARTING, UNKNOWN, BackendRuntime
+from ..health import models_held
 from ..schema import BackendInfo, HostInfo, ModelInfo, RoleInfo, Snapshot
 from ..state import RoleView, RoutingState
 
@@ -31,9 +32,11 @@ def backend_loaded_models(gw: Gateway, b: BackendRuntime) -> list[str] | None:
         if b.health != READY:
             return None if b.health == UNKNOWN else []
         return sorted({placed.get(n, n) for n in b.loaded})
-    # One server, one model: a ready backend has its model(s) loaded.
+    # A llama-server holds the one file it was started with, whatever the catalog places on it:
+    # what it reports (/props, /v1/models) decides. Other kinds do not say what is loaded (None).
     if b.health == READY:
-        return sorted(set(placed.values()))
+        held = gw.health.state(b.name).holds
+        return None if held is None else models_held(gw.catalog, b.name, held)
     if b.health in (DOWN, STARTING):
         return []
     return None
