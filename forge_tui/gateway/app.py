@@ -301,6 +301,13 @@ class Gateway:
             ("backend",),
             lambda: [((n,), b.limiter.queued) for n, b in bs.items()],
         )
+        m.counter(
+            "forge_backend_events_total",
+            "Request-path events by backend (BackendRuntime.events: connect_timeout, read_timeout, went_bad, "
+            "redispatched, cancelled_upstream, spilled_from/to, no_replay, connections_opened, ...).",
+            ("backend", "host", "event"),
+            lambda: [((n, b.host, e), v) for n, b in bs.items() for e, v in sorted(b.events.items())],
+        )
         return m
 
     async def _metrics(self, request: web.Request) -> web.Response:
