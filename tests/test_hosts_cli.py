@@ -72,7 +72,10 @@ def closed_port() -> int:
 
 
 @pytest.mark.llama
-def test_preflight_on_the_demo_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_preflight_on_the_demo_without_its_servers_is_blocked_and_says_how_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's servers are not running here: what local-a serves cannot be told, so it blocks."""
     code = main(
         [
             "--state-dir",
@@ -85,10 +88,16 @@ def test_preflight_on_the_demo_passes(tmp_path: Path, capsys: pytest.CaptureFixt
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0, out
-    assert out.splitlines()[0] == "preflight default-chat -> gemma3-270m-a on local"
-    assert "  PASS  architecture  xllamacpp" in out and "knows 'gemma3'" in out
-    assert out.splitlines()[-1] == "ok"
+    assert code == 1, out
+    lines = out.splitlines()
+    assert lines[0] == "preflight default-chat -> gemma3-270m-a on local"
+    assert "  UNPROVEN  serves        cannot tell what local-a (llama-server) serves: it is down" in out
+    assert "fix: start local-a at http://127.0.0.1:18431" in out
+    # The architecture pass says why the loader's error line is the pass.
+    arch = next(ln for ln in lines if ln.startswith("  PASS      architecture  xllamacpp"))
+    assert "knows 'gemma3': its loader accepted the architecture" in arch and "as expected" in arch
+    assert lines[-2] == "could not check 1: serves (a check that cannot be made blocks like a failure)"
+    assert lines[-1].startswith("blocked: 1 could not be checked")
 
 
 def test_preflight_blocked_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,9 +119,11 @@ def test_preflight_blocked_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
     code = main(["--state-dir", str(tmp_path / "st"), "preflight", "default-chat", "m", "--config", str(cfg)])
     out = capsys.readouterr().out
     assert code == 1
-    assert "  FAIL  weights       gone unreachable: gone: cannot reach [127.0.0.1]:" in out
-    assert "  FAIL  architecture  gone unreachable" in out
-    assert out.splitlines()[-1].startswith("blocked: 2 check(s) failed")
+    assert "  UNPROVEN  weights       gone did not answer over SSH: gone: cannot reach [127.0.0.1]:" in out
+    assert "  UNPROVEN  architecture  gone did not answer over SSH" in out
+    assert "fix: check the host and its SSH settings (forge-tui hosts probe gone)" in out
+    assert "  UNPROVEN  serves        cannot tell what b (llama-server) serves: it is down (connection refused)" in out
+    assert out.splitlines()[-1].startswith("blocked: 3 could not be checked")
 
 
 @pytest.mark.sshd

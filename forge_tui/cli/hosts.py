@@ -21,10 +21,11 @@ from ..config import Catalog
 from ..hosts.gguf import GgufError
 from ..hosts.service import HostProbe, HostsService
 from ..hosts.transport import TransportError
+from ..schema import JobInfo, PreflightResult
 from ..state import RoutingState
 from .common import load_config, state_dir
 
-__all__ = ["cmd_hosts", "cmd_job", "cmd_preflight", "register"]
+__all__ = ["cmd_hosts", "cmd_job", "cmd_preflight", "preflight_lines", "register"]
 
 
 def register(sub: Any) -> None:
@@ -68,15 +69,36 @@ async def _preflight(catalog: Catalog, state: RoutingState, role: str, model: st
     finally:
         await svc.close()
     print(f"preflight {role} -> {model}" + (f" on {res.host}" if res.host else ""))
+    for line in preflight_lines(res):
+        print(line)
+    return 1 if res.blocked else 0
+
+
+def preflight_lines(res: PreflightResult) -> list[str]:
+    """The checks, then what could not be checked and how to fix each, then the verdict."""
+    out = []
     for c in res.checks:
-        print(f"  {c.outcome.upper():<4}  {c.name:<13} {c.evidence}")
-    fails = sum(c.outcome == "fail" for c in res.checks)
+        out.append(f"  {c.outcome.upper():<8}  {c.name:<13} {c.evidence}")
+        if c.fix and c.outcome in ("fail", "unproven"):
+            out.append(f"  {'':<8}  {'':<13} fix: {c.fix}")
+    fails = [c for c in res.checks if c.outcome == "fail"]
+    unproven = [c for c in res.checks if c.outcome == "unproven"]
     warns = sum(c.outcome == "warn" for c in res.checks)
-    if fails:
-        print(f"blocked: {fails} check(s) failed (the console can force the swap; the force is audited)")
-        return 1
-    print("ok" + (f" with {warns} warning(s)" if warns else ""))
-    return 0
+    if unproven:
+        out.append(
+            f"could not check {len(unproven)}: {', '.join(c.name for c in unproven)} "
+            "(a check that cannot be made blocks like a failure)"
+        )
+    if fails or unproven:
+        what = []
+        if fails:
+            what.append(f"{len(fails)} check(s) failed")
+        if unproven:
+            what.append(f"{len(unproven)} could not be checked")
+        out.append(f"blocked: {' and '.join(what)} (the console can force the swap; the force is audited)")
+    else:
+        out.append("ok" + (f" with {warns} warning(s)" if warns else ""))
+    return out
 
 
 # ------------------------------------------------------------------ job
@@ -121,7 +143,7 @@ async def _job(
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
         seen = 0
-        cancelling = False
+        cancel: asyncio.Task[JobInfo] | None = None  # kept referenced until the loop ends
         while True:
             for line in svc.job_log(info.id, seen):
                 print(line, flush=True)
@@ -129,10 +151,9 @@ async def _job(
             info = next(j for j in svc.jobs() if j.id == info.id)
             if info.state != "running":
                 break
-            if interrupted.is_set() and not cancelling:
-                cancelling = True
+            if interrupted.is_set() and cancel is None:
                 print("forge-tui: cancelling (the backup is restored first)...", file=sys.stderr, flush=True)
-                loop.create_task(svc.cancel_job(info.id))
+                cancel = loop.create_task(svc.cancel_job(info.id))
             await asyncio.sleep(0.2)
         for line in svc.job_log(info.id, seen):
             print(line)
@@ -153,7 +174,7 @@ async def _job(
 
 # ------------------------------------------------------------------ hosts
 def cmd_hosts(args: argparse.Namespace) -> int:
-    path, catalog = load_config(args)
+    _path, catalog = load_config(args)
     unknown = [n for n in args.names if n not in catalog.hosts]
     if unknown:
         print(
@@ -183,7 +204,7 @@ def probe_table(probes: list[HostProbe]) -> list[str]:
         )
         rows.append((p.host, reach, mem, p.memory_source or "-", p.serving_version or "-", note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+    return ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
 
 
 async def _probe(catalog: Catalog, names: list[str]) -> int:
