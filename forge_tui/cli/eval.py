@@ -115,9 +115,10 @@ async def _run(args: argparse.Namespace) -> int:
         from ..runtime import Runtime
 
         runtime = Runtime(args.config, port=0, host="127.0.0.1", with_hosts=False, admin_token=token)
+        token = runtime.admin.token
+        runtime.gateway.openai.allow_placement(token)  # --host pins need it; this gateway is ours
         await runtime.start()
         url = runtime.url
-        token = runtime.gateway.admin_token
         db = Path(args.db).expanduser() if args.db else runtime.state_dir / "history.sqlite3"
         print(f"gateway started in-process on {url} from {args.config} (its backends must already be running)")
     elif url is None:

@@ -125,7 +125,8 @@ def _python(a: Assertion, output: str, ctx: AssertContext) -> tuple[bool, float,
         exec(compile(body, "<python assertion>", "exec"), ns)
         result = ns["__forge_assert"](output, context)
     else:
-        result = eval(compile(src, "<python assertion>", "eval"), {}, {"output": output, "context": context})
+        # one namespace, so comprehensions inside the expression see output and context too
+        result = eval(compile(src, "<python assertion>", "eval"), {"output": output, "context": context})
     threshold = a.threshold
     if isinstance(result, bool):
         return result, 1.0 if result else 0.0, "" if result else f"python returned False: {src[:80]}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import inspect
 import json
 import re
 import secrets
@@ -197,7 +198,7 @@ class EvalRunner:
         max_startup_waits: int = 5,
         max_saturation_retries: int = 6,
         backoff_s: float = 0.5,
-        on_case: Callable[[CaseResult, int, int], None] | None = None,
+        on_case: Callable[[CaseResult, int, int], Any] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not targets:
@@ -265,7 +266,9 @@ class EvalRunner:
                     case = await self._case(client, i, *item)
                 done += 1
                 if self.on_case is not None:
-                    self.on_case(case, done, len(plan))
+                    pending = self.on_case(case, done, len(plan))
+                    if inspect.isawaitable(pending):  # an async callback (the console's) is awaited in order
+                        await pending
                 return case
 
             for target in self.targets:
