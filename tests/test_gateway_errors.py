@@ -21,6 +21,7 @@ from forge_tui.telemetry import ErrorClass
 from tests.support.gateway_harness import Harness, make_catalog, running_gateway, single_model_catalog
 from tests.support.llama_swap_standin import LlamaSwapStandin, SwapModel
 from tests.support.recording_upstream import RecordingUpstream
+from tests.test_telemetry import parse_prometheus, value
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -296,4 +297,5 @@ async def test_a_bug_in_forge_is_a_500_gateway_error_and_the_next_request_is_ser
         assert calls["n"] == 2 and len(up.requests) == 1
         assert gw.gw.inflight == 0
         metrics = (await c.get("/metrics")).text
-    assert 'error_class="gateway_error"} 1' in metrics
+    _, samples = parse_prometheus(metrics)
+    assert value(samples, "forge_requests_total", error_class="gateway_error") == 1

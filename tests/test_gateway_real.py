@@ -22,6 +22,7 @@ from forge_tui.schema import Snapshot
 from forge_tui.telemetry import ErrorClass
 from tests.support.gateway_harness import Harness, make_catalog, running_gateway
 from tests.support.llama_swap_standin import LlamaSwapStandin, SwapModel
+from tests.test_telemetry import parse_prometheus, value
 
 pytestmark = pytest.mark.llama
 
@@ -93,10 +94,9 @@ async def test_metrics_and_snapshot(gw: Harness) -> None:
     text = r.text
     assert 'forge_backend_up{backend="chat",host="local"} 1' in text
     assert "forge_inflight 0" in text and 'forge_backend_queued{backend="chat"} 0' in text
-    assert (
-        'forge_requests_total{role="default-chat",model="gemma3-270m",host="local",backend="chat",error_class="ok"} 1'
-        in text
-    )
+    _, samples = parse_prometheus(text)  # label order and number format are prometheus_client's
+    route = {"role": "default-chat", "model": "gemma3-270m", "host": "local", "backend": "chat"}
+    assert value(samples, "forge_requests_total", **route, error_class="ok") == 1
     assert health["status"] == "ok" and health["backends"]["chat"] == "ready"
     snap = Snapshot.model_validate(gw.operator.snapshot().model_dump(mode="json"))
     assert snap.gateway_url == gw.url

@@ -4,10 +4,11 @@ served on its port from outside it, such as the operator's admin API). Anything 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client.core import Metric
 
 from ..schema import TelemetryInfo
 from ..telemetry.records import RequestRecord
@@ -20,7 +21,8 @@ class TelemetryLike(Protocol):
 
     def info(self, inflight: int = 0) -> TelemetryInfo: ...
 
-    def prometheus(self) -> str: ...
+    def collect(self) -> Iterable[Metric]:
+        """Its ``/metrics`` families (a ``prometheus_client`` custom collector)."""
 
 
 class Mount(Protocol):

@@ -1,18 +1,51 @@
-"""Prometheus counters and histograms, kept as plain numbers and rendered on scrape.
+"""Prometheus metrics: plain numbers on the request path, families built by ``prometheus_client`` on scrape.
 
-One dict lookup per request: every counter of a (role, model, host, backend) target lives in one
-``_Series``; the exposition aggregates them into each metric's own label set. The number of series
-is capped so a flood of odd names cannot grow memory without bound.
+The request path (``PromMetrics.add``) does one dict lookup: every counter of a (role, model,
+host, backend) target lives in one ``_Series``; the number of series is capped so a flood of odd
+names cannot grow memory without bound. On scrape, ``families`` turns a snapshot of those series
+into ``prometheus_client`` metric families (each aggregated to its own label set), and
+``Exposition`` renders whatever families are registered with ``prometheus_client``'s own text
+format writer (escaping, number formatting, ``# HELP`` / ``# TYPE``): nothing here writes the
+format by hand.
+
+Adding a family to ``/metrics`` is one line on the gateway's ``Exposition`` (``gw.metrics``); the
+reader runs on each scrape, never on the request path, and returns (label values, value) pairs::
+
+    gw.metrics.gauge("forge_host_up", "1 when the host answers its probe.", ("host",),
+                     lambda: [((name, ), 1.0 if p.reachable else 0.0) for name, p in probes().items()])
+    gw.metrics.counter("forge_backend_faults_total", "Faults by backend and kind.", ("backend", "kind"), read)
+    gw.metrics.gauge("forge_inflight", "Requests in flight.", (), lambda: [((), gw.inflight)])
+
+A counter's name ends in ``_total``. For anything richer (histograms), register an object whose
+``collect()`` yields ``prometheus_client.core`` metric families: ``gw.metrics.register(obj)``.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .records import ErrorClass, RequestRecord
 
-__all__ = ["DURATION_BUCKETS_S", "TTFT_BUCKETS_S", "PromMetrics", "escape_label", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS_S",
+    "TTFT_BUCKETS_S",
+    "Collector",
+    "Exposition",
+    "PromMetrics",
+    "Samples",
+    "families",
+]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# (label values, value) pairs, in the order of the family's label names.
+Samples = Iterable[tuple[tuple[str, ...], float]]
 
 # Local LLM requests range from a cached embed (ms) to a long generation (minutes).
 DURATION_BUCKETS_S: tuple[float, ...] = (
@@ -49,25 +82,6 @@ class _Series:
     thinking_injected: int = 0
     thinking_leaks: int = 0
     fallbacks: int = 0
-
-
-def escape_label(value: str) -> str:
-    """Label value escaping of the text format 0.0.4: backslash, double quote, line feed."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    return ",".join(f'{n}="{escape_label(v)}"' for n, v in zip(names, values))
-
-
-def _num(v: float) -> str:
-    if isinstance(v, int):
-        return str(v)
-    if v != v:
-        return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(v)
 
 
 class PromMetrics:
@@ -129,9 +143,9 @@ class PromMetrics:
 
 def _merge(agg: _Series, s: _Series) -> None:
     """Add everything but ``by_class`` of ``s`` into ``agg``."""
-    agg.dur_counts = [a + b for a, b in zip(agg.dur_counts, s.dur_counts)]
+    agg.dur_counts = [a + b for a, b in zip(agg.dur_counts, s.dur_counts, strict=True)]
     agg.dur_sum += s.dur_sum
-    agg.ttft_counts = [a + b for a, b in zip(agg.ttft_counts, s.ttft_counts)]
+    agg.ttft_counts = [a + b for a, b in zip(agg.ttft_counts, s.ttft_counts, strict=True)]
     agg.ttft_sum += s.ttft_sum
     agg.tokens_in += s.tokens_in
     agg.tokens_out += s.tokens_out
@@ -140,19 +154,68 @@ def _merge(agg: _Series, s: _Series) -> None:
     agg.fallbacks += s.fallbacks
 
 
-def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[tuple[str, str, str, float]]) -> str:
-    """Text exposition 0.0.4. ``extra``: (name, type, help, value) for unlabelled process-wide metrics."""
-    out: list[str] = []
+class Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
 
-    def head(name: str, kind: str, help_: str) -> None:
-        out.append(f"# HELP {name} {help_}")
-        out.append(f"# TYPE {name} {kind}")
 
-    head("forge_requests_total", "counter", "Requests answered by the gateway, by route and error class.")
+class _Family:
+    """One family whose samples are read at scrape time."""
+
+    def __init__(
+        self,
+        kind: type[CounterMetricFamily | GaugeMetricFamily],
+        name: str,
+        help_: str,
+        labels: tuple[str, ...],
+        read: Callable[[], Samples],
+    ) -> None:
+        self.kind, self.name, self.help, self.labels, self.read = kind, name, help_, labels, read
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self.kind(self.name, self.help, labels=self.labels)
+        for values, v in self.read():
+            fam.add_metric(list(values), v)
+        yield fam
+
+
+class Exposition:
+    """The ``/metrics`` page: a ``prometheus_client`` registry of collectors read on each scrape."""
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+
+    def register(self, collector: Collector) -> None:
+        self._registry.register(collector)  # type: ignore[arg-type]  # prometheus_client's Collector is an ABC; any collect() will do
+
+    def counter(self, name: str, help_: str, labels: tuple[str, ...], read: Callable[[], Samples]) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name!r} must end in _total")
+        self.register(_Family(CounterMetricFamily, name, help_, labels, read))
+
+    def gauge(self, name: str, help_: str, labels: tuple[str, ...], read: Callable[[], Samples]) -> None:
+        self.register(_Family(GaugeMetricFamily, name, help_, labels, read))
+
+    def render(self) -> bytes:
+        """The text exposition format (``CONTENT_TYPE``: what this prometheus_client writes)."""
+        return generate_latest(self._registry)
+
+
+_ROUTE = ("role", "model", "host")
+
+
+def families(
+    series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[tuple[str, str, str, float]]
+) -> Iterator[Metric]:
+    """The request families from a ``PromMetrics.snapshot()``; ``extra``: (name, type, help, value) unlabelled."""
+    req = CounterMetricFamily(
+        "forge_requests_total",
+        "Requests answered by the gateway, by route and error class.",
+        labels=("role", "model", "host", "backend", "error_class"),
+    )
     for (role, model, host, backend), s in series:
         for ec, n in sorted(s.by_class.items()):
-            lbl = _labels(("role", "model", "host", "backend", "error_class"), (role, model, host, backend, ec))
-            out.append(f"forge_requests_total{{{lbl}}} {n}")
+            req.add_metric([role, model, host, backend, str(ec)], n)
+    yield req
 
     # Histograms and route counters are labelled role/model/host: fold the backend away.
     rmh: dict[tuple[str, str, str], _Series] = {}
@@ -161,37 +224,40 @@ def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[
         if agg is None:
             agg = rmh[(role, model, host)] = _Series()
         _merge(agg, s)
-    names = ("role", "model", "host")
 
-    def histogram(name: str, help_: str, bounds: tuple[float, ...], pick: str) -> None:
-        head(name, "histogram", help_)
+    def histogram(name: str, help_: str, bounds: tuple[float, ...], pick: str) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(name, help_, labels=_ROUTE)
         for key, s in rmh.items():
             counts: list[int] = getattr(s, f"{pick}_counts")
             total = sum(counts)
             if pick == "ttft" and total == 0:
                 continue  # no streamed request on this route yet
-            lbl = _labels(names, key)
-            acc = 0
-            for bound, n in zip(bounds, counts):
+            acc, buckets = 0, []
+            for bound, n in zip(bounds, counts, strict=False):
                 acc += n
-                out.append(f'{name}_bucket{{{lbl},le="{_num(bound)}"}} {acc}')
-            out.append(f'{name}_bucket{{{lbl},le="+Inf"}} {total}')
-            out.append(f"{name}_sum{{{lbl}}} {_num(getattr(s, f'{pick}_sum'))}")
-            out.append(f"{name}_count{{{lbl}}} {total}")
+                buckets.append((repr(bound), acc))
+            buckets.append(("+Inf", total))
+            fam.add_metric(list(key), buckets, getattr(s, f"{pick}_sum"))
+        return fam
 
-    histogram(
+    yield histogram(
         "forge_request_duration_seconds",
         "Request latency as seen by the gateway, arrival to last byte.",
         DURATION_BUCKETS_S,
         "dur",
     )
-    histogram("forge_ttft_seconds", "Time to first token of streamed requests.", TTFT_BUCKETS_S, "ttft")
+    yield histogram("forge_ttft_seconds", "Time to first token of streamed requests.", TTFT_BUCKETS_S, "ttft")
 
-    head("forge_tokens_total", "counter", "Tokens reported by the backends, prompt (in) and completion (out).")
+    tokens = CounterMetricFamily(
+        "forge_tokens_total",
+        "Tokens reported by the backends, prompt (in) and completion (out).",
+        labels=("direction", *_ROUTE),
+    )
     for key, s in rmh.items():
         for direction, n in (("in", s.tokens_in), ("out", s.tokens_out)):
             if n:
-                out.append(f"forge_tokens_total{{{_labels(('direction',) + names, (direction,) + key)}}} {n}")
+                tokens.add_metric([direction, *key], n)
+    yield tokens
     for name, help_, attr in (
         (
             "forge_thinking_injected_total",
@@ -205,12 +271,13 @@ def render(series: list[tuple[tuple[str, str, str, str], _Series]], extra: list[
         ),
         ("forge_fallbacks_total", "Requests served by a fallback model or a second placement.", "fallbacks"),
     ):
-        head(name, "counter", help_)
+        fam = CounterMetricFamily(name, help_, labels=_ROUTE)
         for key, s in rmh.items():
             n = getattr(s, attr)
             if n:
-                out.append(f"{name}{{{_labels(names, key)}}} {n}")
+                fam.add_metric(list(key), n)
+        yield fam
     for name, kind, help_, value in extra:
-        head(name, kind, help_)
-        out.append(f"{name} {_num(value)}")
-    return "\n".join(out) + "\n"
+        single = CounterMetricFamily(name, help_) if kind == "counter" else GaugeMetricFamily(name, help_)
+        single.add_metric([], value)
+        yield single

@@ -330,7 +330,7 @@ class Telemetry:
         )
 
     def prometheus(self) -> str:
-        """These families alone as Prometheus text (format 0.0.4); the gateway's ``/metrics`` adds its own."""
+        """These families alone as Prometheus text; the gateway's ``/metrics`` adds its own."""
         page = Exposition()
         page.register(self)
         return page.render().decode()
