@@ -172,7 +172,7 @@ async def test_spill_over_takes_the_idle_fallback_and_says_so(two) -> None:
         assert h.gw.backends["a"].events["spilled_from"] == 1 and h.gw.backends["b"].events["spilled_to"] == 1
         async with httpx.AsyncClient(base_url=h.url) as hc:
             metrics = (await hc.get("/metrics")).text
-        assert 'forge_backend_events_total{backend="a",host="local",event="spilled_from"} 1.0' in metrics
+        assert 'forge_backend_events_total{backend="a",event="spilled_from",host="local"} 1.0' in metrics
         a.behaviour.hold.set()
         await first
         assert _chats(a) == 1 and _chats(b) == 1
