@@ -34,6 +34,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .openapi import openapi_bytes
 from .routing import Route, pin
 from .stream import SseRelay, dump_bytes, error_event
 from .thinking import strip_message
@@ -281,6 +282,7 @@ class OpenAIApi:
             web.post("/v1/audio_qa", self._wrap("/v1/audio_qa", self.audio_qa)),
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model_id:.+}", self.model),
+            web.get("/openapi.json", self.openapi),
         ]
 
     # ------------------------------------------------------------------ plumbing
@@ -405,6 +407,12 @@ class OpenAIApi:
                 headers={"x-forge-request-id": rid},
             )
         return web.Response(body=entry, content_type="application/json", headers={"x-forge-request-id": rid})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The gateway's own OpenAPI description (public: it names no role, model or host)."""
+        return web.Response(
+            body=openapi_bytes(), content_type="application/json", headers={"x-forge-request-id": _new_request_id()}
+        )
 
     def _limits(self, body: dict[str, Any], route: Route) -> None:
         m = self.gw.catalog.models.get(route.model)

@@ -35,7 +35,7 @@ __all__ = ["ServerLimits", "error_middleware", "harden", "is_loopback"]
 
 log = logging.getLogger("forge_tui.gateway")
 
-_HTTP09 = "forge.http09"
+_HTTP09 = web.RequestKey("forge_http09", bool)  # set on requests that came in as HTTP/0.9
 _RID = "x-forge-request-id"
 # aiohttp's reasons for statuses it raises itself, reworded for callers.
 _HTTP_EXC_CODES = {
