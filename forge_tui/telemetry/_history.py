@@ -683,7 +683,9 @@ class History:
             if not more and self.rollup_days is not None:
                 conn.execute("DELETE FROM rollups WHERE hour < ?", (int((now - self.rollup_days * 86400.0) // 3600),))
                 self._rollups.clear()
-            conn.execute("PRAGMA incremental_vacuum(2000)")
+            # give freed pages back to the disk, a bounded number per step and the rest at the end;
+            # executescript steps the pragma to its end (execute frees one page per call)
+            conn.executescript(f"PRAGMA incremental_vacuum({2000 if more else 0});")
         except sqlite3.Error as e:
             self.last_error = f"telemetry history {self.path}: pruning: {e}"
             more = False
