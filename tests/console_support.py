@@ -491,7 +491,11 @@ async def wait_until(
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            notices = list(getattr(pilot.app, "notices", []))[-5:]
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what} (screen {pilot.app.screen!r}, "
+                f"focus {pilot.app.focused!r}, last notices {notices})"
+            )
         if not pilot.app.is_running:
             raise AssertionError(f"the app exited (return code {pilot.app.return_code}) while waiting for {what}")
         await pilot.pause(0.05)
@@ -527,6 +531,7 @@ def console_catalog_data(chat_url: str, *, spare_url: str | None = None) -> dict
             "family": "gemma3",
             "architecture": "gemma3",
             "capabilities": ["chat"],
+            "gguf": "@gemma3-270m",  # what local-chat runs: its preflight "serves" check passes
             "state": "hot",
             "memory_gb": 0.4,
             "placements": [{"backend": "local-chat"}],
@@ -535,6 +540,7 @@ def console_catalog_data(chat_url: str, *, spare_url: str | None = None) -> dict
             "family": "gemma3",
             "architecture": "gemma3",
             "capabilities": ["chat"],
+            "gguf": "@gemma3-270m",  # what local-chat runs: its preflight "serves" check passes
             "state": "hot",
             "memory_gb": 0.4,
             "placements": [{"backend": "local-chat"}],

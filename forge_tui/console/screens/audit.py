@@ -1,11 +1,15 @@
-"""The audit log: every change with who, when, before and after (newest first)."""
+"""The audit log: every change with who, when, before and after (newest first).
+
+The table keeps one short line per change (before → after cut to fit); Enter opens the change
+whole, so nothing needs sideways scrolling at 80 columns.
+"""
 
 from __future__ import annotations
 
 import json
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -13,8 +17,10 @@ from textual.widgets import DataTable, Footer, Label
 
 from ...control.base import Control
 from ...schema import AuditInfo
+from ..format import clean, short
+from .detail import DetailScreen
 
-__all__ = ["AuditScreen", "describe"]
+__all__ = ["AuditScreen", "audit_details", "describe"]
 
 
 def describe(value: object) -> str:
@@ -25,10 +31,23 @@ def describe(value: object) -> str:
     return json.dumps(value, default=str)
 
 
+def audit_details(e: AuditInfo) -> list[tuple[str, Text]]:
+    return [
+        ("time", Text(e.time)),
+        ("actor", Text(clean(e.actor))),
+        ("action", Text(e.action, style="bold")),
+        ("target", Text(clean(e.target), style="cyan")),
+        ("before", Text(clean(describe(e.before)))),
+        ("after", Text(clean(describe(e.after)))),
+        ("note", Text(clean(e.note) or "-")),
+    ]
+
+
 class AuditScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Back", id="audit.back"),
         Binding("f5,ctrl+r", "reload", "Reload", id="audit.reload"),
+        Binding("enter", "open", "Open change", id="audit.open"),
     ]
 
     def __init__(self, control: Control, *, limit: int = 200) -> None:
@@ -44,7 +63,7 @@ class AuditScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for col in ("Time", "Actor", "Action", "Target", "Before", "After", "Note"):
+        for col in ("Time", "Actor", "Action", "Target", "Change", "Note"):
             table.add_column(col, key=col)
         table.focus()
         self.action_reload()
@@ -58,17 +77,35 @@ class AuditScreen(Screen[None]):
         self.entries = entries
         table = self.query_one(DataTable)
         table.clear()
-        for e in reversed(entries):
+        narrow = self.app.size.width < 120
+        change_w, note_w = (22, 8) if narrow else (70, 40)
+        for index, e in enumerate(reversed(entries)):
+            when = e.time.replace("T", " ")[5:16] if narrow else e.time  # 04-10 09:12 at 80 columns
+            change = Text(short(clean(describe(e.before)), change_w // 2))
+            change.append(" → ", style="dim")
+            change.append(short(clean(describe(e.after)), change_w // 2))
             table.add_row(
-                Text(e.time, style="dim"),
-                Text(e.actor),
+                Text(when, style="dim"),
+                Text(short(clean(e.actor), 10 if narrow else 40)),
                 Text(e.action, style="bold"),
-                Text(e.target, style="cyan"),
-                Text(describe(e.before)),
-                Text(describe(e.after)),
-                Text(e.note, style="yellow" if e.note else "dim"),
+                Text(short(clean(e.target), 14 if narrow else 60), style="cyan"),
+                change,
+                Text(short(clean(e.note), note_w) or "-", style="yellow" if e.note else "dim"),
+                key=str(index),
             )
-        self.query_one("#audit-title", Label).update(f" Audit log · {len(entries)} changes ")
+        self.query_one("#audit-title", Label).update(f" Audit log · {len(entries)} changes · Enter opens one ")
+
+    def action_open(self) -> None:
+        table = self.query_one(DataTable)
+        if not self.entries or not table.row_count:
+            return
+        entry = list(reversed(self.entries))[min(max(table.cursor_row, 0), table.row_count - 1)]
+        self.app.push_screen(DetailScreen(f"Change {entry.time}", audit_details(entry)))
+
+    @on(DataTable.RowSelected, "#audit-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
 
     def action_close(self) -> None:
         self.dismiss(None)
