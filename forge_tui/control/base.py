@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+from ..trial.schema import Scorecard
 
 __all__ = ["Control", "ControlError"]
 
@@ -40,6 +41,12 @@ class Control(Protocol):
     async def rollback(self, role: str, *, actor: str = "operator") -> ChangeResult: ...
 
     async def rollback_trial(self, *, actor: str = "operator") -> ChangeResult: ...
+
+    async def promote(self, role: str, *, actor: str = "operator") -> ChangeResult:
+        """End the trial for ``role`` (it keeps its model; the baseline is no longer its rollback target)."""
+
+    async def trial_scorecard(self, since: float | None = None, until: float | None = None) -> Scorecard:
+        """The trial scorecard over [since, until) (defaults: a week before the trial began, until now)."""
 
     async def set_deprecated(
         self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..operator.service import OperatorError, OperatorService
 from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+from ..trial.schema import Scorecard
 from .base import ControlError
 
 if TYPE_CHECKING:
@@ -60,6 +61,13 @@ class LocalControl:
 
     async def rollback_trial(self, *, actor: str = "operator") -> ChangeResult:
         return await self.service.rollback_trial(actor=actor)
+
+    async def promote(self, role: str, *, actor: str = "operator") -> ChangeResult:
+        return await self.service.promote(role, actor=actor)
+
+    async def trial_scorecard(self, since: float | None = None, until: float | None = None) -> Scorecard:
+        with _answered():
+            return await self.service.trial_scorecard(since, until)
 
     async def set_deprecated(
         self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"

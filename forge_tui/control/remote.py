@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..errortext import error_message
 from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+from ..trial.schema import Scorecard
 from .base import ControlError
 
 __all__ = ["RemoteControl"]
@@ -93,6 +94,20 @@ class RemoteControl:
 
     async def rollback_trial(self, *, actor: str = "operator") -> ChangeResult:
         return self._change(await self._call("POST", "/admin/trial/rollback", json={"actor": actor}, change=True))
+
+    async def promote(self, role: str, *, actor: str = "operator") -> ChangeResult:
+        data = await self._call(
+            "POST", f"/admin/roles/{quote(role, safe='')}/promote", json={"actor": actor}, change=True
+        )
+        return self._change(data)
+
+    async def trial_scorecard(self, since: float | None = None, until: float | None = None) -> Scorecard:
+        params = {k: str(v) for k, v in (("since", since), ("until", until)) if v is not None}
+        data = await self._call("GET", "/admin/trial/scorecard", params=params)
+        try:
+            return Scorecard.model_validate(data)
+        except ValidationError as exc:
+            raise ControlError(f"gateway sent an unexpected scorecard: {exc.errors()[0]['msg']}") from None
 
     async def set_deprecated(
         self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"

@@ -122,6 +122,8 @@ class AdminHttp:
             web.post("/admin/roles/{role}/swap", w(self.swap)),
             web.post("/admin/roles/{role}/rollback", w(self.rollback)),
             web.post("/admin/trial/rollback", w(self.rollback_trial)),
+            web.post("/admin/roles/{role}/promote", w(self.promote)),
+            web.get("/admin/trial/scorecard", w(self.trial_scorecard)),
             web.post("/admin/models/{model}/deprecation", w(self.deprecation)),
             web.get("/admin/preflight", w(self.preflight)),
             web.post("/admin/jobs", w(self.start_job)),
@@ -238,6 +240,21 @@ class AdminHttp:
     async def rollback_trial(self, request: web.Request) -> web.Response:
         req = await self._body(request, _Actor)
         return self._change(await self.service.rollback_trial(actor=req.actor))
+
+    async def promote(self, request: web.Request) -> web.Response:
+        req = await self._body(request, _Actor)
+        return self._change(await self.service.promote(request.match_info["role"], actor=req.actor))
+
+    async def trial_scorecard(self, request: web.Request) -> web.Response:
+        window: dict[str, float | None] = {}
+        for name in ("since", "until"):
+            v = request.query.get(name)
+            try:
+                window[name] = float(v) if v else None
+            except ValueError:
+                raise CallerError(f"query parameter {name!r} must be unix seconds, got {v!r}", param=name) from None
+        sc = await self.service.trial_scorecard(window["since"], window["until"])
+        return web.Response(body=sc.model_dump_json(), content_type="application/json")
 
     async def deprecation(self, request: web.Request) -> web.Response:
         req = await self._body(request, DeprecateRequest)

@@ -37,6 +37,9 @@ from ..state import AuditEntry, ChangeRefused, RoutingState
 from .snapshot import build_snapshot, model_infos, role_infos
 
 if TYPE_CHECKING:
+    from ..trial.schema import Scorecard
+
+if TYPE_CHECKING:
     from ..gateway.app import Gateway
     from ..gateway.protocols import TelemetryLike
 
@@ -266,6 +269,32 @@ class OperatorService:
         return self._result(
             f"rolled back {len(entries)} role(s): {moved}", entries, [e.target for e in entries], models
         )
+
+    async def promote(self, role: str, *, actor: str = "operator") -> ChangeResult:
+        """End the trial for ``role``: keep its model; its baseline stops being the rollback target."""
+        try:
+            entry = await self._commit(lambda: self.state.promote_role(role, actor=actor))
+        except ChangeRefused as exc:
+            return ChangeResult(ok=False, message=str(exc))
+        return self._result(f"{role}: promoted {entry.after['model']} (trial ended)", [entry], [role], [])
+
+    async def trial_scorecard(self, since: float | None = None, until: float | None = None) -> Scorecard:
+        """The trial scorecard from this gateway's history (read in a worker thread)."""
+        from ..telemetry import HistoryError
+        from ..trial import scorecard_from_state
+
+        path = getattr(self.telemetry, "history_path", None)
+        if path is None:
+            raise Unavailable("this gateway keeps no request history (gateway.history is off): no scorecard")
+        flush = getattr(self.telemetry, "flush", None)
+        if flush is not None:
+            await flush()  # the newest requests are in the scorecard too
+        try:
+            return await asyncio.to_thread(scorecard_from_state, self.state, path, since=since, until=until)
+        except HistoryError as exc:
+            raise Unavailable(str(exc)) from None
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
 
     async def set_deprecated(
         self, model: str, deprecated: bool, *, sunset: str | None = None, actor: str = "operator"
