@@ -6,6 +6,7 @@ changes that are not ``Content-Type: application/json`` (its guard against cross
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,10 +25,33 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class RemoteControl:
-    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+    """``token_file``: where the token came from; on a 401 the file is read again (a restarted
+    ``forge-tui serve`` writes a new per-run token there) and the call is tried once more."""
+
+    def __init__(
+        self, url: str, token: str | None, *, timeout: float = 30.0, token_file: str | Path | None = None
+    ) -> None:
         self._url = url.rstrip("/")
+        self._token = token
+        self._token_file = Path(token_file).expanduser() if token_file else None
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(base_url=self._url, headers=headers, timeout=timeout)
+
+    def _reload_token(self) -> bool:
+        """Read the token file again; True when it now holds another token (then it is used)."""
+        if self._token_file is None:
+            return False
+        from ..operator.admin_token import read_token_file
+
+        try:
+            token = read_token_file(self._token_file)
+        except ValueError:
+            return False  # the gateway may be mid-restart; the next poll tries again
+        if token == self._token:
+            return False
+        self._token = token
+        self._client.headers["authorization"] = f"Bearer {token}"
+        return True
 
     @property
     def gateway_url(self) -> str:
@@ -44,6 +68,8 @@ class RemoteControl:
             json = {}  # httpx then sends Content-Type: application/json
         try:
             resp = await self._client.request(method, path, json=json, params=params)
+            if resp.status_code == 401 and self._reload_token():
+                resp = await self._client.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
             raise ControlError(f"gateway at {self._url} unreachable: {exc.__class__.__name__}: {exc}") from None
         if change and resp.status_code == 409:
