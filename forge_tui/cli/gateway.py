@@ -134,7 +134,9 @@ async def _attach(args: argparse.Namespace) -> int:
             f"--token-file PATH; without a configured token `forge-tui serve` writes a per-run one to "
             f"<state dir>/{TOKEN_FILE_NAME} and prints that path when it starts"
         )
-    control = RemoteControl(args.url, token)
+    # With --token-file the file is read again on a 401: a restarted serve writes a new per-run token.
+    from_file = args.token_file if not (args.token or os.environ.get("FORGE_ADMIN_TOKEN")) else None
+    control = RemoteControl(args.url, token, token_file=from_file)
     try:
         await control.snapshot()  # fail before drawing anything if the gateway or token is wrong
     except ControlError as exc:

@@ -22,9 +22,12 @@ STATE_STYLES = {"running": "bold magenta", "succeeded": "bold green", "failed": 
 
 
 class JobScreen(Screen[None]):
+    # Two Back keys, one shown at a time: "job keeps running" is only true while it runs.
     BINDINGS = [
         Binding("escape", "close", "Back (job keeps running)", id="job.back"),
+        Binding("escape", "close_finished", "Back", id="job.back-done"),
         Binding("c", "cancel_job", "Cancel job", id="job.cancel"),
+        Binding("c", "cancel_finished", "Cancel job", show=False, id="job.cancel-done"),
     ]
 
     def __init__(self, control: Control, job: JobInfo, *, poll_s: float = 0.3) -> None:
@@ -46,10 +49,16 @@ class JobScreen(Screen[None]):
 
     @on(SnapshotReady)
     def _snapshot(self, message: SnapshotReady) -> None:
-        for job in message.snapshot.jobs:
+        self._take(message.snapshot.jobs)
+
+    def _take(self, jobs: list[JobInfo]) -> bool:
+        """Adopt this job's latest state from ``jobs``; True when it was there."""
+        for job in jobs:
             if job.id == self.job.id:
                 self.job = job
                 self._show_job()
+                return True
+        return False
 
     def _show_job(self) -> None:
         job = self.job
@@ -80,18 +89,26 @@ class JobScreen(Screen[None]):
             for line in lines:
                 log.write(line)
             self.lines.extend(lines)
+            if lines and not self.finished:
+                # The log moved on: bring the header (state, step, progress) along with it now,
+                # not on the next regular poll.
+                self._take((await self._control.snapshot()).jobs)
             if self.finished and not lines:
                 return
             await asyncio.sleep(self._poll_s)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "cancel_job":
+        if action in ("cancel_job", "close"):
             return not self.finished
+        if action in ("close_finished", "cancel_finished"):
+            return self.finished
         return True
 
     @work(group="job-cancel", exit_on_error=False, name="cancel job")
     async def action_cancel_job(self) -> None:
+        self._take((await self._control.snapshot()).jobs)  # it may have ended since the header was drawn
         if self.finished:
+            self.notify(f"{self.job.kind} {self.job.host} already {self.job.state}: nothing to cancel", markup=False)
             return
         sure = await self.app.push_screen_wait(
             ConfirmScreen(
@@ -104,6 +121,13 @@ class JobScreen(Screen[None]):
         if sure:
             self.job = await self._control.cancel_job(self.job.id)
             self._show_job()
+            self.notify(f"cancel of {self.job.kind} {self.job.host}: the job is {self.job.state}", markup=False)
 
     def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_cancel_finished(self) -> None:
+        self.notify(f"{self.job.kind} {self.job.host} already {self.job.state}: nothing to cancel", markup=False)
+
+    def action_close_finished(self) -> None:
         self.dismiss(None)
