@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         help="extra arguments for both forge-tui commands, e.g. --forge-args=--no-hosts",
     )
     ap.add_argument("--no-pin", action="store_true", help="do not pin the system under test to its own CPU")
+    ap.add_argument(
+        "--failover", type=float, default=0.0, metavar="SECONDS", help="also run bench.failover with this window"
+    )
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 pin=not args.no_pin,
                 forge_args=tuple(shlex.split(args.forge_args)),
                 log=lambda m: print(m, file=sys.stderr, flush=True),
+                failover_s=args.failover,
             )
         )
     except BenchError as exc:

@@ -919,6 +919,8 @@ def markdown(s: dict[str, Any], command: str) -> str:
     for k in REQUIRED_KEYS + EXTRA_KEYS:
         if k in s:
             lines.append(f"| `{k}` | {float(s[k]):.3f} |")
+    if "failover_md" in s:
+        lines += ["", str(s["failover_md"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -937,6 +939,7 @@ async def run_benchmark(
     pin: bool = True,
     forge_args: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
+    failover_s: float = 0.0,
 ) -> dict[str, Any]:
     """Measure ``targets`` side by side; ``forge_args`` are appended to both forge-tui commands.
 
@@ -1032,6 +1035,13 @@ async def run_benchmark(
     summary["rounds"] = sizes.rounds
     summary["foreign_cpu_pct"] = foreign.stop()
     summary["wall_s"] = time.perf_counter() - t_run
+    if failover_s > 0:  # the failover section (bench.failover): its own run, after the throughput figures
+        from .failover import markdown as failover_markdown
+        from .failover import run_failover
+
+        res = await run_failover(failover_s, log)
+        summary["failover"] = [asdict(r) for r in res]
+        summary["failover_md"] = failover_markdown(res, failover_s)
     return summary
 
 
