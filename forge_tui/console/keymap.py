@@ -40,6 +40,14 @@ APP_KEYS: tuple[KeySpec, ...] = (
     KeySpec("forge.help", "question_mark", "help", "Help", "This screen: every key and what it does.", display="?"),
     KeySpec("forge.audit", "a", "audit", "Audit", "The audit log of every change: who, when, before, after."),
     KeySpec("forge.quit", "q", "request_quit", "Quit", "Quit; asks first when requests or jobs are still in flight."),
+    KeySpec(
+        "forge.evals",
+        "e",
+        "evals",
+        "Evals",
+        "Evals: run a shipped suite on the selected role (or against its previous model) through the gateway.",
+        show=False,
+    ),
 )
 
 MAIN_KEYS: tuple[KeySpec, ...] = (
