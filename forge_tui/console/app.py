@@ -431,6 +431,14 @@ class ForgeApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.keymap_overrides))
 
+    def action_evals(self) -> None:
+        from .screens.evals import EvalsScreen
+
+        role = self.screen.selected_role if isinstance(self.screen, MainScreen) else None
+        info = next((r for r in (self.snapshot.roles if self.snapshot else []) if r.name == role), None)
+        previous = info.previous if info is not None and info.previous != info.model else None
+        self.push_screen(EvalsScreen(self.control.gateway_url, role, previous=previous, api_key=self.api_key))
+
     def action_audit(self) -> None:
         if isinstance(self.screen, AuditScreen):
             self.screen.action_reload()
