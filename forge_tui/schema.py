@@ -159,6 +159,7 @@ class TelemetryInfo(_M):
     last_errors: list[ErrorInfo] = []
     recent: list[RequestInfo] = []
     thinking_leaks: int = 0
+    history_error: str | None = None  # the last failed history write (None: all is well); the status bar shows it
 
 
 class JobInfo(_M):

@@ -152,3 +152,27 @@ async def test_local_control_maps_service_errors(tmp_path: Path) -> None:
         assert (await ctl.snapshot()).roles[0].model == "qwen3"
         assert rt.admin.token_path == tmp_path / "st" / "admin.token" and rt.admin.token_path.exists()
     assert not (tmp_path / "st" / "admin.token").exists()
+
+
+async def test_a_failed_history_write_reaches_the_snapshot(tmp_path: Path) -> None:
+    import sqlite3
+
+    from forge_tui.telemetry import RequestRecord, Telemetry
+
+    cat = _catalog("http://127.0.0.1:9", str(tmp_path / "q.gguf"))
+    path = tmp_path / "h.sqlite3"
+    tel = Telemetry(path, flush_interval_s=60)
+    await tel.start()
+    try:
+        svc = OperatorService(RoutingState(cat, None), telemetry=tel)
+        assert svc.snapshot().telemetry.history_error is None
+        conn = sqlite3.connect(path)
+        conn.execute("DROP TABLE requests")  # the file broken under a running gateway
+        conn.commit()
+        conn.close()
+        tel.record(RequestRecord(time=1.0, request_id="r1", endpoint="/v1/chat/completions"))
+        await tel.flush()
+        err = svc.snapshot().telemetry.history_error
+        assert err is not None and "no such table: requests" in err
+    finally:
+        await tel.close()

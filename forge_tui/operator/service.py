@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot
+from ..schema import AuditInfo, ChangeResult, JobInfo, PreflightResult, Snapshot, TelemetryInfo
 from ..state import AuditEntry, ChangeRefused, RoutingState
 from .snapshot import build_snapshot, model_infos, role_infos
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from ..gateway.app import Gateway
-    from ..gateway.protocols import TelemetryLike
 
 __all__ = [
     "PREFLIGHT_FRESH_S",
@@ -51,6 +50,7 @@ __all__ = [
     "NotFound",
     "OperatorError",
     "OperatorService",
+    "TelemetryView",
     "Unavailable",
 ]
 
@@ -81,6 +81,15 @@ class NotFound(OperatorError):
 
 class Invalid(OperatorError):
     """The request itself is wrong (e.g. an unknown job kind)."""
+
+
+class TelemetryView(Protocol):
+    """What the snapshot reads from telemetry."""
+
+    def info(self, inflight: int = 0) -> TelemetryInfo: ...
+
+    @property
+    def history_error(self) -> str | None: ...
 
 
 class HostProbeLike(Protocol):
@@ -126,13 +135,13 @@ class OperatorService:
         self,
         state: RoutingState,
         *,
-        telemetry: TelemetryLike | None = None,
+        telemetry: TelemetryView | None = None,
         gateway: Gateway | None = None,
         hosts: HostsLike | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state = state
-        self.telemetry = telemetry if telemetry is not None or gateway is None else gateway.telemetry
+        self.telemetry = telemetry
         self.gateway = gateway
         self.hosts = hosts
         self._clock = clock

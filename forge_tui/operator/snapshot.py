@@ -19,8 +19,7 @@ from ..state import RoleView, RoutingState
 
 if TYPE_CHECKING:
     from ..gateway.app import Gateway
-    from ..gateway.protocols import TelemetryLike
-    from .service import HostsLike
+    from .service import HostsLike, TelemetryView
 
 __all__ = ["backend_loaded_models", "build_snapshot", "model_infos", "role_infos"]
 
@@ -112,7 +111,7 @@ def model_infos(state: RoutingState, gw: Gateway | None, ids: Iterable[str]) -> 
 
 
 def build_snapshot(
-    state: RoutingState, gw: Gateway | None, hosts_svc: HostsLike | None, telemetry: TelemetryLike | None
+    state: RoutingState, gw: Gateway | None, hosts_svc: HostsLike | None, telemetry: TelemetryView | None
 ) -> Snapshot:
     cat = state.catalog
     roles = [_role_info(r) for r in state.roles().values()]
@@ -179,6 +178,7 @@ def build_snapshot(
     )
     if telemetry is not None:
         snap.telemetry = telemetry.info(inflight=inflight)
+        snap.telemetry.history_error = telemetry.history_error
     return snap
 
 

@@ -72,7 +72,7 @@ _OTHER = ("(other)", "(other)", "(other)", "(other)")
 
 @dataclass(slots=True)
 class _Series:
-    by_class: dict[ErrorClass, int] = field(default_factory=dict)
+    by_class: dict[ErrorClass | str, int] = field(default_factory=dict)  # str: the class's name, in snapshots
     dur_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
     dur_sum: float = 0.0
     ttft_counts: list[int] = field(default_factory=lambda: [0] * (len(TTFT_BUCKETS_S) + 1))
@@ -136,7 +136,7 @@ class PromMetrics:
                 agg = out[key] = _Series()
             for ec, n in s.by_class.items():
                 name = str(getattr(ec, "value", ec))
-                agg.by_class[name] = agg.by_class.get(name, 0) + n  # type: ignore[index]
+                agg.by_class[name] = agg.by_class.get(name, 0) + n
             _merge(agg, s)
         return list(out.items())
 
@@ -185,7 +185,7 @@ class Exposition:
         self._registry = CollectorRegistry(auto_describe=False)
 
     def register(self, collector: Collector) -> None:
-        self._registry.register(collector)  # type: ignore[arg-type]  # prometheus_client's Collector is an ABC; any collect() will do
+        self._registry.register(collector)
 
     def counter(self, name: str, help_: str, labels: tuple[str, ...], read: Callable[[], Samples]) -> None:
         if not name.endswith("_total"):
