@@ -124,11 +124,6 @@ class Limiter:
         if image:
             self.image_inflight += 1
 
-    @property
-    def free(self) -> bool:
-        """A text request would get a slot right now."""
-        return self.inflight < self.limit and not any(not w.fut.done() and not w.image for w in self._waiters)
-
     def try_acquire(self, image: bool) -> bool:
         if not self._fits(image):
             return False
