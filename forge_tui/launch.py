@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 BUNDLED = {"@gemma3-270m"}
+# The demo GGUF's own chat template has no tool support: its chat servers run with this one instead
+# (Gemma turns + Hermes-style <tool_call>; llama.cpp runs it in --jinja mode).
+TOOLS_TEMPLATE = Path(__file__).resolve().parent / "data" / "gemma3-tools.jinja"
 
 
 class LaunchError(Exception):
@@ -177,7 +180,9 @@ def start_llama_server(
     ]
     if launch.embedding:
         argv.append("--embedding")
-    log = open(log_path, "wb")
+    elif launch.gguf in BUNDLED:
+        argv += ["--chat-template-file", str(TOOLS_TEMPLATE)]
+    log = open(log_path, "wb")  # noqa: SIM115 (outlives this call: LlamaServerProcess closes it)
     proc = subprocess.Popen(
         argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
@@ -282,6 +287,9 @@ def _serve(args: argparse.Namespace) -> int:
     params.endpoint_metrics = True
     params.endpoint_slots = True
     params.endpoint_props = True
+    params.use_jinja = True  # llama.cpp's --jinja: tools / tool_choice need it
+    if args.chat_template_file:
+        params.chat_template = Path(args.chat_template_file).read_text(encoding="utf-8")
     if args.embedding:
         params.embedding = True
         params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN  # OAI-compatible
@@ -317,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--parallel", type=int, default=2)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--embedding", action="store_true")
+    s.add_argument("--chat-template-file", default=None, help="a Jinja chat template replacing the GGUF's own")
     args = ap.parse_args(argv)
     return _serve(args)
 
