@@ -313,3 +313,37 @@ async def test_results_stored_exported_as_promptfoo_v3_and_markdown(lab: Lab, tm
     assert "base64" in topo["prompt"]["raw"] and len(topo["prompt"]["raw"]) < 2000  # blobs shortened
     md = to_markdown(back)
     assert "| vision | 1/3 | 33% |" in md and "vlm-small@anvil" in md
+
+
+async def test_pinned_run_waits_for_the_starting_host_before_the_first_request(lab: Lab) -> None:
+    """With the admin token the runner knows a target's backends before any answer (the admin
+    snapshot), so even the first case waits out the startup window instead of sending into it."""
+    lab.anvil.default = Answer("Apr 47")
+    lab.anvil.start_loading()
+    await lab.gw.gw.prober.probe_all()
+    sent_while_loading: list[int] = []
+
+    def finish() -> None:
+        sent_while_loading.append(len(lab.anvil.requests))
+        lab.anvil.finish_loading()
+
+    asyncio.get_running_loop().call_later(0.4, finish)
+    suite = load_suite(EVALS / "vlm-bench.yaml")
+    run = await EvalRunner(lab.gw.url, suite, [Target("vlm-big", "anvil")], admin_token=TOKEN, startup_wait_s=30).run()
+    assert sent_while_loading == [0]
+    assert run.cases[0].startup_waits == 1 and run.cases[0].error is None
+    assert all(c.status == 200 and c.served_host == "anvil" for c in run.cases)
+
+
+async def test_concurrency_and_repeat_options(lab: Lab) -> None:
+    lab.anvil.default = Answer("fine", delay_s=0.2)
+    suite = parse_suite(
+        {
+            "prompts": ["{{q}}"],
+            "tests": [{"vars": {"q": f"q{i}"}, "assert": [{"type": "equals", "value": "fine"}]} for i in range(3)],
+        }
+    )
+    run = await EvalRunner(lab.gw.url, suite, [Target("default-chat")], concurrency=3, repeat=2).run()
+    assert len(run.cases) == 6 and all(c.success for c in run.cases)
+    assert sorted(c.repeat_idx for c in run.cases) == [0, 0, 0, 1, 1, 1]
+    assert lab.anvil.max_active > 1  # only when asked: the default is one at a time

@@ -310,7 +310,8 @@ class EvalRunner:
             if isinstance(m, dict) and m.get("id") == model:
                 hosts = set(m.get("hosts") or [])
         out = set()
-        for b in snap.get("backends") or []:
+        backends = [b for h in snap.get("hosts") or [] if isinstance(h, dict) for b in h.get("backends") or []]
+        for b in backends:
             if not isinstance(b, dict):
                 continue
             on = b.get("host") == target.host or b.get("name") == target.host if target.host else b.get("host") in hosts
