@@ -497,8 +497,9 @@ class EvalRunner:
 
     @staticmethod
     def _usage(case: CaseResult, body: dict[str, Any]) -> None:
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        timings = body.get("timings") if isinstance(body.get("timings"), dict) else {}
+        u, t = body.get("usage"), body.get("timings")
+        usage: dict[str, Any] = u if isinstance(u, dict) else {}
+        timings: dict[str, Any] = t if isinstance(t, dict) else {}
         pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
         case.tokens_in = pt if isinstance(pt, int) else None
         case.tokens_out = ct if isinstance(ct, int) else None

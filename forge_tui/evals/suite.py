@@ -371,4 +371,5 @@ def render_messages(prompt: Prompt, variables: dict[str, Any], *, where: str) ->
             return {k: walk(v) for k, v in node.items()}
         return node
 
-    return walk(prompt.messages)
+    rendered: list[dict[str, Any]] = walk(prompt.messages)
+    return rendered
