@@ -71,6 +71,7 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
 
 async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -> int:
     from ..console.app import ForgeApp
+    from ..console.keymap import KeymapError, check_keymap
     from ..control.local import LocalControl
     from ..gateway.app import GatewayBindError
     from ..runtime import Runtime
@@ -80,6 +81,10 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
         ex = exposure(args, catalog or load_catalog(config))
     except SecretFileError as exc:
         return fail(str(exc))
+    try:
+        keymap = check_keymap(ex.catalog.keys)  # before anything starts: a bad remap is the operator's to fix
+    except KeymapError as exc:
+        return fail(f"{config}: {exc}")
     rt = Runtime(
         config,
         catalog=ex.catalog,
@@ -99,7 +104,7 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
     from ..console.crashlog import ConsoleLog
 
     log_path = Path(rt.state_dir) / "console.log"
-    app = ForgeApp(LocalControl(rt), actor=actor(), api_key=rt.api_keys[0] if rt.api_keys else None)
+    app = ForgeApp(LocalControl(rt), actor=actor(), api_key=rt.api_keys[0] if rt.api_keys else None, keymap=keymap)
     try:
         with ConsoleLog(log_path):  # stderr is the console's terminal: the log goes to a file meanwhile
             await app.run_async()

@@ -275,6 +275,19 @@ class Catalog(_Strict):
     roles: dict[str, Role]
     # Extra names callers may use (e.g. tools that hard-code `text-embedding-3-small`): name -> role or model.
     aliases: dict[str, str] = {}
+    # Console key remaps: binding id (the `?` screen lists them, e.g. forge.swap) -> key(s), e.g. "ctrl+s" or
+    # "s,ctrl+s". The ids and keys are checked against the console's bindings when it starts (console.keymap).
+    keys: dict[str, str] = {}
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_shape(cls, v: dict[str, str]) -> dict[str, str]:
+        for bid, key in v.items():
+            if not bid or any(c.isspace() for c in bid):
+                raise ValueError(f"binding id {bid!r} must be a single word such as forge.swap")
+            if not key.strip() or any(not part.strip() for part in key.split(",")):
+                raise ValueError(f"{bid}: key {key!r} is empty (give e.g. ctrl+s, or several as s,ctrl+s)")
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

@@ -2,14 +2,17 @@
 
 Every binding has an id (``forge.<name>``) so an operator can remap it with
 ``ForgeApp(keymap={"forge.swap": "ctrl+s"})`` (Textual's keymap mechanism); the help screen
-reads the same table, so it always shows the keys that are really bound.
+reads the same table, so it always shows the keys that are really bound. Operators write the
+remaps in the catalog's ``keys:`` section; ``check_keymap`` validates them before the console starts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from textual.binding import Binding
+from textual.keys import Keys, _character_to_key, key_to_character
 
 __all__ = [
     "ALL_KEYS",
@@ -20,7 +23,9 @@ __all__ = [
     "PANE_KEYS",
     "SCREEN_HELP",
     "KeySpec",
+    "KeymapError",
     "bindings",
+    "check_keymap",
     "leading_app_bindings",
 ]
 
@@ -153,3 +158,44 @@ FOOTER_FIRST: tuple[str, ...] = ("forge.help", "forge.quit")
 def leading_app_bindings() -> list[Binding]:
     """Copies of the app keys that must always show in the footer, for the front of a screen's BINDINGS."""
     return [Binding(s.key, f"app.{s.action}", s.label, show=True, id=s.id) for s in APP_KEYS if s.id in FOOTER_FIRST]
+
+
+class KeymapError(ValueError):
+    """A ``keys:`` remap names no binding, no key, or a key another binding already holds."""
+
+
+_MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
+_KEY_NAMES = frozenset(k.value.rsplit("+", 1)[-1] for k in Keys)
+
+
+def _key(raw: str, where: str) -> str:
+    """One key in Textual's spelling (``?`` -> ``question_mark``); KeymapError when it names none."""
+    *mods, base = raw.strip().split("+")
+    bad = [m for m in mods if m.lower() not in _MODIFIERS]
+    if bad or not base:
+        raise KeymapError(f"{where}: {raw!r} is not a key (modifiers: {', '.join(sorted(_MODIFIERS))})")
+    if len(base) == 1:
+        base = base if base.isalnum() else _character_to_key(base)  # Textual's own name for the character
+    elif base not in _KEY_NAMES and key_to_character(base) is None:
+        raise KeymapError(f"{where}: {raw!r} is not a key Textual knows (e.g. ctrl+s, f5, question_mark)")
+    return "+".join([*(m.lower() for m in mods), base])
+
+
+def check_keymap(keys: Mapping[str, str]) -> dict[str, str]:
+    """The catalog's ``keys:`` as Textual keymap (id -> keys), or KeymapError naming the bad entry.
+
+    Every id must be one of ``HELP_KEYS``; no two bindings of the main screen may end on one key.
+    """
+    known = {spec.id: spec for spec in HELP_KEYS}
+    out: dict[str, str] = {}
+    for bid, raw in keys.items():
+        if bid not in known:
+            raise KeymapError(f"keys.{bid}: unknown binding id (known: {', '.join(sorted(known))})")
+        out[bid] = ",".join(_key(part, f"keys.{bid}") for part in raw.split(","))
+    holder: dict[str, str] = {}
+    for spec in HELP_KEYS:
+        for key in out.get(spec.id, spec.key).split(","):
+            other = holder.setdefault(key, spec.id)
+            if other != spec.id:
+                raise KeymapError(f"keys: {other} and {spec.id} would both be on {key!r}; give one another key")
+    return out
