@@ -45,6 +45,7 @@ from .screens.job import JobScreen
 from .screens.main import MainScreen
 from .screens.smoke import SmokeScreen
 from .screens.swap import SwapScreen
+from .screens.trial import TrialScreen
 from .widgets._guard import PaneFailed
 
 __all__ = ["ForgeApp", "Notice"]
@@ -444,6 +445,12 @@ class ForgeApp(App[None]):
             self.screen.action_reload()
         else:
             self.push_screen(AuditScreen(self.control))
+
+    def action_trial(self) -> None:
+        if isinstance(self.screen, TrialScreen):
+            self.screen.action_reload()
+        else:
+            self.push_screen(TrialScreen(self.control, actor=self.actor))
 
     def action_request_quit(self) -> None:
         self._quit_flow()

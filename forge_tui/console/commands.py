@@ -53,6 +53,7 @@ def commands_for(app: ForgeApp) -> Iterator[Command]:
             yield f"Verify host {host.name}", partial(app.begin_job, "verify", host.name), "architecture check + smoke"
     yield "Smoke every role", partial(app.begin_smoke, None), "T"
     yield "Audit log", app.action_audit, "a"
+    yield "Trial scorecard", app.action_trial, "w"
     yield "Keys (help)", app.action_help, "?"
 
 

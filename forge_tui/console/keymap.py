@@ -44,6 +44,13 @@ class KeySpec:
 APP_KEYS: tuple[KeySpec, ...] = (
     KeySpec("forge.help", "question_mark", "help", "Help", "This screen: every key and what it does.", display="?"),
     KeySpec("forge.audit", "a", "audit", "Audit", "The audit log of every change: who, when, before, after."),
+    KeySpec(
+        "forge.trial",
+        "w",
+        "trial",
+        "Trial",
+        "The trial scorecard: per trial role keep or roll back and why (r, R, p promote, w window).",
+    ),
     KeySpec("forge.quit", "q", "request_quit", "Quit", "Quit; asks first when requests or jobs are still in flight."),
     KeySpec(
         "forge.evals",
