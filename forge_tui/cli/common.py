@@ -9,13 +9,32 @@ import socket
 import sys
 from pathlib import Path
 
-from ..config import Catalog, load_catalog
+from ..config import Catalog, ConfigError, load_catalog
 from ..state import default_state_dir
 
-__all__ = ["DEFAULT_CONFIG_ENV", "DEMO_CONFIG", "actor", "default_config", "fail", "load_config", "state_dir"]
+__all__ = [
+    "CONFIG_HELP",
+    "DEFAULT_CONFIG_ENV",
+    "DEMO_CONFIG",
+    "actor",
+    "default_config",
+    "fail",
+    "load_config",
+    "require_config",
+    "state_dir",
+]
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "data" / "demo.yaml"
 DEFAULT_CONFIG_ENV = "FORGE_CONFIG"
+
+
+CONFIG_HELP = (
+    f"catalog YAML (default: ${DEFAULT_CONFIG_ENV}, then ./config/forge.yaml, then ~/.config/forge-tui/forge.yaml)"
+)
+
+
+def _candidates() -> tuple[Path, ...]:
+    return (Path("config/forge.yaml"), Path("~/.config/forge-tui/forge.yaml").expanduser())
 
 
 def default_config() -> str:
@@ -23,10 +42,22 @@ def default_config() -> str:
     env = os.environ.get(DEFAULT_CONFIG_ENV)
     if env:
         return env
-    for candidate in (Path("config/forge.yaml"), Path("~/.config/forge-tui/forge.yaml").expanduser()):
+    for candidate in _candidates():
         if candidate.exists():
             return str(candidate)
     return "config/forge.yaml"
+
+
+def require_config(path: str, explicit: bool) -> None:
+    """A catalog that was not named and is not where forge-tui looks: say where it looked and what to do."""
+    if explicit or os.environ.get(DEFAULT_CONFIG_ENV) or Path(path).exists():
+        return  # load_catalog names a missing explicit file itself
+    looked = ", ".join(str(p.resolve()) if not p.is_absolute() else str(p) for p in _candidates())
+    raise ConfigError(
+        f"config file not found: no --config given, ${DEFAULT_CONFIG_ENV} is not set, and there is no catalog at "
+        f"{looked}. Try the local demo on real llama.cpp servers: `forge-tui demo`; or point at a catalog: "
+        f"`forge-tui --config PATH` or `export {DEFAULT_CONFIG_ENV}=PATH`"
+    )
 
 
 def actor() -> str:
@@ -44,7 +75,9 @@ def fail(msg: str, code: int = 2) -> int:
 
 
 def load_config(args: argparse.Namespace) -> tuple[str, Catalog]:
-    path = getattr(args, "config", None) or default_config()
+    explicit = getattr(args, "config", None)
+    path = explicit or default_config()
+    require_config(path, explicit=bool(explicit))
     return path, load_catalog(path)
 
 

@@ -7,12 +7,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, aio
 from ..config import load_catalog
-from .common import DEMO_CONFIG, actor, default_config, fail
+from .common import CONFIG_HELP, DEMO_CONFIG, actor, default_config, fail, require_config, state_dir
 from .secrets import SecretFileError, exposure
 
 __all__ = ["gateway_opts", "register", "run_console_or_serve"]
@@ -158,6 +159,8 @@ def _demo(args: argparse.Namespace) -> int:
     from ..launch import LaunchError, LocalBackends
 
     catalog = load_catalog(DEMO_CONFIG)
+    demo_state = state_dir(args, str(DEMO_CONFIG), catalog)
+    _resume_or_fresh(demo_state, fresh=args.fresh)
     backends = LocalBackends(catalog)
     if args.backend_ports == "auto":
         catalog = backends.with_free_ports()
@@ -173,6 +176,24 @@ def _demo(args: argparse.Namespace) -> int:
         return aio.run(_console(args, str(DEMO_CONFIG), catalog=catalog))
     finally:
         backends.stop()
+
+
+def _resume_or_fresh(demo_state: Path, *, fresh: bool) -> None:
+    """Say that the demo resumes the last run's changes, or move them aside with --fresh."""
+    audit = demo_state / "audit.jsonl"
+    if not (demo_state / "state.json").exists() and not audit.exists():
+        return
+    if fresh:
+        aside = demo_state.with_name(f"{demo_state.name}.before-{time.strftime('%Y%m%d-%H%M%S')}")
+        demo_state.rename(aside)
+        print(f"forge-tui demo: --fresh: the last demo's state moved to {aside}; starting from demo.yaml", flush=True)
+        return
+    changes = sum(1 for _ in audit.open(encoding="utf-8")) if audit.exists() else 0
+    print(
+        f"forge-tui demo: resuming the last demo's state from {demo_state} ({changes} audited changes: swaps, "
+        "rollbacks, deprecations); `forge-tui demo --fresh` starts from demo.yaml",
+        flush=True,
+    )
 
 
 def _bound(rt: Any) -> str:
@@ -227,6 +248,7 @@ def gateway_opts(p: argparse.ArgumentParser, top: bool = False) -> None:
 
 def run_console_or_serve(args: argparse.Namespace) -> int:
     config = args.config or default_config()
+    require_config(config, explicit=bool(args.config))  # not found: say where it looked and how to start
     load_catalog(config)  # validate before binding anything
     if args.cmd == "serve":
         return aio.run(_serve(args, config))
@@ -234,13 +256,31 @@ def run_console_or_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    s = sub.add_parser("serve", help="run the gateway headless")
-    s.add_argument("--config", default=argparse.SUPPRESS)
+    s = sub.add_parser(
+        "serve",
+        help="run the gateway headless (no console); attach a console later with `forge-tui attach`",
+        description="Run the OpenAI-compatible gateway without the console: it routes /v1/* requests by role "
+        "to the catalog's backends, serves the admin API (for `forge-tui attach`), /health and /metrics, and "
+        "writes the state overlay, audit log and request history under the state dir. Ctrl-C / SIGTERM drain "
+        "in-flight requests, then stop.",
+    )
+    s.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     gateway_opts(s)
     s.set_defaults(handler=run_console_or_serve)
 
-    d = sub.add_parser("demo", help="start local llama.cpp backends and open the console on the demo config")
+    d = sub.add_parser(
+        "demo",
+        help="start local llama.cpp backends and open the console on the demo config",
+        description="Start the demo's llama.cpp servers (Gemma 3 270M, CPU) and open the console on them. "
+        "The demo keeps its state (swaps, rollbacks, deprecations, audit log) in its state dir and resumes "
+        "it on the next run; --fresh starts again from demo.yaml as written.",
+    )
     d.add_argument("--headless", action="store_true", help="serve only, no console")
+    d.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from demo.yaml as written: the last demo's state dir is moved aside (kept, not deleted)",
+    )
     d.add_argument(
         "--backend-ports",
         choices=("config", "auto"),

@@ -23,7 +23,7 @@ from ..hosts.service import HostProbe, HostsService
 from ..hosts.transport import TransportError
 from ..schema import JobInfo, PreflightResult
 from ..state import RoutingState
-from .common import load_config, state_dir
+from .common import CONFIG_HELP, load_config, state_dir
 
 __all__ = ["cmd_hosts", "cmd_job", "cmd_preflight", "preflight_lines", "register"]
 
@@ -34,24 +34,30 @@ def register(sub: Any) -> None:
         help="check a role change: weights on the host, architecture known to its "
         "build, memory budget (exit 1 when blocked)",
     )
-    p.add_argument("role")
-    p.add_argument("model")
-    p.add_argument("--config", default=argparse.SUPPRESS)
+    p.add_argument("role", help="the role to change, e.g. default-chat")
+    p.add_argument("model", help="the catalog model id it would route to")
+    p.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     p.set_defaults(handler=cmd_preflight)
 
     j = sub.add_parser("job", help="rebuild or verify a host's llama.cpp serving build (exit 1 unless it succeeded)")
-    j.add_argument("kind", choices=["rebuild", "verify"])
-    j.add_argument("host")
-    j.add_argument("--config", default=argparse.SUPPRESS)
+    j.add_argument(
+        "kind",
+        choices=["rebuild", "verify"],
+        help="rebuild: backup, build, verify, restart, smoke (restores on failure); verify: architecture check and smoke",
+    )
+    j.add_argument("host", help="catalog host name")
+    j.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     j.add_argument(
         "--gateway-url", default=None, help="gateway to smoke through (default: the config's gateway, if it answers)"
     )
     j.set_defaults(handler=cmd_job)
 
     h = sub.add_parser("hosts", help="probe hosts over SSH / list their GGUF files")
-    h.add_argument("action", choices=["probe", "inventory"])
+    h.add_argument(
+        "action", choices=["probe", "inventory"], help="probe: reachability, memory, serving version; inventory: GGUFs"
+    )
     h.add_argument("names", nargs="*", help="hosts (default: all)")
-    h.add_argument("--config", default=argparse.SUPPRESS)
+    h.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     h.set_defaults(handler=cmd_hosts)
 
 

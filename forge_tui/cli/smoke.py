@@ -53,8 +53,10 @@ async def _smoke(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     sm = sub.add_parser("smoke", help="smoke roles through a running gateway; exit 1 on any failure")
     sm.add_argument("roles", nargs="*", help="roles to smoke (default: every role)")
-    sm.add_argument("--url", default="http://127.0.0.1:8600")
+    sm.add_argument("--url", default="http://127.0.0.1:8600", help="gateway base URL (default: %(default)s)")
     sm.add_argument("--config", default=None, help="learn the roles from this catalog instead of /v1/models")
-    sm.add_argument("--api-key", default=None)
-    sm.add_argument("--timeout", type=float, default=120.0)
+    sm.add_argument("--api-key", default=None, help="caller API key, if the gateway requires one")
+    sm.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for each role's answer (default: %(default)s)"
+    )
     sm.set_defaults(handler=lambda args: aio.run(_smoke(args)))
