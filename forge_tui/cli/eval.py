@@ -111,7 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
     runtime = None
     url = args.url
     db = _db_path(args)
-    if url is None and args.config:
+    if url is None and getattr(args, "config", None):
         from ..runtime import Runtime
 
         runtime = Runtime(args.config, port=0, host="127.0.0.1", with_hosts=False, admin_token=token)
@@ -121,7 +121,14 @@ async def _run(args: argparse.Namespace) -> int:
         url = runtime.url
         db = Path(args.db).expanduser() if args.db else runtime.state_dir / "history.sqlite3"
         print(f"gateway started in-process on {url} from {args.config} (its backends must already be running)")
-    elif url is None:
+    if runtime is None and token is None and args.host:
+        # a local `forge-tui serve` publishes its per-run token in its state dir
+        try:
+            path, catalog = load_config(args)
+            token = (state_dir(args, path, catalog) / "admin.token").read_text(encoding="utf-8").strip() or None
+        except (ConfigError, OSError):
+            token = None
+    if url is None and runtime is None:
         try:
             _, catalog = load_config(args)
             url = f"http://{catalog.gateway.host}:{catalog.gateway.port}"
@@ -251,7 +258,7 @@ def register(sub: Any) -> None:
     run.set_defaults(handler=lambda a: aio.run(_run(a)))
 
     ls = esub.add_parser("list", help="shipped suites and stored runs")
-    ls.add_argument("--config", default=None)
+    ls.add_argument("--config", default=argparse.SUPPRESS)
     ls.add_argument("--db", default=None)
     ls.add_argument("--state-dir", default=None)
     ls.add_argument("--limit", type=int, default=30)
@@ -259,7 +266,7 @@ def register(sub: Any) -> None:
 
     sh = esub.add_parser("show", help="a stored run (id, unambiguous prefix, or 'latest')")
     sh.add_argument("run")
-    sh.add_argument("--config", default=None)
+    sh.add_argument("--config", default=argparse.SUPPRESS)
     sh.add_argument("--db", default=None)
     sh.add_argument("--state-dir", default=None)
     sh.add_argument("-o", "--output", default=None)
