@@ -191,7 +191,7 @@ async def smoke_role(
     client: httpx.AsyncClient | None = None,
 ) -> SmokeResult:
     kind = smoke_kind(role, requires)
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {"x-forge-source": "smoke", **({"authorization": f"Bearer {api_key}"} if api_key else {})}
     own = client is None
     client = client or httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
     t0 = time.perf_counter()
@@ -232,7 +232,7 @@ async def smoke_roles(
 ) -> list[SmokeResult]:
     """Smoke several roles (objects with ``name`` and ``requires``), a few at a time, in order."""
     sem = asyncio.Semaphore(max(1, concurrency))
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {"x-forge-source": "smoke", **({"authorization": f"Bearer {api_key}"} if api_key else {})}
     async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers) as client:
 
         async def one(r: Any) -> SmokeResult:
