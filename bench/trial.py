@@ -34,7 +34,7 @@ from forge_tui.telemetry._history import History
 __all__ = ["main", "run"]
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "config" / "demo.yaml"
+DEMO = REPO / "forge_tui" / "data" / "demo.yaml"
 WEEK = 7 * 86400.0
 A, B = "gemma3-270m-a", "gemma3-270m-b"
 _SOURCES = ("agent", "agent", "agent", "job", "job", "ui", "smoke", "bench")

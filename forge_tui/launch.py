@@ -1,6 +1,6 @@
 """Start real llama.cpp servers on this machine (xllamacpp), each in its own process.
 
-Used by ``forge-tui demo`` for the backends of ``config/demo.yaml`` that carry a ``launch:``
+Used by ``forge-tui demo`` for the backends of the demo catalog (``forge_tui/data/demo.yaml``) that carry a ``launch:``
 block, and by the tests. A child process per server means a test can kill one (backend
 death) and llama.cpp's log lines land in a file of their own, not in the console.
 

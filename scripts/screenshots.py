@@ -1,6 +1,6 @@
 """Write the README's SVG screenshots from a real running demo.
 
-Starts the demo's real llama.cpp servers (``config/demo.yaml``: Gemma 3 270M on CPU), the
+Starts the demo's real llama.cpp servers (``forge_tui/data/demo.yaml``: Gemma 3 270M on CPU), the
 gateway embedded in this process, sends some real traffic through it, then drives the console
 with Textual's Pilot and saves what it shows:
 

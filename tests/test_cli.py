@@ -111,7 +111,7 @@ def test_serve_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         out = run(
             "serve",
             "--config",
-            "config/demo.yaml",
+            "forge_tui/data/demo.yaml",
             "--port",
             str(port),
             "--no-hosts",

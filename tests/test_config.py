@@ -31,7 +31,7 @@ def test_story_homelab_config_is_valid() -> None:
 
 
 def test_demo_config_has_two_chat_models_and_launchable_backends() -> None:
-    cat = load_catalog(REPO / "config" / "demo.yaml")
+    cat = load_catalog(REPO / "forge_tui" / "data" / "demo.yaml")
     chat = [m for m, v in cat.models.items() if Capability.CHAT in v.capabilities]
     assert len(chat) >= 2
     assert all(b.launch is not None for b in cat.backends.values())

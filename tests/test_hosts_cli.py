@@ -84,7 +84,7 @@ def test_preflight_on_the_demo_without_its_servers_is_blocked_and_says_how_to_fi
             "default-chat",
             "gemma3-270m-a",
             "--config",
-            str(REPO / "config" / "demo.yaml"),
+            str(REPO / "forge_tui" / "data" / "demo.yaml"),
         ]
     )
     out = capsys.readouterr().out

@@ -17,7 +17,7 @@ from forge_tui.telemetry._rollup import bucket, bucket_value
 from forge_tui.trial import Scorecard, render_markdown, scorecard
 from forge_tui.trial.stats import quantile_interval, wilson
 
-DEMO = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "forge_tui" / "data" / "demo.yaml"
 T0 = 1_800_000_000.0  # a whole hour
 SWAP = T0 + 3600.0
 A, B = "gemma3-270m-a", "gemma3-270m-b"

@@ -10,7 +10,7 @@ import pytest
 from forge_tui.config import load_catalog
 from forge_tui.state import ChangeRefused, RoutingState
 
-DEMO = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "forge_tui" / "data" / "demo.yaml"
 
 
 def state(tmp_path: Path) -> RoutingState:
