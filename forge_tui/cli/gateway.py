@@ -62,12 +62,46 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_backends(rt, stop))
     try:
         await stop.wait()
     finally:
+        watcher.cancel()
         print("forge-tui: draining in-flight requests and stopping", flush=True)
         await rt.stop()
     return 0
+
+
+_BAD = frozenset({"down", "circuit-open"})
+
+
+def backend_changes(seen: dict[str, str], backends: dict[str, Any]) -> list[str]:
+    """Log lines for backends that went down (or came back) since ``seen``, which is updated."""
+    lines: list[str] = []
+    for name, b in backends.items():
+        label = b.status_label()
+        before = seen.get(name)
+        seen[name] = label
+        if label in _BAD and before not in _BAD:
+            why = f" ({b.detail})" if b.detail else ""
+            lines.append(
+                f"forge-tui: warning: backend {name} on {b.host} is {label}{why}; requests it would serve fail over or fail"
+            )
+        elif before in _BAD and label not in _BAD:
+            lines.append(f"forge-tui: backend {name} on {b.host} is {label} again")
+    bad = [n for n, label in seen.items() if label in _BAD]
+    if lines and bad and len(bad) == len(seen):
+        lines.append("forge-tui: warning: every backend is down: no role can be served")
+    return lines
+
+
+async def _watch_backends(rt: Any, stop: asyncio.Event, every_s: float = 1.0) -> None:
+    """The serve log says when a backend goes down and when it is back (headless: nobody sees a console)."""
+    seen: dict[str, str] = {}
+    while not stop.is_set():
+        for line in backend_changes(seen, rt.gateway.backends):
+            print(line, file=sys.stderr, flush=True)
+        await asyncio.sleep(every_s)
 
 
 async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -> int:
