@@ -177,6 +177,7 @@ class RoutingState:
         self.catalog = catalog
         self.state_dir = Path(state_dir).expanduser() if state_dir else None
         self.warnings: list[str] = []
+        # Serialises changes: the operator service runs them in a worker thread (their fsyncs stay off the loop).
         self._lock = threading.RLock()
         self._listeners: list[Callable[[AuditEntry], None]] = []
         if self.state_dir is not None:
