@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--failover", type=float, default=0.0, metavar="SECONDS", help="also run bench.failover with this window"
     )
+    ap.add_argument(
+        "--slow-clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run bench.slowclients: N connections trickling headers while a good client is measured",
+    )
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 forge_args=tuple(shlex.split(args.forge_args)),
                 log=lambda m: print(m, file=sys.stderr, flush=True),
                 failover_s=args.failover,
+                slow_clients=args.slow_clients,
             )
         )
     except BenchError as exc:

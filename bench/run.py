@@ -921,6 +921,8 @@ def markdown(s: dict[str, Any], command: str) -> str:
             lines.append(f"| `{k}` | {float(s[k]):.3f} |")
     if "failover_md" in s:
         lines += ["", str(s["failover_md"]).rstrip("\n")]
+    if "slow_clients_md" in s:
+        lines += ["", str(s["slow_clients_md"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -940,6 +942,7 @@ async def run_benchmark(
     forge_args: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
     failover_s: float = 0.0,
+    slow_clients: int = 0,
 ) -> dict[str, Any]:
     """Measure ``targets`` side by side; ``forge_args`` are appended to both forge-tui commands.
 
@@ -1042,6 +1045,13 @@ async def run_benchmark(
         res = await run_failover(failover_s, log)
         summary["failover"] = [asdict(r) for r in res]
         summary["failover_md"] = failover_markdown(res, failover_s)
+    if slow_clients > 0:  # the slow-clients section (bench.slowclients): good-client p99 under a header trickle
+        from .slowclients import markdown as slow_markdown
+        from .slowclients import run_slow_clients
+
+        sr = await run_slow_clients(slow_clients, log=log)
+        summary["slow_clients"] = asdict(sr)
+        summary["slow_clients_md"] = slow_markdown(sr)
     return summary
 
 
