@@ -1,7 +1,9 @@
 """Smoke requests: one small, role-appropriate request per role, sent through the gateway's real port.
 
 Same route agents use (HTTP to the gateway, never an in-process shortcut), checked for shape:
-status, no ``<think>`` leak, valid JSON when JSON was asked, a non-empty vector for embeddings.
+status, no ``<think>`` leak, no chat-template token (``<|im_end|>``, ``<end_of_turn>``, ...), not
+empty, not the prompt echoed back, valid JSON when JSON was asked, a non-empty vector for
+embeddings, and (given the names each model answers with) the answer from the routed model.
 Used by the console (``t``/``T``), by ``forge-tui smoke`` and by the rebuild job's final step.
 """
 
@@ -12,19 +14,57 @@ import base64
 import io
 import json
 import math
+import re
 import struct
 import time
 import wave
 import zlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from .errortext import error_message
+from .health import matches
 
 __all__ = ["SmokeResult", "smoke_kind", "smoke_role", "smoke_roles", "tiny_png", "tiny_wav"]
+
+CHAT_PROMPT = "Reply with one short sentence: is the gateway up?"
+JSON_PROMPT = 'Extract the city as JSON {"city": ...}: "I flew to Lisbon."'
+VISION_PROMPT = "Name the two colours in this image."
+AUDIO_PROMPT = "What do you hear? Answer in five words."
+
+# Chat-template control tokens that must never reach an answer's text (ChatML / Qwen, Gemma,
+# Llama 3, Mistral, Phi, gpt-oss harmony, plain EOS/BOS). A leak means the server rendered or
+# stopped on the wrong template: agents would get these in their answers.
+TEMPLATE_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|im_sep|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|endoftext|>",
+    "<|end|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "<|channel|>",
+    "<|message|>",
+    "<|return|>",
+    "[INST]",
+    "[/INST]",
+    "<eos>",
+    "<bos>",
+    "</s>",
+)
+# A token cut by max_tokens still shows its opening: "<|im_", "<end_of_tu".
+_TOKEN_START = re.compile(r"<\|(?:im_|eot|eom|start_header|end_header|begin_of|endoftext)\w*|<(?:start|end)_of_t\w*")
 
 JSON_SCHEMA = {
     "type": "object",
@@ -106,19 +146,19 @@ async def _request(client: httpx.AsyncClient, role: str, kind: str) -> tuple[htt
         files = {"file": ("smoke.wav", tiny_wav(), "audio/wav")}
         if kind == "transcribe":
             return await client.post("/v1/audio/transcriptions", data={"model": role}, files=files), None
-        data = {"model": role, "prompt": "What do you hear? Answer in five words."}
+        data = {"model": role, "prompt": AUDIO_PROMPT}
         return await client.post("/v1/audio_qa", data=data, files=files), None
     if kind == "vision":
         url = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
         content: Any = [
-            {"type": "text", "text": "Name the two colours in this image."},
+            {"type": "text", "text": VISION_PROMPT},
             {"type": "image_url", "image_url": {"url": url}},
         ]
         body: dict[str, Any] = {"model": role, "messages": [{"role": "user", "content": content}], "max_tokens": 24}
     elif kind == "json":
         body = {
             "model": role,
-            "messages": [{"role": "user", "content": 'Extract the city as JSON {"city": ...}: "I flew to Lisbon."'}],
+            "messages": [{"role": "user", "content": JSON_PROMPT}],
             "max_tokens": 48,
             "temperature": 0,
             "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": JSON_SCHEMA}},
@@ -126,14 +166,65 @@ async def _request(client: httpx.AsyncClient, role: str, kind: str) -> tuple[htt
     else:
         body = {
             "model": role,
-            "messages": [{"role": "user", "content": "Reply with one short sentence: is the gateway up?"}],
+            "messages": [{"role": "user", "content": CHAT_PROMPT}],
             "max_tokens": 16,
             "temperature": 0,
         }
     return await client.post("/v1/chat/completions", json=body), "chat"
 
 
-def _check(kind: str, resp: httpx.Response) -> tuple[bool, str, str]:
+def leaked_tokens(text: str) -> list[str]:
+    """The chat-template control tokens in ``text`` (a cut one by its opening, e.g. ``<|im_``)."""
+    found = [t for t in TEMPLATE_TOKENS if t in text]
+    if not found and (m := _TOKEN_START.search(text)):
+        found.append(m.group(0) + "…")
+    return found
+
+
+def _words(text: str) -> list[str]:
+    for t in TEMPLATE_TOKENS:
+        text = text.replace(t, " ")
+    return re.findall(r"[a-z0-9]+", _TOKEN_START.sub(" ", text.lower()))
+
+
+def is_echo(prompt: str, answer: str) -> bool:
+    """The answer repeats the prompt: all of it, or a run of at least four of its words and nothing else."""
+    p, a = _words(prompt), _words(answer)
+    if not a or not p:
+        return False
+    ps, as_ = " ".join(p), " ".join(a)
+    if ps in as_:
+        return True
+    return len(a) >= 4 and f" {as_} " in f" {ps} "
+
+
+def route_model(header: str | None) -> str | None:
+    """The model named in ``x-forge-route`` (``role=...; model=ID; host=...; backend=...``)."""
+    m = re.search(r"(?:^|[;,\s])model=([^;,\s]+)", header or "")
+    return m.group(1) if m else None
+
+
+def wrong_model(body: Any, routed: str | None, known_as: Mapping[str, Collection[str]] | None) -> str | None:
+    """Why the answer came from another model than the routed one (None: it did not, or cannot tell).
+
+    A bare llama-server ignores the request's ``model`` and answers with the file it holds; the names
+    each catalog model may answer with come from ``health.answers_as``."""
+    answered = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(answered, str) or not answered or routed is None or not known_as or routed not in known_as:
+        return None
+    names = known_as[routed]
+    if matches([answered], names):
+        return None
+    return f"answered by model {answered!r}, but the gateway routed to {routed!r} (known as {', '.join(sorted(names))})"
+
+
+def _check(
+    kind: str,
+    resp: httpx.Response,
+    *,
+    prompt: str | None = None,
+    known_as: Mapping[str, Collection[str]] | None = None,
+) -> tuple[bool, str, str]:
     """Return (ok, snippet, reason)."""
     if resp.status_code != 200:
         return False, "", f"HTTP {resp.status_code}: {_error_message(resp)}"
@@ -141,6 +232,10 @@ def _check(kind: str, resp: httpx.Response) -> tuple[bool, str, str]:
         body = resp.json()
     except ValueError:
         return False, _snip(resp.text), "response is not JSON"
+    if kind not in ("audio", "transcribe"):
+        other = wrong_model(body, route_model(resp.headers.get("x-forge-route")), known_as)
+        if other:
+            return False, "", other
     if kind == "embed":
         try:
             vec = body["data"][0]["embedding"]
@@ -160,7 +255,7 @@ def _check(kind: str, resp: httpx.Response) -> tuple[bool, str, str]:
                 text = None
         if not isinstance(text, str):
             return False, _snip(json.dumps(body)), "no text in the response"
-        return True, _snip(text), ""
+        return _text_shape(text, prompt if kind == "audio" else None)
     try:
         msg = body["choices"][0]["message"]
         content = msg.get("content") or ""
@@ -169,6 +264,8 @@ def _check(kind: str, resp: httpx.Response) -> tuple[bool, str, str]:
     if "<think>" in content or "</think>" in content:
         return False, _snip(content), "reasoning block leaked into content"
     if kind == "json":
+        if leaked := leaked_tokens(content):
+            return False, _snip(content), f"chat-template token(s) leaked into the answer: {', '.join(leaked)}"
         try:
             parsed = json.loads(content)
         except ValueError:
@@ -176,9 +273,20 @@ def _check(kind: str, resp: httpx.Response) -> tuple[bool, str, str]:
         if not isinstance(parsed, dict):
             return False, _snip(content), "asked for a JSON object"
         return True, _snip(content), ""
-    if not content.strip():
+    return _text_shape(content, prompt)
+
+
+def _text_shape(text: str, prompt: str | None) -> tuple[bool, str, str]:
+    if leaked := leaked_tokens(text):
+        return False, _snip(text), f"chat-template token(s) leaked into the answer: {', '.join(leaked)}"
+    if not text.strip():
         return False, "", "empty answer"
-    return True, _snip(content), ""
+    if prompt is not None and is_echo(prompt, text):
+        return False, _snip(text), "the answer repeats the prompt"
+    return True, _snip(text), ""
+
+
+_PROMPTS = {"chat": CHAT_PROMPT, "json": JSON_PROMPT, "vision": VISION_PROMPT, "audio": AUDIO_PROMPT}
 
 
 async def smoke_role(
@@ -189,7 +297,10 @@ async def smoke_role(
     api_key: str | None = None,
     timeout: float = 120.0,
     client: httpx.AsyncClient | None = None,
+    known_as: Mapping[str, Collection[str]] | None = None,
 ) -> SmokeResult:
+    """``known_as``: model id -> the names its backends answer with (``health.answers_as(catalog)``,
+    or the snapshot's ``ModelInfo.answers_as``); with it, an answer from another model fails."""
     kind = smoke_kind(role, requires)
     headers = {"x-forge-source": "smoke", **({"authorization": f"Bearer {api_key}"} if api_key else {})}
     own = client is None
@@ -216,7 +327,7 @@ async def smoke_role(
         if own:
             await client.aclose()
     latency = (time.perf_counter() - t0) * 1000
-    ok, snippet, reason = _check(kind, resp)
+    ok, snippet, reason = _check(kind, resp, prompt=_PROMPTS.get(kind), known_as=known_as)
     return SmokeResult(
         role, kind, ok, resp.status_code, latency, resp.headers.get("x-forge-route", ""), snippet, reason
     )
@@ -229,6 +340,7 @@ async def smoke_roles(
     api_key: str | None = None,
     timeout: float = 120.0,
     concurrency: int = 2,
+    known_as: Mapping[str, Collection[str]] | None = None,
 ) -> list[SmokeResult]:
     """Smoke several roles (objects with ``name`` and ``requires``), a few at a time, in order."""
     sem = asyncio.Semaphore(max(1, concurrency))
@@ -238,7 +350,12 @@ async def smoke_roles(
         async def one(r: Any) -> SmokeResult:
             async with sem:
                 return await smoke_role(
-                    base_url, r.name, [str(getattr(c, "value", c)) for c in r.requires], timeout=timeout, client=client
+                    base_url,
+                    r.name,
+                    [str(getattr(c, "value", c)) for c in r.requires],
+                    timeout=timeout,
+                    client=client,
+                    known_as=known_as,
                 )
 
         return list(await asyncio.gather(*(one(r) for r in roles)))

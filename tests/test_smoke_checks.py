@@ -11,7 +11,7 @@ import zlib
 import httpx
 import pytest
 
-from forge_tui.smoke import _check, smoke_kind, smoke_role, tiny_png, tiny_wav
+from forge_tui.smoke import CHAT_PROMPT, _check, is_echo, leaked_tokens, smoke_kind, smoke_role, tiny_png, tiny_wav
 
 
 def test_kind_per_role() -> None:
@@ -44,8 +44,18 @@ def test_tiny_wav_duration() -> None:
         assert w.getnframes() / w.getframerate() == pytest.approx(1.5)
 
 
-def _resp(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+def _resp(status: int, body: object, route: str | None = None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if route:
+        headers["x-forge-route"] = route
+    return httpx.Response(status, content=json.dumps(body).encode(), headers=headers)
+
+
+def _chat(content: str, model: str | None = None) -> dict[str, object]:
+    body: dict[str, object] = {"choices": [{"message": {"content": content}}]}
+    if model:
+        body["model"] = model
+    return body
 
 
 def test_check_catches_bad_shapes() -> None:
@@ -61,10 +71,62 @@ def test_check_catches_bad_shapes() -> None:
     assert not ok and "unknown model architecture: 'gemma4'" in why and "502" in why
 
 
-async def test_smoke_against_real_llama_server(llama_server) -> None:
-    """Straight at a real llama-server (the gateway tests smoke through the gateway)."""
+def test_leaked_template_tokens_fail_the_smoke() -> None:
+    # What the demo model answered in the issue: ChatML tokens around the prompt itself.
+    ok, _, why = _check("chat", _resp(200, _chat("<|im_end|> Say hi in three words.<|im_end|>")))
+    assert not ok and why == "chat-template token(s) leaked into the answer: <|im_end|>"
+    for token in ("<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "[INST]"):
+        ok, _, why = _check("chat", _resp(200, _chat(f"Yes, it is up.{token}")))
+        assert not ok and token in why, token
+    # One cut by max_tokens still shows by its opening.
+    assert leaked_tokens("Yes.\n<|im_") == ["<|im_…"]
+    assert leaked_tokens("Yes.<end_of_tu") == ["<end_of_tu…"]
+    ok, _, why = _check("json", _resp(200, _chat('{"city": "Lisbon"}<|im_end|>')))
+    assert not ok and "<|im_end|>" in why
+    assert leaked_tokens("a <b>bold</b> answer, 3 < 4 | 5") == []
+
+
+def test_empty_and_echo_answers_fail_the_smoke() -> None:
+    ok, _, why = _check("chat", _resp(200, _chat("   ")), prompt=CHAT_PROMPT)
+    assert not ok and why == "empty answer"
+    ok, _, why = _check("chat", _resp(200, _chat(CHAT_PROMPT + " Question: is")), prompt=CHAT_PROMPT)
+    assert not ok and why == "the answer repeats the prompt"
+    ok, _, why = _check("chat", _resp(200, _chat("is the gateway up")), prompt=CHAT_PROMPT)
+    assert not ok and why == "the answer repeats the prompt"  # a run of the prompt's words and nothing else
+    ok, _, _ = _check("chat", _resp(200, _chat("Yes, the gateway is up.")), prompt=CHAT_PROMPT)
+    assert ok
+    assert not is_echo(CHAT_PROMPT, "gateway up")  # two words: an answer may reuse a few
+    assert is_echo("Say hi in three words.", "<|im_end|> Say hi in three words.<|im_end|>")
+
+
+def test_an_answer_from_another_model_fails_the_smoke() -> None:
+    route = "role=default-chat; model=qwen3; host=box; backend=box-llama"
+    known = {"qwen3": frozenset({"qwen3", "/srv/models/qwen3-8b.gguf"})}
+    ok, _, why = _check("chat", _resp(200, _chat("Yes.", "/models/gemma-3-270m.gguf"), route), known_as=known)
+    assert not ok
+    assert why.startswith("answered by model '/models/gemma-3-270m.gguf', but the gateway routed to 'qwen3'")
+    # The host's own path for the same file is the same model (matched by GGUF file name).
+    ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "/home/forge/m/qwen3-8b.gguf"), route), known_as=known)
+    assert ok
+    # Embeddings carry a model too.
+    emb = {"model": "nomic", "data": [{"embedding": [0.1, 0.2]}]}
+    ok, _, why = _check("embed", _resp(200, emb, route), known_as=known)
+    assert not ok and "answered by model 'nomic'" in why
+    # Without the names a model answers with, nothing is claimed either way.
+    ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "anything"), route))
+    assert ok
+
+
+async def test_smoke_flags_the_demo_models_echo_on_a_real_llama_server(llama_server) -> None:
+    """Straight at a real llama-server (the gateway tests smoke through the gateway).
+
+    The demo GGUF is a base model served with a ChatML template: at temperature 0 it answers the
+    chat prompt by repeating it (the issue's "smoke passes nonsense"). The JSON role is held to a
+    grammar by ``response_format`` and passes. If the demo ever serves a template this model
+    answers to, the chat half of this test must change with it."""
     r = await smoke_role(llama_server.url, "default-chat", ["chat"], timeout=120)
-    assert r.ok, r.reason
+    assert not r.ok and r.status == 200
+    assert r.reason in ("the answer repeats the prompt",) or r.reason.startswith("chat-template token(s) leaked")
     j = await smoke_role(llama_server.url, "prompt-enhance", ["chat"], timeout=120)
     assert j.ok, j.reason
     assert isinstance(json.loads(j.snippet.rstrip("…")) if not j.snippet.endswith("…") else {}, dict)

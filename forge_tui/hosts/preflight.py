@@ -39,6 +39,8 @@ BLOCKING = frozenset({FAIL, UNPROVEN})
 
 def unproven(name: str, evidence: str, fix: str) -> PreflightCheck:
     return PreflightCheck(name=name, outcome=UNPROVEN, evidence=evidence, fix=fix)
+
+
 NEAR_BUDGET = 0.9  # warn above this share of the budget
 
 
@@ -67,15 +69,10 @@ def arch_check(
     architecture: str, verdict: ArchVerdict, binary_label: str, host: str, source: str = ""
 ) -> PreflightCheck:
     if verdict.outcome == "known":
-        # The probe file is weightless on purpose: the loader accepting the architecture and then
-        # stopping at the first missing key is the pass, so its "error loading model" line is expected.
         return PreflightCheck(
             name="architecture",
             outcome=PASS,
-            evidence=(
-                f"{binary_label} on {host} knows {architecture!r}: its loader accepted the architecture of a "
-                f"weightless probe file and stopped later, as expected ({verdict.evidence})"
-            ),
+            evidence=f"{binary_label} on {host} knows {architecture!r}: {verdict.evidence}",
         )
     if verdict.outcome == "unknown":
         return PreflightCheck(

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..config.models import Catalog, Host
+from ..health import answers_as
 from ..state import RoutingState
 from .archcheck import ArchVerdict, ServingBinary, check_architectures
 from .buildplan import BuildPlan, make_plan
@@ -162,7 +163,7 @@ class JobRunner:
             if self.touched:
                 await self._recover()
             if cancelled:
-                raise asyncio.CancelledError()
+                raise asyncio.CancelledError() from None  # re-cancel after the recovery ran
             raise
         finally:
             await self.t.close()
@@ -402,7 +403,12 @@ class JobRunner:
             job.log("   no gateway URL (the gateway is not running here): routes not smoked")
             return _Outcome(parts[0] + "; gateway not running, no smoke")
         checks = await smoke_host_roles(
-            url, roles, self.host_name, api_key=self._api_key(), timeout=self._smoke_timeout()
+            url,
+            roles,
+            self.host_name,
+            api_key=self._api_key(),
+            timeout=self._smoke_timeout(),
+            known_as=answers_as(self.catalog),
         )
         failing = []
         for c in checks:
@@ -436,7 +442,12 @@ class JobRunner:
         if not url:
             return _Outcome("the gateway is not running here: no smoke through it", skipped=True)
         checks = await smoke_host_roles(
-            url, roles, self.host_name, api_key=self._api_key(), timeout=self._smoke_timeout()
+            url,
+            roles,
+            self.host_name,
+            api_key=self._api_key(),
+            timeout=self._smoke_timeout(),
+            known_as=answers_as(self.catalog),
         )
         failing = []
         for c in checks:

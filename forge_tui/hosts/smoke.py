@@ -8,6 +8,7 @@ this host passing, because ``x-forge-route`` names the host that answered.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -64,12 +65,13 @@ async def smoke_host_roles(
     *,
     api_key: str | None = None,
     timeout: float = 180.0,
+    known_as: Mapping[str, Collection[str]] | None = None,
 ) -> list[RoleCheck]:
     out = []
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(base_url=gateway_url.rstrip("/"), timeout=timeout, headers=headers) as client:
         for role, (model, requires) in roles.items():
-            r = await smoke_role(gateway_url, role, requires, timeout=timeout, client=client)
+            r = await smoke_role(gateway_url, role, requires, timeout=timeout, client=client, known_as=known_as)
             answered = route_host(r.route)
             if not r.ok:
                 out.append(RoleCheck(role, model, False, f"{r.reason} ({r.kind}, {r.latency_ms:.0f} ms)"))
