@@ -200,3 +200,66 @@ def test_trial_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # type: i
         await pilot.pause()
 
     assert snap_compare(_Host(), terminal_size=(140, 44), run_before=shown)
+
+
+async def test_source_comes_from_the_header_or_the_named_api_key(llama_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = console_catalog_data(llama_server.url)
+    data["gateway"] = {"health_interval_s": 1, "history": True, "named_api_keys": {"nightly-job": "k-job"}}
+    runtime = Runtime(
+        tmp_path / "t.yaml",
+        catalog=Catalog.model_validate(data),
+        state_dir=tmp_path / "state",
+        host="127.0.0.1",
+        port=0,
+        with_hosts=False,
+        history=True,
+    )
+    await runtime.start()
+    try:
+        body = {"model": "default-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        async with httpx.AsyncClient(base_url=runtime.url or "", timeout=120) as c:
+            for headers, want in (
+                ({"authorization": "Bearer k-job"}, 200),
+                ({"authorization": "Bearer k-job", "x-forge-source": "UI"}, 200),
+                ({"authorization": "Bearer k-job", "x-forge-source": "no spaces allowed"}, 200),
+                ({"authorization": "Bearer wrong"}, 401),
+            ):
+                resp = await c.post("/v1/chat/completions", json=body, headers=headers)
+                assert resp.status_code == want, resp.text
+        await runtime.telemetry.flush()
+        got = [(r.source, r.status) for r in runtime.telemetry.history()]
+        assert got == [("nightly-job", 200), ("ui", 200), ("invalid", 200), (None, 401)]
+    finally:
+        await runtime.stop(drain_timeout=5)
+
+
+async def test_attached_promote_and_a_gateway_without_history(rt: Runtime, llama_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from forge_tui.control.base import ControlError
+
+    remote = RemoteControl(rt.gateway.url, ADMIN_TOKEN)
+    try:
+        res = await remote.promote("prompt-enhance", actor="test")
+        assert res.ok and "promoted" in res.message
+        assert rt.state.role("prompt-enhance").trial_status == "promoted"  # type: ignore[union-attr]
+        again = await remote.promote("prompt-enhance", actor="test")
+        assert not again.ok and "not in a trial" in again.message
+    finally:
+        await remote.close()
+    bare = Runtime(
+        tmp_path / "bare.yaml",
+        catalog=_catalog(llama_server.url),
+        state_dir=tmp_path / "bare-state",
+        host="127.0.0.1",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        with_hosts=False,
+        history=False,
+    )
+    await bare.start()
+    remote = RemoteControl(bare.gateway.url, ADMIN_TOKEN)
+    try:
+        with pytest.raises(ControlError, match="no request history"):
+            await remote.trial_scorecard()
+    finally:
+        await remote.close()
+        await bare.stop(drain_timeout=5)

@@ -92,3 +92,21 @@ def test_promote_refuses_a_role_on_its_baseline(tmp_path: Path) -> None:
     with pytest.raises(ChangeRefused, match="on its baseline"):
         st.promote_role("prompt-enhance", actor="op")
     assert st.role("prompt-enhance").trial_status == "rolled-back"  # type: ignore[union-attr]
+
+
+def test_trial_criteria_are_validated_with_the_field_path(tmp_path: Path) -> None:
+    from forge_tui.config import ConfigError
+
+    text = DEMO.read_text().replace(
+        "  rollback_by: 2030-01-01\n", "  rollback_by: 2030-01-01\n  criteria: {max_p95_ratio: 0.5}\n"
+    )
+    assert "max_p95_ratio" in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_catalog(bad)
+    assert "trial.criteria.max_p95_ratio" in str(err.value)
+    good = tmp_path / "good.yaml"
+    good.write_text(text.replace("max_p95_ratio: 0.5", "min_requests: 50, exclude_sources: [smoke]"))
+    crit = load_catalog(good).trial.criteria  # type: ignore[union-attr]
+    assert (crit.min_requests, crit.exclude_sources, crit.max_p95_ratio) == (50, ("smoke",), 1.25)
