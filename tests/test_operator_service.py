@@ -6,6 +6,7 @@ the admin API and ``LocalControl`` giving the same answers. Preflight runs on th
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -176,3 +177,21 @@ async def test_a_failed_history_write_reaches_the_snapshot(tmp_path: Path) -> No
         assert err is not None and "no such table: requests" in err
     finally:
         await tel.close()
+
+
+def test_route_table_rebuilds_carry_deprecation_times_instead_of_rereading_the_audit_log(tmp_path: Path) -> None:
+    from forge_tui.gateway.routing import RouteTable
+
+    cat = _catalog("http://127.0.0.1:9", str(tmp_path / "q.gguf"))
+    state = RoutingState(cat, tmp_path / "st")
+    state.set_deprecated("qwen3", True, actor="t")
+    first = RouteTable(state)  # the first table reads the audit log once
+    when = dict(first.model_headers["qwen3"])["Deprecation"]
+    logged = int(dt.datetime.fromisoformat(state.audit_log()[-1].time).timestamp())
+    assert when == f"@{logged}"
+    assert state.audit_file is not None
+    state.audit_file.write_text("")  # were it read again, the time would fall back to the start time
+    state.swap_role("default-chat", "qwen3", actor="t")
+    again = RouteTable(state, previous=first, started_at=1.0)
+    assert dict(again.model_headers["qwen3"])["Deprecation"] == when
+    assert "qwen3" in again.deprecated_at and "gemma-4" not in again.deprecated_at
