@@ -253,3 +253,56 @@ def test_cli_report_md_and_json_with_exit_codes(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main([*args, "--since", "yesterday-ish"]) == 3
     assert "ISO date" in capsys.readouterr().err
+
+
+def test_eval_pass_rates_from_the_eval_store_join_the_verdict(tmp_path: Path) -> None:
+    """Eval results saved by the eval helper's store into the same history file (real save_run)."""
+    from forge_tui.evals.runner import CaseResult, RunResult
+    from forge_tui.evals.store import save_run
+
+    path = tmp_path / "h.sqlite3"
+    write(path, _two_sides(300, 300, trial_lat=100.0))
+    cases = []
+    for i in range(80):  # baseline passes 40 of 40, the trial model 20 of 40
+        model = A if i % 2 == 0 else B
+        ok = model == A or i % 4 == 1
+        cases.append(
+            CaseResult(
+                index=i,
+                target="default-chat",
+                route="default-chat",
+                host=None,
+                test_idx=i,
+                prompt_idx=0,
+                repeat_idx=0,
+                description="case",
+                vars={},
+                prompt="p",
+                output="o",
+                status=200,
+                served_model=model,
+                success=ok,
+                time=SWAP + i,
+            )
+        )
+    save_run(
+        path,
+        RunResult(
+            id="eval-1",
+            suite="s",
+            suite_path=None,
+            url="http://x",
+            targets=["default-chat"],
+            concurrency=1,
+            repeat=1,
+            started_at=SWAP,
+            finished_at=SWAP + 100,
+            cases=cases,
+        ),
+    )
+    sc = scorecard(load_catalog(DEMO), roles_of(tmp_path), [swap(SWAP, B, A)], path, since=T0, until=T0 + 7200)
+    c = card(sc)
+    assert c.trial.eval is not None and (c.trial.eval.count, c.trial.eval.total) == (20, 40)
+    assert c.baseline.eval is not None and (c.baseline.eval.count, c.baseline.eval.total) == (40, 40)
+    assert c.verdict == "roll back"
+    assert any(r.startswith("eval pass rate") and "lower" in r for r in c.reasons)
