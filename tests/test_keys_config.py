@@ -59,3 +59,13 @@ async def test_a_bad_remap_stops_the_console_before_the_gateway_starts(
     err = capsys.readouterr().err
     assert str(path) in err and "forge.swap and forge.rollback would both be on 'r'" in err
     assert not (tmp_path / "st" / "admin.token").exists()  # nothing was started
+
+
+async def test_attach_takes_its_remaps_from_the_catalog_named_with_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_keys(tmp_path, {"forge.help": "ctrl+nothing"})
+    args = cli.build_parser().parse_args(["--config", str(path), "attach", "http://127.0.0.1:9", "--token", "t"])
+    assert await cli_gateway._attach(args) == 2  # refused before it tries the gateway
+    err = capsys.readouterr().err
+    assert str(path) in err and "keys.forge.help" in err and "unreachable" not in err

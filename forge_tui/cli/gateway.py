@@ -156,10 +156,20 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
 
 
 async def _attach(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..console.app import ForgeApp
+    from ..console.keymap import KeymapError, check_keymap
     from ..control.base import ControlError
     from ..control.remote import RemoteControl
     from ..operator.admin_token import TOKEN_FILE_NAME, read_token_file
+
+    # Key remaps come from a catalog named with --config (the gateway's catalog is on its machine).
+    keymap: dict[str, str] = {}
+    if args.config:
+        try:
+            keymap = check_keymap(load_catalog(args.config).keys)
+        except (ConfigError, KeymapError) as exc:
+            return fail(f"{args.config}: {exc}" if isinstance(exc, KeymapError) else str(exc))
 
     # The admin API always wants a token: --token, then $FORGE_ADMIN_TOKEN, then --token-file.
     token = args.token or os.environ.get("FORGE_ADMIN_TOKEN")
@@ -183,7 +193,7 @@ async def _attach(args: argparse.Namespace) -> int:
         await control.close()
         return fail(str(exc))
     try:
-        await ForgeApp(control, actor=actor(), api_key=args.api_key).run_async()
+        await ForgeApp(control, actor=actor(), api_key=args.api_key, keymap=keymap).run_async()
     finally:
         await control.close()
     return 0
