@@ -286,6 +286,13 @@ def _agg_view(row: tuple) -> tuple:
     return tuple(row[i] for i in _ROW_AGG)
 
 
+def _rows_folding(batch: list[RequestRecord], sums: dict[RollupKey, Accum]) -> Iterator[tuple]:
+    for rec in batch:
+        row = _row(rec)
+        _fold((_agg_view(row),), sums)
+        yield row
+
+
 def _rollup_row(key: RollupKey, a: Accum) -> tuple:
     return (
         *key,
@@ -637,11 +644,11 @@ class History:
             n = min(len(pending), self.batch_size)
             batch = [pending.popleft() for _ in range(n)]
             try:
-                rows = list(map(_row, batch))
                 sums: dict[RollupKey, Accum] = {}
-                _fold(map(_agg_view, rows), sums)
                 conn.execute("BEGIN")
-                conn.executemany(_INSERT, rows)
+                # each row is built and folded into the rollups between inserts (each of which
+                # releases the GIL): the event loop never waits behind a long pure-Python stretch
+                conn.executemany(_INSERT, _rows_folding(batch, sums))
                 stored = _add_rollups(conn, sums, self._rollups)
                 conn.execute("COMMIT")
                 if len(self._rollups) > 4096:  # bounded: old hours fall out, re-read if ever touched
