@@ -144,7 +144,7 @@ class LlamaServerProcess:
             pass
         log = self._log
         if log is not None and hasattr(log, "close"):
-            log.close()  # type: ignore[union-attr]
+            log.close()
 
 
 def start_llama_server(

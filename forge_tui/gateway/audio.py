@@ -67,7 +67,7 @@ def wav_duration(data: bytes, total_len: int | None = None) -> float:
                     f"WAV header declares {size / byte_rate:.1f} s of audio but the file holds "
                     f"{max(0, total - body) / byte_rate:.1f} s (truncated or forged header)"
                 )
-            return size / byte_rate
+            return float(size) / byte_rate
         pos = body + size + (size & 1)
     raise AudioUnreadable("WAV has no data chunk in its header")
 

@@ -161,8 +161,10 @@ class _Server(web.Server):
         return _Handler(self, loop=self._loop, **self._kwargs)
 
 
-def harden(server: web.Server, limits: ServerLimits) -> None:
+def harden(server: web.Server | None, limits: ServerLimits) -> None:
     """Make ``server`` (``AppRunner.server`` after ``setup()``, before any site starts) use this module's protocol."""
+    if server is None:
+        raise RuntimeError("harden() needs the runner's server: call it after runner.setup()")
     server.__class__ = _Server
     assert isinstance(server, _Server)
     server.forge_limits = limits
@@ -202,15 +204,15 @@ def error_middleware(
         if request.get(_HTTP09):
             rid = new_request_id()
             log.warning("bad HTTP request from %s: HTTP/0.9 request line (request %s)", request.remote, rid)
-            resp = _json_response(
+            refused = _json_response(
                 400,
                 "malformed HTTP request: HTTP/0.9 request lines are not served (a CR or LF inside the request line?)",
                 "invalid_request_error",
                 "bad_request",
                 rid,
             )
-            resp.force_close()
-            return resp
+            refused.force_close()
+            return refused
         if keys and request.path in guarded and not authorised(request):
             return _json_response(
                 401,

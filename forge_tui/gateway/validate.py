@@ -269,11 +269,15 @@ def _check_part(part: Any, role: str, i: int, j: int) -> None:
         fmt = ia.get("format")
         if fmt is not None:
             _check_str(fmt, f"{f}.input_audio.format", enum=_AUDIO_FORMATS)
-        data = ia.get("data")
-        if not isinstance(data, str) or not data:
-            raise _missing(f"{f}.input_audio.data") if data is None else _bad(f"{f}.input_audio.data", "base64", data)
+        audio_data = ia.get("data")
+        if not isinstance(audio_data, str) or not audio_data:
+            raise (
+                _missing(f"{f}.input_audio.data")
+                if audio_data is None
+                else _bad(f"{f}.input_audio.data", "base64", audio_data)
+            )
         if fmt == "mp3":
-            _check_b64(data, f"{f}.input_audio.data", "audio data")  # WAV is checked with its duration
+            _check_b64(audio_data, f"{f}.input_audio.data", "audio data")  # WAV is checked with its duration
     elif t == "file":
         fo = part.get("file")
         if not isinstance(fo, dict):
