@@ -306,3 +306,10 @@ def test_eval_pass_rates_from_the_eval_store_join_the_verdict(tmp_path: Path) ->
     assert c.baseline.eval is not None and (c.baseline.eval.count, c.baseline.eval.total) == (40, 40)
     assert c.verdict == "roll back"
     assert any(r.startswith("eval pass rate") and "lower" in r for r in c.reasons)
+
+
+def test_cli_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trial", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "Scorecard" and "roles" in schema["properties"]
+    assert schema["properties"]["schema_id"]["const"] == "forge-trial-scorecard/1"

@@ -96,3 +96,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     r.set_defaults(handler=_report)
+    sc = tsub.add_parser(
+        "schema",
+        help="print the JSON Schema of `trial report --format json` (forge-trial-scorecard/1)",
+        description="The report's JSON Schema, generated from the pydantic models it is built with.",
+    )
+    sc.set_defaults(handler=_schema)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from ..trial import Scorecard
+
+    sys.stdout.write(json.dumps(Scorecard.model_json_schema(), indent=2) + "\n")
+    return 0
