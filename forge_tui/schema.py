@@ -40,6 +40,7 @@ class RoleInfo(_M):
     fallbacks: list[str] = []
     requires: list[str] = []
     in_trial: bool = False
+    baseline: str | None = None  # the model the trial started from (R returns the role to it)
     rollback_by: str | None = None  # ISO date
     changed_at: str | None = None
     changed_by: str | None = None

@@ -55,6 +55,7 @@ def _role_info(r: RoleView) -> RoleInfo:
         fallbacks=list(r.fallbacks),
         requires=[c.value for c in r.requires],
         in_trial=r.in_trial,
+        baseline=r.baseline,
         rollback_by=r.rollback_by.isoformat() if r.rollback_by else None,
         changed_at=r.changed_at,
         changed_by=r.changed_by,
