@@ -75,7 +75,7 @@ def unknown_arch_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # -- CI: a real part that is missing must fail the run, not skip quietly --------------------------------------
 _REAL_PARTS = ("sshd", "netns", "tmux", "llama")  # the markers of the real-part suites
 _REAL_PART_WORDS = re.compile(
-    r"sshd|openssh|ssh-keygen|namespace|netns|root|tmux|cmake|compiler|llama|xllamacpp|gguf|promtool|espeak|sox",
+    r"sshd|openssh|ssh-keygen|namespace|netns|iproute|root|tmux|cmake|compiler|llama|xllamacpp|gguf|promtool|espeak|sox",
     re.IGNORECASE,
 )
 
