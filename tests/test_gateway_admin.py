@@ -296,30 +296,32 @@ async def test_preflight_blocks_a_swap_unless_forced(up: RecordingUpstream, tmp_
     hosts = HostsService(cat, state_dir=tmp_path / "state", probe_interval_s=60)
     await hosts.start()
     try:
-        async with running_gateway(cat, state_dir=tmp_path / "state", admin_token=TOKEN, hosts=hosts) as h:
-            async with _admin(h) as c:
-                r = await c.get("/admin/preflight", params={"role": "default-chat", "model": "qwen3"})
-                pf = PreflightResult.model_validate(r.json())
-                assert r.status_code == 200 and pf.blocked
-                weights = next(ch for ch in pf.checks if ch.name == "weights")
-                assert weights.outcome == "fail" and "qwen3.gguf" in weights.evidence
+        async with (
+            running_gateway(cat, state_dir=tmp_path / "state", admin_token=TOKEN, hosts=hosts) as h,
+            _admin(h) as c,
+        ):
+            r = await c.get("/admin/preflight", params={"role": "default-chat", "model": "qwen3"})
+            pf = PreflightResult.model_validate(r.json())
+            assert r.status_code == 200 and pf.blocked
+            weights = next(ch for ch in pf.checks if ch.name == "weights")
+            assert weights.outcome == "fail" and "qwen3.gguf" in weights.evidence
 
-                r = await c.post("/admin/roles/default-chat/swap", json={"model": "qwen3"})
-                assert r.status_code == 409 and "preflight failed" in r.json()["error"]["message"]
-                assert h.state.role("default-chat").model == "gemma-4"
+            r = await c.post("/admin/roles/default-chat/swap", json={"model": "qwen3"})
+            assert r.status_code == 409 and "preflight failed" in r.json()["error"]["message"]
+            assert h.state.role("default-chat").model == "gemma-4"
 
-                r = await c.post("/admin/roles/default-chat/swap", json={"model": "qwen3", "force": True})
-                assert r.status_code == 200 and "forced" in r.json()["message"]
-                note = r.json()["audit"][0]["note"]
-                assert note.startswith("forced past failed preflight: ") and "qwen3.gguf" in note
+            r = await c.post("/admin/roles/default-chat/swap", json={"model": "qwen3", "force": True})
+            assert r.status_code == 200 and "forced" in r.json()["message"]
+            note = r.json()["audit"][0]["note"]
+            assert note.startswith("forced past failed preflight: ") and "qwen3.gguf" in note
 
-                assert (await c.get("/admin/jobs")).json() == []
-                r = await c.post("/admin/jobs", json={"kind": "dance", "host": "local"})
-                assert r.status_code == 400 and "unknown job kind" in r.json()["error"]["message"]
-                assert (await c.get("/admin/jobs/nope/log")).status_code == 404
-                assert (await c.post("/admin/jobs/nope/cancel", json={})).status_code == 404
-                snap = Snapshot.model_validate((await c.get("/admin/snapshot")).json())
-                assert [hi.name for hi in snap.hosts] == ["local"]
+            assert (await c.get("/admin/jobs")).json() == []
+            r = await c.post("/admin/jobs", json={"kind": "dance", "host": "local"})
+            assert r.status_code == 400 and "unknown job kind" in r.json()["error"]["message"]
+            assert (await c.get("/admin/jobs/nope/log")).status_code == 404
+            assert (await c.post("/admin/jobs/nope/cancel", json={})).status_code == 404
+            snap = Snapshot.model_validate((await c.get("/admin/snapshot")).json())
+            assert [hi.name for hi in snap.hosts] == ["local"]
     finally:
         await hosts.close()
 
