@@ -331,7 +331,7 @@ class RoutingState:
             trial = self._trial_of(name)
             status = trial.get("status") if trial else None
             baseline = trial.get("baseline") if trial else None
-            trial_kw = {
+            trial_kw: dict[str, Any] = {
                 "in_trial": status in (TRIAL_ACTIVE, TRIAL_ROLLED_BACK),
                 "baseline": baseline if baseline in cat.models else None,
                 "trial_since": trial.get("since") if trial else None,

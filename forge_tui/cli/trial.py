@@ -66,7 +66,7 @@ def _report(args: argparse.Namespace) -> int:
     return sc.exit_code
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "trial",
         help="the trial scorecard: keep or roll back, per trial role",

@@ -26,6 +26,7 @@ import time as _time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ._rollup import Accum, RollupKey, decode_hist, encode_hist
 from .records import ErrorClass, RequestRecord
@@ -115,11 +116,11 @@ class HistoryError(Exception):
 _EC_TEXT: dict[object, str] = {ec: ec.value for ec in ErrorClass}
 # ``extra`` holds a handful of distinct small dicts (e.g. {"thinking": "policy:off"}): their JSON
 # is kept, keyed by their items, so the writer thread does not re-encode the same text per row.
-_EXTRA_JSON: dict[tuple, str] = {}
+_EXTRA_JSON: dict[tuple[Any, ...], str] = {}
 _EXTRA_JSON_MAX = 256
 
 
-def _extra_json(extra: dict) -> str | None:
+def _extra_json(extra: dict[str, Any]) -> str | None:
     if not extra:
         return None
     key = tuple(extra.items())
@@ -135,7 +136,7 @@ def _extra_json(extra: dict) -> str | None:
     return hit
 
 
-def _row(r: RequestRecord) -> tuple:
+def _row(r: RequestRecord) -> tuple[Any, ...]:
     ec = r.error_class
     ec_text = _EC_TEXT.get(ec)
     if ec_text is None:
@@ -171,7 +172,7 @@ def _row(r: RequestRecord) -> tuple:
     )
 
 
-def _record(row: tuple) -> RequestRecord:
+def _record(row: tuple[Any, ...]) -> RequestRecord:
     (
         _id,
         time,
@@ -236,7 +237,18 @@ def _record(row: tuple) -> RequestRecord:
 
 
 # ------------------------------------------------------------------------------ rollup maths
-def _agg_key(t: float, role, model, host, source, ec: str, inflight, cold, fb, bucket_s: float) -> RollupKey:
+def _agg_key(
+    t: float,
+    role: str | None,
+    model: str | None,
+    host: str | None,
+    source: str | None,
+    ec: str,
+    inflight: int | None,
+    cold: object,
+    fb: object,
+    bucket_s: float,
+) -> RollupKey:
     return (
         int(t // bucket_s),
         role or "",
@@ -250,7 +262,7 @@ def _agg_key(t: float, role, model, host, source, ec: str, inflight, cold, fb, b
     )
 
 
-def _fold(rows: Iterable[tuple], into: dict[RollupKey, Accum], bucket_s: float = 3600.0) -> None:
+def _fold(rows: Iterable[tuple[Any, ...]], into: dict[RollupKey, Accum], bucket_s: float = 3600.0) -> None:
     """Add rows shaped like ``_AGG_COLS`` to per-key sums."""
     for t, role, model, host, source, ec, inflight, cold, lat, ttft, tps, fb, spill, leaked, st in rows:
         key = _agg_key(t, role, model, host, source, ec, inflight, cold, fb, bucket_s)
@@ -282,18 +294,18 @@ _ROW_AGG = tuple(
 )
 
 
-def _agg_view(row: tuple) -> tuple:
+def _agg_view(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(row[i] for i in _ROW_AGG)
 
 
-def _rows_folding(batch: list[RequestRecord], sums: dict[RollupKey, Accum]) -> Iterator[tuple]:
+def _rows_folding(batch: list[RequestRecord], sums: dict[RollupKey, Accum]) -> Iterator[tuple[Any, ...]]:
     for rec in batch:
         row = _row(rec)
         _fold((_agg_view(row),), sums)
         yield row
 
 
-def _rollup_row(key: RollupKey, a: Accum) -> tuple:
+def _rollup_row(key: RollupKey, a: Accum) -> tuple[Any, ...]:
     return (
         *key,
         a.n,
@@ -309,7 +321,7 @@ def _rollup_row(key: RollupKey, a: Accum) -> tuple:
     )
 
 
-def _accum_of(row: tuple) -> tuple[RollupKey, Accum]:
+def _accum_of(row: tuple[Any, ...]) -> tuple[RollupKey, Accum]:
     hour, role, model, host, source, ec, loaded, cold, fb = row[:9]
     n, fallback, spill, leaked, st, st_ok, tps_n, tps_sum, lat, ttft = row[9:]
     key: RollupKey = (hour, role, model, host, source, ec, loaded, cold, fb)

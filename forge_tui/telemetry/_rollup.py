@@ -48,7 +48,7 @@ def bucket_value(i: int) -> float:
     """The value a bucket stands for: its geometric middle (0.5 ms for bucket 0)."""
     if i <= 0:
         return 0.5
-    return BASE ** (i - 0.5)
+    return float(BASE ** (i - 0.5))
 
 
 def encode_hist(h: dict[int, int]) -> str:

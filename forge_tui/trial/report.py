@@ -15,7 +15,7 @@ from ..telemetry._history import open_for_read
 from .schema import Scorecard
 from .score import MemoryInfo, score
 from .segments import AuditLike, RoleLike, audit_time, trial_roles
-from .window import load_cells
+from .window import Cell, load_cells
 
 __all__ = ["default_window", "eval_pass_rates", "memory_info", "scorecard", "scorecard_from_state"]
 
@@ -59,8 +59,8 @@ def default_window(
         since = getattr(r, "trial_since", None)
         if since:
             try:
-                t = dt.datetime.fromisoformat(since)
-                starts.append((t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp())
+                d = dt.datetime.fromisoformat(str(since))
+                starts.append((d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp())
             except ValueError:
                 pass
     begin = min(starts) if starts else now - _BASELINE_LOOKBACK_S
@@ -89,7 +89,7 @@ def scorecard(
     crit = criteria or (catalog.trial.criteria if catalog.trial else TrialCriteria())
     troles = trial_roles(roles, audit, since, until)
     notes: list[str] = []
-    cells = []
+    cells: list[Cell] = []
     if Path(history).is_file():
         open_for_read(Path(history))
         cells, notes = load_cells(Path(history), since, until, [r.name for r in troles] + [""])
@@ -129,4 +129,3 @@ def scorecard_from_state(
         now=now,
         probed=probed,
     )
-

@@ -147,7 +147,7 @@ class RoleCard(_M):
 
 
 class Scorecard(_M):
-    schema_id: Literal["forge-trial-scorecard/1"] = SCHEMA_ID
+    schema_id: Literal["forge-trial-scorecard/1"] = "forge-trial-scorecard/1"
     trial: str | None  # the catalog's trial name
     generated_at: float
     since: float

@@ -17,19 +17,29 @@ _MARKED = (*_CHANGES, "promote")
 
 
 class RoleLike(Protocol):
-    name: str
-    model: str
-    baseline: str | None
-    trial_status: str | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def baseline(self) -> str | None: ...
+    @property
+    def trial_status(self) -> str | None: ...
 
 
 class AuditLike(Protocol):
-    time: str
-    action: str
-    target: str
-    before: Any
-    after: Any
-    note: str
+    @property
+    def time(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def before(self) -> Any: ...
+    @property
+    def after(self) -> Any: ...
+    @property
+    def note(self) -> str: ...
 
 
 @dataclass(slots=True)

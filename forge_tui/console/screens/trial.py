@@ -312,4 +312,4 @@ async def time_screen_open(config: Path, state_dir: Path, since: float, until: f
             await pilot.pause(0.01)
     if "t1" not in timing:
         raise RuntimeError("the Trial screen did not show a scorecard within 60 s")
-    return timing["t1"] - timing["t0"]
+    return float(timing["t1"] - timing["t0"])

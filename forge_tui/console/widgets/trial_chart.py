@@ -71,6 +71,6 @@ class TrialChart(PlotextPlot):
         for m in card.marks:
             plt.vline((m.time - self._since) / 3600.0, "magenta" if m.forced else "yellow")
         plt.ylabel("p95 " + ("s" if secs else "ms"))
-        plt.ylabel("error %", yside="right")
+        plt.ylabel("error %", yside="right")  # type: ignore[call-arg]  # plotext takes yside; the stub says xside
         plt.title(f"{card.role}: p95 and error rate (| = swap / rollback)")
         self.refresh()
