@@ -575,6 +575,7 @@ def console_catalog_data(chat_url: str, *, spare_url: str | None = None) -> dict
             "family": "gemma3",
             "architecture": "gemma3",
             "capabilities": ["chat"],
+            "gguf": "@gemma3-270m",  # what the test starts local-spare with
             "state": "cold",
             "memory_gb": 0.4,
             "placements": [{"backend": "local-spare"}],

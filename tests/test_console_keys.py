@@ -28,6 +28,7 @@ from forge_tui.console import ForgeApp
 from forge_tui.console.screens.audit import AuditScreen
 from forge_tui.console.screens.confirm import ConfirmScreen
 from forge_tui.console.screens.deprecate import DeprecateScreen
+from forge_tui.console.screens.detail import DetailScreen
 from forge_tui.console.screens.help import HelpScreen
 from forge_tui.console.screens.job import JobScreen
 from forge_tui.console.screens.main import MainScreen
@@ -273,7 +274,8 @@ async def test_R_rolls_back_the_whole_trial_after_confirmation(forge: Forge) -> 
         await _ready(pilot, app2)
         await pilot.press("R")
         await wait_until(pilot, lambda: bool(app2.notices), what="the refusal")
-        assert "no role in the current trial" in app2.notices[-1].message
+        assert "the trial is already rolled back" in app2.notices[-1].message
+        assert "rolled back" in widget_text(app2.screen.query_one("#status"))  # the header says so too
         assert isinstance(app2.screen, MainScreen)
 
 
@@ -414,7 +416,13 @@ async def test_a_shows_the_audit_log(forge: Forge) -> None:
         assert (entry.action, entry.target, entry.actor) == ("swap", "priority-chat", "operator")
         table = audit.query_one("#audit-table")
         assert table.row_count == 1
-        assert "model=gemma-a" in str(table.get_row_at(0)[4]) and "model=gemma-b" in str(table.get_row_at(0)[5])
+        assert "model=gemma-a" in str(table.get_row_at(0)[4])  # one short line: before → after
+        await pilot.press("enter")  # the change whole, no sideways scrolling
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen), what="the change's detail view")
+        fields = {name: str(value) for name, value in app.screen.fields}
+        assert "model=gemma-a" in fields["before"] and "model=gemma-b" in fields["after"]
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, AuditScreen), what="back to the audit log")
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="back to the main screen")
         await pilot.press("question_mark")
@@ -429,8 +437,9 @@ async def test_q_asks_while_a_request_is_in_flight(forge: Forge) -> None:
         first_chunk = asyncio.Event()
 
         async def long_stream() -> None:
-            async with httpx.AsyncClient(base_url=forge.url, timeout=120) as client:
-                async with client.stream(
+            async with (
+                httpx.AsyncClient(base_url=forge.url, timeout=120) as client,
+                client.stream(
                     "POST",
                     "/v1/chat/completions",
                     json={
@@ -441,9 +450,10 @@ async def test_q_asks_while_a_request_is_in_flight(forge: Forge) -> None:
                         "ignore_eos": True,
                         "messages": [{"role": "user", "content": "Count slowly to a thousand."}],
                     },
-                ) as resp:
-                    async for _ in resp.aiter_lines():
-                        first_chunk.set()
+                ) as resp,
+            ):
+                async for _ in resp.aiter_lines():
+                    first_chunk.set()
 
         stream = asyncio.create_task(long_stream())
         await asyncio.wait_for(first_chunk.wait(), 60)

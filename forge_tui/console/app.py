@@ -301,14 +301,23 @@ class ForgeApp(App[None]):
 
     @work(group="dialog", exit_on_error=False, name="rollback trial")
     async def _rollback_trial_flow(self) -> None:
-        roles = [r for r in (self.snapshot.roles if self.snapshot else []) if r.in_trial and r.previous]
+        snap = self.snapshot
+        # Each trial role goes back to its baseline (the model its trial started from); a gateway that
+        # does not report baselines is read as before (the previous model).
+        roles = [
+            r
+            for r in (snap.roles if snap else [])
+            if r.in_trial and (r.baseline or r.previous) and r.model != (r.baseline or r.previous)
+        ]
         if not roles:
-            self.notify(
-                "no role in the current trial has a previous model", title="rollback trial refused", severity="error"
-            )
+            if snap is not None and snap.trial_status == "rolled-back":
+                why = "the trial is already rolled back: every trial role is on its baseline"
+            else:
+                why = "no role in the current trial is off its baseline"
+            self.notify(why, title="rollback trial refused", severity="error")
             return
-        trial = self.snapshot.trial if self.snapshot else None
-        body = "\n".join(f"  {r.name}: {r.model} -> {r.previous}" for r in roles)
+        trial = snap.trial if snap else None
+        body = "\n".join(f"  {r.name}: {r.model} -> {r.baseline or r.previous}" for r in roles)
         sure = await self.push_screen_wait(
             ConfirmScreen(
                 f"Roll back the whole trial{' ' + trial if trial else ''}?", body, yes="Roll back all", danger=True
