@@ -46,3 +46,39 @@ async def test_evals_view_runs_on_the_role_then_compares_with_previous(lab: Lab,
         await pilot.press("escape")
     assert len(store.list_runs(db)) == 2  # both runs stored in the history file
     assert len(lab.furnace.requests) == 6 and lab.furnace.max_active == 1
+
+
+async def test_e_opens_the_evals_view_on_the_selected_role(lab: Lab, tmp_path: Path) -> None:  # noqa: F811
+    """The real console (LocalControl over a Runtime on the same upstreams): e opens the view on the
+    role selected in the roles table, and r runs the suite there."""
+    from forge_tui.console import ForgeApp
+    from forge_tui.console.screens.main import MainScreen
+    from forge_tui.control.local import LocalControl
+    from forge_tui.runtime import Runtime
+
+    lab.furnace.default = Answer("Apr 47 rotate_backups Python")
+    runtime = Runtime(
+        tmp_path / "forge.yaml", catalog=lab.gw.state.catalog, state_dir=tmp_path, port=0, with_hosts=False
+    )
+    await runtime.start()
+    try:
+        app = ForgeApp(LocalControl(runtime), refresh_s=0.2)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_until(pilot, lambda: app.snapshot is not None, what="the first snapshot")
+            main = app.screen
+            assert isinstance(main, MainScreen)
+            await wait_until(pilot, lambda: main.selected_role is not None, what="a selected role")
+            role = main.selected_role
+            await pilot.press("e")
+            await wait_until(pilot, lambda: isinstance(app.screen, EvalsScreen), what="the Evals view")
+            view = app.screen
+            assert isinstance(view, EvalsScreen) and view.role == role and view.url == runtime.url
+            view.suites, view.suite_index = [EVALS / "vlm-bench.yaml"], 0
+            await pilot.press("r")
+            await wait_until(pilot, lambda: view.last_run is not None, timeout=60, what="the run")
+            assert view.last_run is not None and {c.route for c in view.last_run.cases} == {role}
+            assert all(c.error is None for c in view.last_run.cases)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="back on the main screen")
+    finally:
+        await runtime.stop()
