@@ -145,7 +145,7 @@ class SseRelay:
                 fed = isinstance(c, str) and bool(c)
                 fin = ch.get("finish_reason") is not None
                 if not st.passthrough and (fed or fin):
-                    nc, nr = st.feed(c) if fed else ("", "")
+                    nc, nr = st.feed(c) if isinstance(c, str) and c else ("", "")
                     if fin:
                         fc, fr = st.finish()
                         nc, nr = nc + fc, nr + fr
@@ -161,8 +161,8 @@ class SseRelay:
             if self.content is not None and isinstance(c, str):
                 self.content.append(c)
         if self.first_token_at is not None and self.content is None and not self._multi:
-            st = self.strippers
-            self._settled = st is None or (bool(st) and all(x.passthrough for x in st.values()))
+            strippers = self.strippers
+            self._settled = strippers is None or (bool(strippers) and all(x.passthrough for x in strippers.values()))
         return b"data: " + dump_bytes(obj) if modified else line
 
     def flush(self) -> bytes:
