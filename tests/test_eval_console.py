@@ -8,7 +8,6 @@ from textual.app import App
 from textual.widgets import DataTable, ProgressBar
 
 from forge_tui.console.screens.evals import EvalsScreen
-from forge_tui.evals import store
 from tests.console_support import wait_until
 from tests.support.scripted_upstream import Answer
 from tests.test_eval_scripted import EVALS, Lab, lab  # noqa: F401  (the fixture)
@@ -23,11 +22,10 @@ class _Host(App[None]):
         self.push_screen(self.evals)
 
 
-async def test_evals_view_runs_on_the_role_then_compares_with_previous(lab: Lab, tmp_path: Path) -> None:  # noqa: F811
+async def test_evals_view_runs_on_the_role_then_compares_with_previous(lab: Lab) -> None:  # noqa: F811
     lab.furnace.script = {"bar chart": Answer("Apr 47")}
     lab.anvil.default = Answer("Apr 47 rotate_backups Python")
-    db = tmp_path / "history.sqlite3"
-    screen = EvalsScreen(lab.gw.url, "vision", previous="vlm-small", suites=[EVALS / "vlm-bench.yaml"], db_path=db)
+    screen = EvalsScreen(lab.gw.url, "vision", previous="vlm-small", suites=[EVALS / "vlm-bench.yaml"])
     app = _Host(screen)
     async with app.run_test(size=(140, 45)) as pilot:
         await pilot.press("r")
@@ -44,7 +42,6 @@ async def test_evals_view_runs_on_the_role_then_compares_with_previous(lab: Lab,
         rows = {str(compare.get_row_at(i)[0]): str(compare.get_row_at(i)[1]) for i in range(2)}
         assert rows == {"vision": "1/3", "vlm-small": "2/3"}
         await pilot.press("escape")
-    assert len(store.list_runs(db)) == 2  # both runs stored in the history file
     assert len(lab.furnace.requests) == 6 and lab.furnace.max_active == 1
 
 

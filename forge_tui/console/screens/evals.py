@@ -4,7 +4,8 @@
 side (the trial question: is the new route as good as the one it replaced), ``n`` picks the next
 shipped suite. The run is a worker on this screen; cases arrive one by one (sequential, the
 harness default) into the results table, and the compare table shows pass rate, p50 / p95
-latency, tokens/s and errors per target. A finished run is stored when a history file is known.
+latency, tokens/s and errors per target. The console reaches the history only through its control,
+so runs made here are shown, not stored (``forge-tui eval run`` stores them).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class EvalsScreen(Screen[None]):
         previous: str | None = None,
         api_key: str | None = None,
         suites: Sequence[Path] | None = None,
-        db_path: Path | None = None,
         startup_wait_s: float = 300.0,
     ) -> None:
         super().__init__()
@@ -56,7 +56,6 @@ class EvalsScreen(Screen[None]):
         self.api_key = api_key
         self.suites = list(suites) if suites is not None else sorted(SHIPPED_SUITES.glob("*.yaml"))
         self.suite_index = 0
-        self.db_path = db_path
         self.startup_wait_s = startup_wait_s
         self.last_run: RunResult | None = None
         self._worker: Worker[RunResult] | None = None
@@ -191,17 +190,10 @@ class EvalsScreen(Screen[None]):
             self.last_run = run
             self._show_compare(summarize(run.cases))
             passed = sum(c.success for c in run.cases)
-            note = ""
-            if self.db_path is not None:
-                from ...evals import store
-
-                try:
-                    store.save_run(self.db_path, run)
-                    note = f"; stored as {run.id}"
-                except store.StoreError as exc:
-                    note = f"; not stored: {exc}"
             style = "bold green" if passed == len(run.cases) else "bold yellow"
-            self._status(f"{passed}/{len(run.cases)} passed in {run.finished_at - run.started_at:.1f} s{note}", style)
+            self._status(
+                f"{passed}/{len(run.cases)} passed in {run.finished_at - run.started_at:.1f} s ({run.id})", style
+            )
         elif event.state is WorkerState.ERROR:
             self._status(f"the run failed: {event.worker.error}", "bold red")
         elif event.state is WorkerState.CANCELLED:
