@@ -97,6 +97,11 @@ async def _run(args: argparse.Namespace) -> int:
         suite = load_suite(_suite_path(args.suite))
     except SuiteError as exc:
         return fail(str(exc))
+    if (suite.max_concurrency or 1) > 1 and args.concurrency == 1:
+        print(
+            f"note: the suite asks evaluateOptions.maxConcurrency {suite.max_concurrency}; running one case at a time "
+            "(parallel requests in a startup window blame the wrong backend); --concurrency N to change"
+        )
     providers = {p.route: p for p in suite.providers}
     routes = args.route or [p.route for p in suite.providers]
     if not routes:
