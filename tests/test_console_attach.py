@@ -7,6 +7,7 @@ gateway goes away the console says so and keeps running, and it recovers when it
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -143,3 +144,79 @@ async def test_attach_with_a_wrong_token_is_a_clear_refusal(headless: Headless) 
             assert app.snapshot is None and app.is_running
     finally:
         await control.close()
+
+
+async def test_attach_with_a_token_file_follows_a_restart_with_a_new_token(llama_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """serve without --admin-token writes a per-run token to <state>/admin.token; after a restart the
+    file holds a new one and the console re-reads it on the first 401, instead of 401 forever."""
+    from forge_tui.operator.admin_token import TOKEN_FILE_NAME, read_token_file
+
+    config = tmp_path / "forge.yaml"
+    config.write_text(yaml.safe_dump(console_catalog_data(llama_server.url)))
+    gw = PerRunToken(config, tmp_path / "state").start()
+    token_file = tmp_path / "state" / TOKEN_FILE_NAME
+    try:
+        first = read_token_file(token_file)
+        control = RemoteControl(gw.url, first, token_file=token_file)
+        app = ForgeApp(control, refresh_s=0.2)
+        try:
+            async with app.run_test(size=(160, 48)) as pilot:
+                await wait_until(pilot, lambda: app.snapshot is not None, what="the first snapshot")
+                screen = app.screen
+                assert isinstance(screen, MainScreen)
+                gw.stop()
+                await wait_until(pilot, lambda: app.link_error is not None, what="the console to notice")
+                status = screen.query_one("#status")
+                await wait_until(
+                    pilot, lambda: "disconnected since" in widget_text(status), what="'disconnected since' in the bar"
+                )
+                flat = " ".join(widget_text(status).split())  # the bar wraps
+                assert "values below are" in flat and "old" in flat  # the age of what the panes still show
+                assert screen.query_one("#panes").has_class("-stale")
+                gw.start()  # same port and state dir, a new per-run token
+                assert read_token_file(token_file) != first
+                await wait_until(pilot, lambda: app.link_error is None, timeout=60, what="the link to come back")
+                assert "disconnected" not in widget_text(status)
+                assert not screen.query_one("#panes").has_class("-stale")
+        finally:
+            await control.close()
+    finally:
+        gw.stop()
+
+
+class PerRunToken(Headless):
+    """``forge-tui serve`` with no admin token configured: it makes one per run and writes it to the state dir."""
+
+    def start(self) -> PerRunToken:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "forge_tui",
+                "serve",
+                "--config",
+                str(self.config),
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state),
+                "--no-hosts",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "FORGE_ADMIN_TOKEN"},
+        )
+        assert self.proc.stdout is not None
+        seen = []
+        for _ in range(200):  # bounded: the banner comes within a few lines
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"listening on (http://\S+)", line)
+            if found:
+                self.url = found.group(1)
+                self.port = int(self.url.rsplit(":", 1)[1])
+                return self
+        raise AssertionError("forge-tui serve did not start:\n" + "".join(seen))
