@@ -189,12 +189,40 @@ def _read_side(out: dict[str, Any], workdir: Path, start: float, now: float, log
     return out
 
 
-def _screen_open(state_dir: Path, since: float, until: float) -> float | None:
-    try:
-        from forge_tui.console.screens.trial import time_screen_open
-    except ImportError:
-        return None
-    return asyncio.run(time_screen_open(DEMO, state_dir, since, until))
+def _screen_open(state_dir: Path, since: float, until: float) -> float:
+    return asyncio.run(_time_screen_open(DEMO, state_dir, since, until))
+
+
+async def _time_screen_open(config: Path, state_dir: Path, since: float, until: float) -> float:
+    """Seconds from pushing the Trial screen to its scorecard shown (headless Textual, real history)."""
+    from textual.app import App
+
+    from forge_tui.config import load_catalog
+    from forge_tui.console.screens.trial import TrialScreen
+    from forge_tui.operator.service import OperatorService
+    from forge_tui.state import RoutingState
+    from forge_tui.telemetry import Telemetry
+
+    state = RoutingState(load_catalog(config), state_dir)
+    service = OperatorService(state, telemetry=Telemetry(state_dir / "history.sqlite3"))
+    timing: dict[str, float] = {}
+
+    class _Bench(App[None]):
+        async def on_mount(self) -> None:
+            timing["t0"] = time.perf_counter()
+            await self.push_screen(TrialScreen(service, since=since, until=until))
+
+    app = _Bench()
+    async with app.run_test(size=(160, 48)) as pilot:
+        for _ in range(6000):  # bounded: 60 s at most
+            screen = app.screen
+            if isinstance(screen, TrialScreen) and (screen.scorecard is not None or screen.error):
+                timing["t1"] = time.perf_counter()
+                break
+            await pilot.pause(0.01)
+    if "t1" not in timing:
+        raise RuntimeError("the Trial screen did not show a scorecard within 60 s")
+    return timing["t1"] - timing["t0"]
 
 
 BUDGETS = {

@@ -194,9 +194,11 @@ def test_trial_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # type: i
     async def shown(pilot) -> None:  # type: ignore[no-untyped-def]
         await wait_until(
             pilot,
-            lambda: isinstance(pilot.app.screen, TrialScreen) and pilot.app.screen.scorecard is not None,
+            lambda: isinstance(pilot.app.screen, TrialScreen) and pilot.app.screen.loads == 1,
             what="scorecard",
         )
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.5)  # the chart replots once its size is known; let it settle before the picture
         await pilot.pause()
 
     assert snap_compare(_Host(), terminal_size=(140, 44), run_before=shown)

@@ -7,39 +7,16 @@ roll back), 3 the inputs cannot be read.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import time
 from pathlib import Path
 
 from ..state import RoutingState
 from ..telemetry import HistoryError
+from ..trial.when import parse_when
 from .common import fail, load_config, state_dir
 
-__all__ = ["parse_when", "register"]
-
-
-def parse_when(text: str, now: float | None = None) -> float:
-    """Unix seconds, an ISO date/time (UTC unless it says otherwise), or "-2d" / "-6h" / "-30m" ago."""
-    now = time.time() if now is None else now
-    t = text.strip()
-    units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-    if t.startswith("-") and t[-1:] in units:
-        try:
-            return now - float(t[1:-1]) * units[t[-1]]
-        except ValueError:
-            pass
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    try:
-        d = dt.datetime.fromisoformat(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give unix seconds, an ISO date or time (2026-11-22, 2026-11-22T14:00), or -7d / -6h / -30m"
-        ) from None
-    return (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
+__all__ = ["register"]
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from .fmt import fmt_ms, fmt_pct
 from .schema import Estimate, Rate, RoleCard, Scorecard, Side
-from .score import fmt_ms, fmt_pct
 
 __all__ = ["render_markdown"]
 

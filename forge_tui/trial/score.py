@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..config.models import TrialCriteria
+from .fmt import fmt_ms, fmt_pct
 from .schema import Estimate, LoadSplit, Percentiles, Rate, RoleCard, Scorecard, SeriesPoint, Side, SourceLine, Verdict
 from .segments import TrialRole
 from .stats import hist_quantile, quantile_interval, separated, wilson
@@ -146,16 +147,6 @@ def _side(
         host_budget_gb=mem.host_budget_gb if mem else None,
         budget_share=share,
     )
-
-
-def fmt_ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v / 1000:.2f} s" if v >= 1000 else f"{v:.0f} ms"
-
-
-def fmt_pct(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{100 * v:.{digits}f} %"
 
 
 def _rate_words(r: Rate) -> str:

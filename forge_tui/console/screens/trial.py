@@ -10,26 +10,24 @@ window (any past range of the history: a replay), ``f5`` reloads. The scorecard 
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 
 from ...schema import ChangeResult
+from ...trial.fmt import fmt_ms, fmt_pct
 from ...trial.schema import RoleCard, Scorecard
-from ...trial.score import fmt_ms, fmt_pct
 from ..messages import RollbackRequested, RollbackTrialRequested
 from ..widgets.trial_chart import TrialChart
 from .confirm import ConfirmScreen
 
-__all__ = ["TrialScreen", "TrialSource", "WindowScreen", "row_cells", "time_screen_open"]
+__all__ = ["TrialScreen", "TrialSource", "WindowScreen", "row_cells"]
 
 _VERDICT_STYLE = {"keep": "bold green", "roll back": "bold red", "not enough data": "yellow"}
 COLUMNS = (
@@ -128,7 +126,7 @@ class WindowScreen(ModalScreen["tuple[float | None, float | None] | None"]):
     @on(Input.Submitted)
     @on(Button.Pressed, "#trial-window-ok")
     def _ok(self) -> None:
-        from ...cli.trial import parse_when
+        from ...trial.when import parse_when
 
         out: list[float | None] = []
         for wid in ("#trial-since", "#trial-until"):
@@ -283,33 +281,3 @@ class TrialScreen(Screen[None]):
         if got is not None:
             self.since, self.until = got
             self.action_reload()
-
-
-async def time_screen_open(config: Path, state_dir: Path, since: float, until: float) -> float:
-    """Seconds from pushing the Trial screen to its scorecard shown (benchmark; headless)."""
-    from ...config import load_catalog
-    from ...operator.service import OperatorService
-    from ...state import RoutingState
-    from ...telemetry import Telemetry
-
-    service = OperatorService(
-        RoutingState(load_catalog(config), state_dir), telemetry=Telemetry(state_dir / "history.sqlite3")
-    )
-    timing: dict[str, Any] = {}
-
-    class _Bench(App[None]):
-        async def on_mount(self) -> None:
-            timing["t0"] = time.perf_counter()
-            await self.push_screen(TrialScreen(service, since=since, until=until))
-
-    app = _Bench()
-    async with app.run_test(size=(160, 48)) as pilot:
-        for _ in range(6000):  # bounded: 60 s at most
-            screen = app.screen
-            if isinstance(screen, TrialScreen) and (screen.scorecard is not None or screen.error):
-                timing["t1"] = time.perf_counter()
-                break
-            await pilot.pause(0.01)
-    if "t1" not in timing:
-        raise RuntimeError("the Trial screen did not show a scorecard within 60 s")
-    return float(timing["t1"] - timing["t0"])
