@@ -90,6 +90,20 @@ async def test_frozen_backend_its_waiting_and_queued_requests_move_to_the_fallba
         await _until(lambda: be.limiter.inflight == 0 and be.limiter.queued == 0)
 
 
+async def test_a_stream_frozen_before_its_first_event_goes_to_the_fallback(two) -> None:
+    a, b = two
+    a.behaviour.freeze_after_head = True  # answers the head, then nothing (and /health hangs from then on)
+    async with running_gateway(_pair(a.url, b.url, {"request_timeout_s": 60}, **FAST)) as h:
+        stream = await asyncio.wait_for(
+            h.client().chat.completions.create(model="default-chat", messages=MSG, stream=True), 30
+        )
+        got = [ch.choices[0].delta.content async for ch in stream if ch.choices and ch.choices[0].delta.content]
+        assert "".join(got).strip() == b.behaviour.content
+        rec = (await h.wait_records(1))[-1]
+        assert rec.backend == "b" and rec.error_class is ErrorClass.OK and rec.extra["redispatched_from"] == "a"
+        assert _chats(a) == 1 and _chats(b) == 1
+
+
 async def test_read_timeouts_count_for_the_breaker(two) -> None:
     a, _ = two
     a.behaviour.hold = asyncio.Event()

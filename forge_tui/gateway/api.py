@@ -107,6 +107,14 @@ def _asked(model: object) -> str | None:
     return model[:200] if isinstance(model, str) else None
 
 
+class _Redispatch(Exception):
+    """A stream's backend turned bad before anything reached the caller: send the request elsewhere."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(backend)
+        self.backend = backend
+
+
 class Ctx:
     """Per-request state: the record being filled and the headers every answer carries."""
 
@@ -436,22 +444,28 @@ class OpenAIApi:
         stream = body.get("stream") is True
         ctx.rec.stream = stream
         payload = JsonPayload(_ask_usage(body, ctx), chat=True, thinking_header=request.headers.get("x-forge-thinking"))
-        opened = await self.gw.upstream.open(route, "/v1/chat/completions", payload, image=image)
-        ctx.served(opened)
-        decision = payload.decision(opened.cand)
-        ctx.rec.thinking_injected = decision.injected_off
-        if decision.label is not None:
-            ctx.rec.extra["thinking"] = decision.label
         rf = body.get("response_format")
         want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
         if want_json:
             ctx.rec.structured = True  # set False where the answer does not parse
-        if stream:
-            n = body.get("n")
-            return await self._relay_stream(
-                request, ctx, opened, strip=decision.off, want_json=want_json, multi=isinstance(n, int) and n > 1
-            )
-        return await self._relay_json(ctx, opened, chat=True, strip=decision.off, want_json=want_json)
+        n = body.get("n")
+        skip: frozenset[str] = frozenset()
+        while True:  # bounded: each round leaves one more backend out, and open() fails when none is left
+            opened = await self.gw.upstream.open(route, "/v1/chat/completions", payload, image=image, skip=skip)
+            ctx.served(opened)
+            decision = payload.decision(opened.cand)
+            ctx.rec.thinking_injected = decision.injected_off
+            if decision.label is not None:
+                ctx.rec.extra["thinking"] = decision.label
+            if not stream:
+                return await self._relay_json(ctx, opened, chat=True, strip=decision.off, want_json=want_json)
+            try:
+                return await self._relay_stream(
+                    request, ctx, opened, strip=decision.off, want_json=want_json, multi=isinstance(n, int) and n > 1
+                )
+            except _Redispatch as again:
+                skip |= {again.backend}
+                ctx.rec.extra["redispatched_from"] = ",".join(sorted(skip))
 
     async def completions(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         body = await self._json(request)
@@ -661,8 +675,8 @@ class OpenAIApi:
         )
         relay = SseRelay(strip=strip, capture=want_json, multi=multi)
         clean = False
+        prepared = False  # nothing goes to the caller before the first piece: until then it can go elsewhere
         try:
-            await out.prepare(request)
             failure: GatewayError | None = None
             while not relay.done:
                 try:
@@ -681,6 +695,9 @@ class OpenAIApi:
                     )
                     break
                 except BackendBad as exc:
+                    if not prepared:
+                        opened.backend.count("redispatched")
+                        raise _Redispatch(opened.backend.name) from None
                     failure = UpstreamError(f"{exc}: the stream was cut off", upstream=str(exc))
                     break
                 except GatewayError as exc:  # the gateway is stopping: an error event and [DONE]
@@ -697,6 +714,9 @@ class OpenAIApi:
                     piece = _drop_usage_events(piece)
                 if piece:
                     resp.relayed = True  # from here on the request can no longer go elsewhere
+                    if not prepared:
+                        await out.prepare(request)
+                        prepared = True
                     try:
                         await out.write(piece)
                     except _CLIENT_GONE:
@@ -704,6 +724,8 @@ class OpenAIApi:
                         rec.error_class = ErrorClass.CLIENT_GONE
                         rec.error = "client disconnected mid-stream"
                         return out
+            if not prepared:
+                await out.prepare(request)
             if relay.first_token_at is not None:
                 rec.ttft_ms = (relay.first_token_at - ctx.t0) * 1000.0
             _usage_into(rec, relay.usage, relay.timings)

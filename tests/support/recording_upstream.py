@@ -46,6 +46,7 @@ class Behaviour:
     frozen: bool = False  # accept, read, never answer (/health included): a wedged backend
     close_after_read: bool = False  # /v1/*: read the request, then drop the connection unanswered
     eof_delay_s: float = 0.0  # stream: wait this long after [DONE] before the chunked terminator
+    freeze_after_head: bool = False  # stream: send the head, then freeze (sets ``frozen``: /health hangs too)
 
 
 class RecordingUpstream:
@@ -218,6 +219,10 @@ class RecordingUpstream:
         chunks = b.chunks if b.chunks is not None else [w + " " for w in b.content.split()]
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        if b.freeze_after_head:
+            b.frozen = True
+            await resp.write(b"")  # the head is on the wire; no event will follow
+            await self._frozen()
         base = {
             "id": "chatcmpl-rec",
             "object": "chat.completion.chunk",
