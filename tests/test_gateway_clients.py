@@ -100,14 +100,24 @@ async def test_per_model_output_cap_and_tools_reach_the_real_server(gw: Harness,
             },
         }
     ]
-    r = await c.chat.completions.create(
-        model="default-chat",
-        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-        tools=tools,
-        tool_choice="auto",
-        max_tokens=24,
-    )
-    assert r.choices and r.model == "default-chat"
+    # A 270M model calls the tool only some of the time (llama.cpp constrains the call once the model
+    # opens <tool_call>): a few seeds, bounded, and at least one answer must carry a parsed tool call.
+    calls = None
+    for seed in range(1, 9):
+        r = await c.chat.completions.create(
+            model="default-chat",
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=tools,
+            tool_choice="required",
+            max_tokens=64,
+            temperature=1.0,
+            seed=seed,
+        )
+        assert r.model == "default-chat"
+        calls = r.choices[0].message.tool_calls
+        if calls:
+            break
+    assert calls and calls[0].function.name == "get_weather" and calls[0].id
     # The demo chat server runs the shipped tool-capable template: the tools reach the prompt.
     async with httpx.AsyncClient(base_url=llama_server.url, timeout=60) as h:
         props = (await h.get("/props")).json()
