@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,3 +348,51 @@ async def test_concurrency_and_repeat_options(lab: Lab) -> None:
     assert len(run.cases) == 6 and all(c.success for c in run.cases)
     assert sorted(c.repeat_idx for c in run.cases) == [0, 0, 0, 1, 1, 1]
     assert lab.anvil.max_active > 1  # only when asked: the default is one at a time
+
+
+async def test_the_413_cap_is_part_of_the_contract(lab: Lab) -> None:
+    """A gateway whose audio cap lets the 60 s clip through fails that case: expected 413, got 200."""
+    lab.furnace.default = Answer("a long silence")
+    base = lab.gw.state.catalog
+    cat = base.model_copy(update={"gateway": base.gateway.model_copy(update={"audio_max_seconds": 120})})
+    suite = load_suite(EVALS / "audio-bench.yaml")
+    async with running_gateway(cat) as loose:
+        run = await EvalRunner(loose.url, suite, [Target("audio-qa")]).run()
+    long = run.cases[3]
+    assert not long.success and long.error == "expected HTTP 413, got 200"
+    assert len(lab.furnace.requests) == 4  # this time the clip reached the backend
+
+
+async def test_cli_compare_prints_side_by_side_and_writes_markdown(lab: Lab, tmp_path: Path) -> None:
+    _vlm_script(lab.furnace)
+    lab.anvil.default = Answer("Apr 47 rotate_backups Python")
+    md = tmp_path / "run.md"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "forge_tui",
+        "eval",
+        "run",
+        "vlm-bench",
+        "--url",
+        lab.gw.url,
+        "--route",
+        "vision",
+        "--route",
+        "default-chat",
+        "--db",
+        str(tmp_path / "h.sqlite3"),
+        "-o",
+        str(md),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 1, text + err.decode()  # not every case passed
+    lines = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith(("vision ", "default-chat "))}
+    assert lines["vision"][1:3] == ["1/3", "33%"] and lines["default-chat"][1:3] == ["2/3", "67%"]
+    assert "stored as eval-" in text
+    assert "| default-chat | 2/3 | 67% |" in md.read_text()
+    [row] = store.list_runs(tmp_path / "h.sqlite3")
+    assert row.targets == ["vision", "default-chat"] and row.passed == 3 and row.total == 6
