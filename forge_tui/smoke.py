@@ -204,14 +204,28 @@ def route_model(header: str | None) -> str | None:
     return m.group(1) if m else None
 
 
-def wrong_model(body: Any, routed: str | None, known_as: Mapping[str, Collection[str]] | None) -> str | None:
+# The backend's own answer model, when the gateway renames the answer's ``model`` to the caller's.
+UPSTREAM_MODEL_HEADER = "x-forge-upstream-model"
+
+
+def wrong_model(
+    body: Any,
+    routed: str | None,
+    known_as: Mapping[str, Collection[str]] | None,
+    *,
+    asked: str | None = None,
+    upstream_model: str | None = None,
+) -> str | None:
     """Why the answer came from another model than the routed one (None: it did not, or cannot tell).
 
     A bare llama-server ignores the request's ``model`` and answers with the file it holds; the names
-    each catalog model may answer with come from ``health.answers_as``."""
-    answered = body.get("model") if isinstance(body, dict) else None
+    each catalog model may answer with come from ``health.answers_as``. The gateway puts the caller's
+    name in the answer's ``model``: then only ``x-forge-upstream-model`` (when sent) can tell."""
+    answered = upstream_model or (body.get("model") if isinstance(body, dict) else None)
     if not isinstance(answered, str) or not answered or routed is None or not known_as or routed not in known_as:
         return None
+    if upstream_model is None and answered == asked:
+        return None  # renamed to what was asked: says nothing about who answered
     names = known_as[routed]
     if matches([answered], names):
         return None
@@ -224,6 +238,7 @@ def _check(
     *,
     prompt: str | None = None,
     known_as: Mapping[str, Collection[str]] | None = None,
+    asked: str | None = None,
 ) -> tuple[bool, str, str]:
     """Return (ok, snippet, reason)."""
     if resp.status_code != 200:
@@ -233,7 +248,13 @@ def _check(
     except ValueError:
         return False, _snip(resp.text), "response is not JSON"
     if kind not in ("audio", "transcribe"):
-        other = wrong_model(body, route_model(resp.headers.get("x-forge-route")), known_as)
+        other = wrong_model(
+            body,
+            route_model(resp.headers.get("x-forge-route")),
+            known_as,
+            asked=asked,
+            upstream_model=resp.headers.get(UPSTREAM_MODEL_HEADER),
+        )
         if other:
             return False, "", other
     if kind == "embed":
@@ -327,7 +348,7 @@ async def smoke_role(
         if own:
             await client.aclose()
     latency = (time.perf_counter() - t0) * 1000
-    ok, snippet, reason = _check(kind, resp, prompt=_PROMPTS.get(kind), known_as=known_as)
+    ok, snippet, reason = _check(kind, resp, prompt=_PROMPTS.get(kind), known_as=known_as, asked=role)
     return SmokeResult(
         role, kind, ok, resp.status_code, latency, resp.headers.get("x-forge-route", ""), snippet, reason
     )

@@ -112,6 +112,13 @@ def test_an_answer_from_another_model_fails_the_smoke() -> None:
     emb = {"model": "nomic", "data": [{"embedding": [0.1, 0.2]}]}
     ok, _, why = _check("embed", _resp(200, emb, route), known_as=known)
     assert not ok and "answered by model 'nomic'" in why
+    # The gateway renamed the answer to the caller's name: only its upstream-model header can tell.
+    ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "default-chat"), route), known_as=known, asked="default-chat")
+    assert ok
+    renamed = _resp(200, _chat("Yes.", "default-chat"), route)
+    renamed.headers["x-forge-upstream-model"] = "/models/gemma-3-270m.gguf"
+    ok, _, why = _check("chat", renamed, known_as=known, asked="default-chat")
+    assert not ok and "answered by model '/models/gemma-3-270m.gguf'" in why
     # Without the names a model answers with, nothing is claimed either way.
     ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "anything"), route))
     assert ok

@@ -189,7 +189,7 @@ class BackendProber:
             self.reach.observe(host, "network", True)
         else:
             why = "; ".join(f"{s.name}: {s.detail}" for s in said)
-            self.reach.observe(host, "network", False, f"no backend on it answers ({why})")
+            self.reach.observe(host, "network", False, f"no answer from its backends ({why})")
 
     async def _get(self, url: str, connect_s: float) -> tuple[int, str, Any]:
         r = await self._http().get(url, timeout=httpx.Timeout(self.read_timeout_s, connect=connect_s))

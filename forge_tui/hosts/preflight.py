@@ -96,10 +96,13 @@ def arch_check(
     )
 
 
-def serves_check(catalog: Catalog, model: str, backend: str, st: BackendState) -> PreflightCheck:
-    """Can ``backend`` answer for ``model``, by what the backend itself reports (not the catalog)?"""
+def serves_check(
+    catalog: Catalog, model: str, backend: str, st: BackendState, also: frozenset[str] = frozenset()
+) -> PreflightCheck:
+    """Can ``backend`` answer for ``model``, by what the backend itself reports (not the catalog)?
+    ``also``: more names the model's file goes by (its symlink target on the host)."""
     b = catalog.backends[backend]
-    names = known_names(catalog, model, backend)
+    names = known_names(catalog, model, backend) | also
     upstream = next((p.name or model for p in catalog.models[model].placements if p.backend == backend), model)
     if b.kind is BackendKind.AUDIO_SIDECAR:
         return PreflightCheck(

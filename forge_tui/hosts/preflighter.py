@@ -84,9 +84,11 @@ class Preflighter:
                 role=role, model=model, checks=[PreflightCheck(name="catalog", outcome=FAIL, evidence=what)]
             )
         host, backend = primary_host(cat, model)
-        checks = [capability_check(rv, mv), serves_check(cat, model, backend, await self._backend_state(backend))]
         b = cat.backends[backend]
         m = cat.models[model]
+        st = await self._backend_state(backend)
+        also = await self._real_path(host, m.gguf) if b.kind in LLAMA_KINDS and st.ready else frozenset()
+        checks = [capability_check(rv, mv), serves_check(cat, model, backend, st, also)]
         if b.kind not in LLAMA_KINDS:
             checks.append(
                 PreflightCheck(
@@ -127,6 +129,21 @@ class Preflighter:
                         )
         checks.append(memory_check(cat, state, role, model, host, measured_total_gb=self._measured(host)))
         return PreflightResult(role=role, model=model, host=host, checks=checks)
+
+    async def _real_path(self, host: str, gguf: str | None) -> frozenset[str]:
+        """The file a catalog path points at on the host (model dirs are often symlink farms)."""
+        if not gguf or gguf.startswith("@"):
+            return frozenset()
+        try:
+            path = expand_home(gguf, await self._ctx.home(host))
+            res = await asyncio.wait_for(
+                self._ctx.transports[host].run(["readlink", "-f", path], self._ctx.command_timeout(host)),
+                self._ctx.probe_timeout(host),
+            )
+        except (TimeoutError, TransportError, GgufError):
+            return frozenset()  # the weights check says why the host did not answer
+        real = res.out.strip()
+        return frozenset({real}) if res.ok and real else frozenset()
 
     async def _weights_check(self, host: str, model: str) -> tuple[PreflightCheck, str | None]:
         m = self._ctx.catalog.models[model]

@@ -29,6 +29,9 @@ class RoleCheck:
     model: str
     ok: bool
     detail: str
+    # The routed model on this host answered (HTTP 200), and only the answer's shape failed
+    # (a leaked template token, an echo): a matter of the model, not of the serving stack.
+    shape_only: bool = False
 
 
 def roles_served_by(catalog: Catalog, state: RoutingState | None, host: str) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -74,7 +77,8 @@ async def smoke_host_roles(
             r = await smoke_role(gateway_url, role, requires, timeout=timeout, client=client, known_as=known_as)
             answered = route_host(r.route)
             if not r.ok:
-                out.append(RoleCheck(role, model, False, f"{r.reason} ({r.kind}, {r.latency_ms:.0f} ms)"))
+                shape = r.status == 200 and answered in (None, host) and not r.reason.startswith("answered by model")
+                out.append(RoleCheck(role, model, False, f"{r.reason} ({r.kind}, {r.latency_ms:.0f} ms)", shape))
             elif answered is not None and answered != host:
                 out.append(RoleCheck(role, model, False, f"answered by {answered} (a fallback), not by {host}"))
             else:
