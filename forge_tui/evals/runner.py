@@ -340,6 +340,8 @@ class EvalRunner:
         while True:
             health = await self._health(client)
             states = [health.get(b) for b in backends if b in health]
+            if not states:  # /health unreachable or silent about these backends: nothing to wait on
+                return waited, time.monotonic() - t0
             busy = any(s == "starting" for s in states) or (until_ready and not any(s == "ready" for s in states))
             if not busy or time.monotonic() - t0 + delay > self.startup_wait_s:
                 return waited, time.monotonic() - t0
