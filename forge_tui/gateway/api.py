@@ -489,11 +489,18 @@ class OpenAIApi:
         ctx.rec.stream = stream
         if kind == "completions":
             body = _ask_usage(body, ctx)
-        opened = await self.gw.upstream.open(route, path, JsonPayload(body, chat=False, thinking_header=None))
-        ctx.served(opened)
-        if stream:
-            return await self._relay_stream(request, ctx, opened, strip=False, want_json=False)
-        return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+        payload = JsonPayload(body, chat=False, thinking_header=None)
+        skip: frozenset[str] = frozenset()
+        while True:  # bounded: each round leaves one more backend out, and open() fails when none is left
+            opened = await self.gw.upstream.open(route, path, payload, skip=skip)
+            ctx.served(opened)
+            try:
+                if stream:
+                    return await self._relay_stream(request, ctx, opened, strip=False, want_json=False)
+                return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+            except _Redispatch as again:
+                skip |= {again.backend}
+                ctx.rec.extra["redispatched_from"] = ",".join(sorted(skip))
 
     async def _form(self, request: web.Request) -> list[FormPart]:
         ctype = request.content_type
@@ -582,9 +589,15 @@ class OpenAIApi:
     async def _forward(
         self, ctx: Ctx, route: Route, payload: Payload, path: str, *, image: bool = False
     ) -> web.StreamResponse:
-        opened = await self.gw.upstream.open(route, path, payload, image=image)
-        ctx.served(opened)
-        return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+        skip: frozenset[str] = frozenset()
+        while True:  # bounded: each round leaves one more backend out, and open() fails when none is left
+            opened = await self.gw.upstream.open(route, path, payload, image=image, skip=skip)
+            ctx.served(opened)
+            try:
+                return await self._relay_json(ctx, opened, chat=False, strip=False, want_json=False)
+            except _Redispatch as again:
+                skip |= {again.backend}
+                ctx.rec.extra["redispatched_from"] = ",".join(sorted(skip))
 
     # ------------------------------------------------------------------ relays
     async def _relay_json(self, ctx: Ctx, opened: Opened, *, chat: bool, strip: bool, want_json: bool) -> web.Response:
@@ -602,9 +615,10 @@ class OpenAIApi:
                 f"({exc.__class__.__name__}: {exc})",
                 upstream=str(exc),
             ) from None
-        except BackendBad as exc:
-            opened.close(abort=True)
-            raise UpstreamError(f"{exc}: cancelled mid-answer", upstream=str(exc)) from None
+        except BackendBad:
+            opened.close(abort=True)  # nothing of it reached the caller: it goes elsewhere
+            opened.backend.count("redispatched")
+            raise _Redispatch(opened.backend.name) from None
         except BaseException:
             opened.close(abort=True)
             raise
