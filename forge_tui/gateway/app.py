@@ -29,11 +29,13 @@ import aiohttp
 from aiohttp import web
 
 from ..config.models import Catalog
+from ..health import BackendProber
 from ..state import AuditEntry, RoutingState
 from ..telemetry import CONTENT_TYPE, Exposition
 from .api import OpenAIApi
-from .backends import READY, BackendRuntime, Breaker, HealthProber, Limiter
+from .backends import READY, BackendRuntime, Breaker, Limiter
 from .errors import GatewayBindError
+from .health_feed import feed
 from .protocols import Mount, TelemetryLike
 from .routing import RouteTable
 from .server import ServerLimits, error_middleware, harden, is_loopback
@@ -83,7 +85,9 @@ class Gateway:
         self._idle: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._prober: HealthProber | None = None
+        # The process's one backend probe loop (the hosts service reads it too); it feeds the runtimes.
+        self.health = BackendProber(catalog, interval_s=s.health_interval_s)
+        self._unfeed = feed(self.health, self.backends)
         self._upstream: Upstream | None = None
         self.url = ""
         self.port = 0
@@ -111,13 +115,11 @@ class Gateway:
             connector=connector, auto_decompress=False, raise_for_status=False, skip_auto_headers=("User-Agent",)
         )
         self._upstream = Upstream(self.backends, self._session)
-        self._prober = HealthProber(self.backends, self._session, self.settings.health_interval_s)
-        self._prober.start()
-        await self._prober.first_round(timeout=1.0)  # know who is up before the first request arrives
+        await self.health.start()
+        await self.health.first_round(timeout=1.0)  # know who is up before the first request arrives
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        if self._prober is not None:
-            await self._prober.stop()
+        await self.health.stop()
         if self._upstream is not None:
             self._upstream.close()
         if self._session is not None:
@@ -141,8 +143,8 @@ class Gateway:
         return self._upstream
 
     @property
-    def prober(self) -> HealthProber | None:
-        return self._prober
+    def prober(self) -> BackendProber:
+        return self.health
 
     def _build_table(self, previous: RouteTable | None) -> RouteTable:
         return RouteTable(self.state, config_path=self.config_path, started_at=self.started_at, previous=previous)
@@ -278,6 +280,14 @@ class Gateway:
             ("backend", "host"),
             lambda: [((n, b.host), float(b.health == READY and b.breaker.state() != "open")) for n, b in bs.items()],
         )
+        m.gauge(
+            "forge_host_up",
+            "1 when the host is reachable (its backends' network word and, with the hosts service, SSH), else 0.",
+            ("host",),
+            lambda: [
+                ((h,), float(r.reachable)) for h, r in self.health.reach.hosts().items() if r.reachable is not None
+            ],
+        )
         m.gauge("forge_inflight", "Requests the gateway is answering right now.", (), lambda: [((), self._inflight)])
         m.gauge(
             "forge_backend_inflight",
@@ -290,6 +300,13 @@ class Gateway:
             "Requests waiting for a backend slot.",
             ("backend",),
             lambda: [((n,), b.limiter.queued) for n, b in bs.items()],
+        )
+        m.counter(
+            "forge_backend_events_total",
+            "Request-path events by backend (BackendRuntime.events: connect_timeout, read_timeout, went_bad, "
+            "redispatched, cancelled_upstream, spilled_from/to, no_replay, connections_opened, ...).",
+            ("backend", "host", "event"),
+            lambda: [((n, b.host, e), v) for n, b in bs.items() for e, v in sorted(b.events.items())],
         )
         return m
 
