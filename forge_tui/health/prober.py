@@ -158,7 +158,10 @@ class BackendProber:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # No keep-alive: every probe connects afresh, so a dropped link is a connect timeout.
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), follow_redirects=False)
+            # No proxy from the environment either: a proxy would answer for a host that is gone.
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_keepalive_connections=0), follow_redirects=False, trust_env=False
+            )
         return self._client
 
     async def probe_all(self, names: Iterable[str] | None = None) -> dict[str, BackendState]:

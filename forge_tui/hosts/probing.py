@@ -272,7 +272,7 @@ class HostProber:
             if b.host != name or b.kind is not BackendKind.LLAMA_SWAP or not self.backends.state(bname).ready:
                 continue
             if self._http is None:
-                self._http = httpx.AsyncClient(timeout=self.http_timeout_s)
+                self._http = httpx.AsyncClient(timeout=self.http_timeout_s, trust_env=False)
             try:
                 r = await self._http.get(b.base_url + "/api/performance")
                 data: Any = r.json() if r.status_code == 200 else None

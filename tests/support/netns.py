@@ -50,6 +50,16 @@ class Netns:
     def link_up(self) -> None:
         _ip("link", "set", self.host_if, "up")
 
+    def unplug(self) -> None:
+        """The cable pulled at the host's end: the namespace's side goes down, the root side keeps its
+        route (NO-CARRIER) and packets to the host are dropped, so connects time out as on a LAN.
+        (``link_down`` removes the route instead: traffic then follows this machine's default route,
+        where this sandbox's network answers HTTP itself.)"""
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.inner_if, "down")
+
+    def plug(self) -> None:
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.inner_if, "up")
+
 
 @dataclass
 class NetnsLab:
