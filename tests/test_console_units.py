@@ -156,6 +156,9 @@ class _AppLike:
     def action_help(self) -> None:
         self.calls.append(("help", None))
 
+    def action_trial(self) -> None:
+        self.calls.append(("trial", None))
+
 
 def test_palette_commands_follow_the_snapshot() -> None:
     app = _AppLike()

@@ -44,7 +44,7 @@ def screen_table() -> Table:
 
 def flags_legend() -> Text:
     out = Text("Flags column of Requests: ", style="bold")
-    for index, (letter, name) in enumerate(FLAGS):
+    for index, (letter, name, _) in enumerate(FLAGS):
         if index:
             out.append(" · ")
         out.append(letter, style="bold cyan")

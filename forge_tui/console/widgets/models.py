@@ -61,7 +61,8 @@ class ModelsTable(SnapshotTable):
                 state = Text(
                     "✖ down" if health == "down" else "◌ starting", style="bold red" if health == "down" else "yellow"
                 )
-                state.append(f" ({m.state})", style="dim")
+                if not narrow:
+                    state.append(f" ({m.state})", style="dim")
                 if m.deprecated:
                     state.append(" dep" if narrow else " deprecated", style="bold red")
             elif narrow:
@@ -79,12 +80,12 @@ class ModelsTable(SnapshotTable):
                 (
                     m.id,
                     (
-                        Text(_fit(m.id, 22 if narrow else None), style=name_style),
+                        Text(_fit(m.id, 20 if narrow else None), style=name_style),
                         state,
                         Text(f"{m.memory_gb:.1f}G" if m.memory_gb else "-", justify="right"),
                         Text(_fit(m.family, 8 if narrow else None)),
                         Text(
-                            _fit(", ".join(m.roles) or "-", 14 if narrow else None), style="cyan" if m.roles else "dim"
+                            _fit(", ".join(m.roles) or "-", 13 if narrow else None), style="cyan" if m.roles else "dim"
                         ),
                         Text(_fit(", ".join(m.hosts) or "-", 10 if narrow else None)),
                     ),

@@ -27,11 +27,11 @@ from ._table import Row, SnapshotTable
 __all__ = ["FLAGS", "RequestsPane", "RequestsTable", "endpoint_tag", "matches", "request_details", "status_label"]
 
 # The flags column, in the order it is drawn; the help screen and the pane title explain them.
-FLAGS: tuple[tuple[str, str], ...] = (
-    ("S", "stream"),
-    ("F", "fallback (another model or placement answered)"),
-    ("t", "thinking switched off by the gateway"),
-    ("L", "thinking leaked into the answer"),
+FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("S", "stream", "stream"),
+    ("F", "fallback (another model or placement answered)", "fallback"),
+    ("t", "thinking switched off by the gateway", "think off"),
+    ("L", "thinking leaked into the answer", "think leak"),
 )
 
 # Short names of the error classes, for the Status column at 80 columns.
@@ -138,7 +138,7 @@ def _route(r: RequestInfo, limit: int | None) -> Text:
 
 def request_details(r: RequestInfo) -> list[tuple[str, Text]]:
     """Every field of one record, as the detail view shows it."""
-    flags = ", ".join(name for letter, name in FLAGS if letter in _flags(r).plain) or "-"
+    flags = ", ".join(name for letter, name, _ in FLAGS if letter in _flags(r).plain) or "-"
     tokens = f"{r.tokens_in if r.tokens_in is not None else '-'} in / {r.tokens_out if r.tokens_out is not None else '-'} out"
     return [
         ("time", Text(clock(r.time))),
@@ -160,7 +160,7 @@ TAIL = 200  # rows drawn; the filter still searches every record the snapshot ca
 
 
 class RequestsTable(SnapshotTable):
-    COLUMNS = ("Time", "Route", "Status", "Latency", "TTFT", "Tok in/out", "Flags")
+    COLUMNS = ("Time", "Route", "Status", "Latency", "TTFT", "Tokens", "Flags")
     BINDINGS = [Binding("home", "newest", "Newest", show=False)]
     query: reactive[str] = reactive("")
     unseen: reactive[int] = reactive(0)  # rows that arrived while the operator was scrolled away
@@ -262,7 +262,7 @@ class RequestsPane(Vertical):
         yield RequestsTable(id="requests-table").data_bind(RequestsPane.snapshot)
 
     def on_mount(self) -> None:
-        self.border_title = "Requests · " + " ".join(f"{letter} {name.split(' (')[0]}" for letter, name in FLAGS)
+        self.border_title = "Requests · " + " · ".join(f"{letter} {short}" for letter, _, short in FLAGS)
         self.watch(self.query_one(RequestsTable), "unseen", self._subtitle, init=False)
 
     @guarded
