@@ -122,12 +122,16 @@ def _lone_surrogate(raw: bytes) -> bool:
     return False
 
 
+# One decoder for the process: json.loads with hooks would build a decoder and scanner per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Parse strictly: no NaN/Infinity, no numbers that overflow to infinity, no lone surrogates."""
     if not raw:
         raise CallerError("request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = _DECODER.decode(raw.decode("utf-8"))
     except RecursionError:
         raise CallerError("request body is nested too deeply") from None
     except ValueError as exc:
