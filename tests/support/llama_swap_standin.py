@@ -13,7 +13,7 @@ own source at v250 (proxy/process.go, proxymanager*.go) as summarised in ../shar
   (the Go text: a process that exits while starting is forced to ``stopped``), while the process's own
   output (llama.cpp's log lines) goes only to the log history, ``GET /logs``;
 - past ``concurrencyLimit`` (default 10) in flight: ``429`` ``Too many requests``;
-- ``GET /health`` -> ``OK``; ``GET /running``; ``GET /api/version``; ``GET /logs`` (text history);
+- ``GET /health`` -> ``OK``; ``GET /running``; ``GET /v1/models`` (the config's models); ``GET /api/version``; ``GET /logs`` (text history);
   ``POST /api/models/unload`` and ``/api/models/unload/{model}``, ``GET /unload``; ``/upstream/{model}/...``;
 - the OpenAI endpoints are proxied to the model's server, ``aliases`` resolved, ``useModelName``
   rewriting the body's model; an unknown model is ``400 could not find real modelID for X``.
@@ -109,6 +109,7 @@ class LlamaSwapStandin:
             [
                 web.get("/health", self._health),
                 web.get("/running", self._running),
+                web.get("/v1/models", self._models),
                 web.get("/api/version", self._version),
                 web.get("/logs", self._logs),
                 web.post("/api/models/unload", self._unload_all),
@@ -261,6 +262,22 @@ class LlamaSwapStandin:
             if p.state not in ("stopped", "shutdown")
         ]
         return web.json_response({"running": running})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        # The config's models, loaded or not (proxymanager's listModelsHandler: id, object, created,
+        # owned_by "llama-swap", plus name/description when set).
+        data = [
+            {
+                "id": p.id,
+                "object": "model",
+                "created": int(self.started_at),
+                "owned_by": "llama-swap",
+                **({"name": p.cfg.name} if p.cfg.name else {}),
+                **({"description": p.cfg.description} if p.cfg.description else {}),
+            }
+            for p in self.procs.values()
+        ]
+        return web.json_response({"object": "list", "data": data})
 
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": "v250", "commit": "forge-standin", "build_date": "2025-01-01T00:00:00Z"})
