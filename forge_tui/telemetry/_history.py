@@ -37,6 +37,7 @@ __all__ = [
     "History",
     "HistoryError",
     "aggregate_raw",
+    "count_raw",
     "open_for_read",
     "raw_bounds",
     "raw_complete_since",
@@ -90,7 +91,7 @@ _ROLLUPS_TABLE = (
     "host TEXT NOT NULL, source TEXT NOT NULL, error_class TEXT NOT NULL, loaded INTEGER NOT NULL, "
     "cold INTEGER NOT NULL, fb INTEGER NOT NULL, n INTEGER NOT NULL, fallback INTEGER NOT NULL, spill INTEGER NOT NULL, "
     "leaked INTEGER NOT NULL, structured INTEGER NOT NULL, structured_ok INTEGER NOT NULL, "
-    "tps_n INTEGER NOT NULL, tps_sum REAL NOT NULL, lat TEXT NOT NULL, ttft TEXT NOT NULL, "
+    "tps_n INTEGER NOT NULL, tps_sum REAL NOT NULL, lat BLOB NOT NULL, ttft BLOB NOT NULL, "
     "PRIMARY KEY (hour, role, model, host, source, error_class, loaded, cold, fb)) WITHOUT ROWID"
 )
 _SCHEMA = (
@@ -504,6 +505,27 @@ def aggregate_raw(
     except sqlite3.Error as e:
         raise HistoryError(f"telemetry history {path}: cannot read it: {e}") from e
     return out
+
+
+def count_raw(path: Path, since: float, until: float, roles: Iterable[str] | None = None) -> int:
+    """Raw rows with ``since <= time < until`` (for ``roles``; "" counts role-less rows)."""
+    if until <= since:
+        return 0
+    sql = "SELECT count(*) FROM requests WHERE time >= ? AND time < ?"
+    args: list[object] = [since, until]
+    if roles is not None:
+        rl = list(roles)
+        nulls = " OR role IS NULL" if "" in rl else ""
+        sql += f" AND (role IN ({', '.join('?' * len(rl))}){nulls})"
+        args += rl
+    try:
+        conn = _reader(path)
+        try:
+            return int(conn.execute(sql, args).fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise HistoryError(f"telemetry history {path}: cannot read it: {e}") from e
 
 
 def raw_complete_since(path: Path) -> float | None:

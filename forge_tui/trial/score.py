@@ -62,6 +62,28 @@ class _Sums:
     tps_n: int = 0
     tps_sum: float = 0.0
 
+    def merge(self, o: _Sums) -> None:
+        self.n += o.n
+        self.errors += o.errors
+        for k, v in o.by_class.items():
+            self.by_class[k] = self.by_class.get(k, 0) + v
+        for mine, theirs in (
+            (self.lat, o.lat),
+            (self.ttft, o.ttft),
+            (self.idle, o.idle),
+            (self.loaded, o.loaded),
+            (self.cold_lat, o.cold_lat),
+        ):
+            _add_hist(mine, theirs)
+        self.cold_n += o.cold_n
+        self.fallback += o.fallback
+        self.spill += o.spill
+        self.structured += o.structured
+        self.structured_ok += o.structured_ok
+        self.leaks += o.leaks
+        self.tps_n += o.tps_n
+        self.tps_sum += o.tps_sum
+
     def add(self, c: Cell) -> None:
         a = c.acc
         self.n += a.n
@@ -223,14 +245,11 @@ def _verdict(tr: TrialRole, trial: Side, base: Side, c: TrialCriteria) -> tuple[
     return "keep", notes, 0, 0
 
 
-def _series(tr: TrialRole, cells: Sequence[tuple[str, Cell]]) -> list[SeriesPoint]:
-    by_t: dict[tuple[float, float], dict[str, _Sums]] = {}
-    for side, c in cells:
-        if side not in ("trial", "baseline"):
-            continue
-        by_t.setdefault((c.t0, c.t1), {}).setdefault(side, _Sums()).add(c)
+def _series(by_t: dict[tuple[float, float], dict[str, _Sums]]) -> list[SeriesPoint]:
     out = []
     for (t0, t1), sides in sorted(by_t.items()):
+        if "trial" not in sides and "baseline" not in sides:
+            continue
         t, b = sides.get("trial"), sides.get("baseline")
         out.append(
             SeriesPoint(
@@ -282,9 +301,9 @@ def score(
     excluded = set(criteria.exclude_sources)
     cards: list[RoleCard] = []
     for tr in roles:
-        sums = {"trial": _Sums(), "baseline": _Sums(), "other": _Sums()}
+        # each cell is added once, to its side in its time bucket; side totals merge the buckets
+        by_t: dict[tuple[float, float], dict[str, _Sums]] = {}
         lines: dict[tuple[str, str], list[int]] = {}
-        mine: list[tuple[str, Cell]] = []
         for c in cells:
             side = _which(tr, c)
             if side is None:
@@ -294,8 +313,17 @@ def score(
                 line[0] += c.acc.n
                 line[1] += c.acc.n if c.error_class not in NOT_SERVICE_ERRORS else 0
                 continue
-            sums[side].add(c)
-            mine.append((side, c))
+            sides = by_t.get((c.t0, c.t1))
+            if sides is None:
+                sides = by_t[(c.t0, c.t1)] = {}
+            acc = sides.get(side)
+            if acc is None:
+                acc = sides[side] = _Sums()
+            acc.add(c)
+        sums = {"trial": _Sums(), "baseline": _Sums(), "other": _Sums()}
+        for sides in by_t.values():
+            for side, acc in sides.items():
+                sums[side].merge(acc)
         trial = _side(tr.trial_model, sums["trial"], tr.hours_on(tr.trial_model), evals, memory)
         base = _side(tr.baseline, sums["baseline"], tr.hours_on(tr.baseline), evals, memory)
         verdict, reasons, need_t, need_b = _verdict(tr, trial, base, criteria)
@@ -317,7 +345,7 @@ def score(
                     SourceLine(source=s, model=m, requests=v[0], errors=v[1]) for (s, m), v in sorted(lines.items())
                 ],
                 marks=tr.marks,
-                series=_series(tr, mine),
+                series=_series(by_t),
             )
         )
     verdicts = {c.verdict for c in cards}

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..telemetry._history import aggregate_raw, raw_complete_since, read_rollups
+from ..telemetry._history import aggregate_raw, count_raw, raw_complete_since, read_rollups
 from ..telemetry._rollup import Accum, RollupKey
 
 __all__ = ["FINE_WINDOW_S", "Cell", "load_cells"]
@@ -51,6 +51,12 @@ def _fine_bucket(span: float) -> float:
     return float(math.ceil(raw / 60.0) * 60)  # whole minutes
 
 
+def _hour_inside(path: Path, hour: int, a: float, b: float, roles: list[str] | None) -> bool:
+    """No raw row of ``hour`` (of these roles) falls outside [a, b): two index range counts."""
+    outside = count_raw(path, hour * 3600.0, a, roles) + count_raw(path, b, (hour + 1) * 3600.0, roles)
+    return outside == 0
+
+
 def load_cells(path: Path, since: float, until: float, roles: Iterable[str] | None) -> tuple[list[Cell], list[str]]:
     """Cells covering [since, until) for ``roles`` (and role-less requests: pass "" in roles)."""
     notes: list[str] = []
@@ -74,10 +80,13 @@ def load_cells(path: Path, since: float, until: float, roles: Iterable[str] | No
     else:
         edges.append((since, until))
     for a, b in edges:
-        if a >= raw_from:
+        hour = math.floor(a / 3600)
+        if hour * 3600 >= raw_from and _hour_inside(path, hour, a, b, rl):
+            # every raw row of that hour lies in [a, b) (the usual "until now" edge): its rollup is exact
+            cells += _cells(read_rollups(path, hour, hour + 1, rl), 3600.0, a, b)
+        elif a >= raw_from:
             cells += _cells(aggregate_raw(path, a, b, rl, bucket_s=3600.0).items(), 3600.0, a, b)
         else:  # raw rows pruned: the whole rollup hour stands in for the part of it in the window
-            hour = math.floor(a / 3600)
             cells += _cells(read_rollups(path, hour, hour + 1, rl), 3600.0, a, b)
             notes.append(
                 f"raw rows before {raw_from:.0f} were pruned: the window's edge hour {hour * 3600} is counted whole"
