@@ -59,6 +59,7 @@ class ModelInfo(_M):
     roles: list[str] = []  # roles currently routed to it
     thinking: str = "none"  # family thinking policy
     loaded: bool | None = None  # seen loaded on a backend right now (None: unknown)
+    answers_as: list[str] = []  # names its backends put in an answer's "model" (smoke's wrong-model check)
 
 
 class BackendInfo(_M):

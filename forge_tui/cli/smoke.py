@@ -16,12 +16,16 @@ async def _smoke(args: argparse.Namespace) -> int:
     import httpx
 
     from ..config.models import ROLE_REQUIRES, Capability
+    from ..health import answers_as
     from ..smoke import smoke_roles
 
     url = args.url.rstrip("/")
     roles: list[Any] = []
+    known_as = None
     if args.config:
-        state_roles = load_catalog(args.config).roles
+        catalog = load_catalog(args.config)
+        state_roles = catalog.roles
+        known_as = answers_as(catalog)  # an answer from another model than the routed one fails
         wanted = args.roles or list(state_roles)
         for name in wanted:
             if name not in state_roles:
@@ -40,7 +44,7 @@ async def _smoke(args: argparse.Namespace) -> int:
             roles.append(argparse.Namespace(name=name, requires=list(ROLE_REQUIRES.get(name, (Capability.CHAT,)))))
     if not roles:
         return fail("no roles to smoke")
-    results = await smoke_roles(url, roles, api_key=args.api_key, timeout=args.timeout)
+    results = await smoke_roles(url, roles, api_key=args.api_key, timeout=args.timeout, known_as=known_as)
     for r in results:
         print(r.line())
         if r.snippet:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..config.models import BackendKind, ThinkingPolicy
 from ..gateway.backends import DOWN, READY, STARTING, UNKNOWN, BackendRuntime
-from ..health import models_held
+from ..health import known_names, models_held
 from ..schema import BackendInfo, HostInfo, ModelInfo, RoleInfo, Snapshot
 from ..state import RoleView, RoutingState
 
@@ -101,6 +101,7 @@ def _model_infos(
                 roles=state.roles_using(mid),
                 thinking=(fam.thinking if fam else ThinkingPolicy.NONE).value,
                 loaded=loaded,
+                answers_as=sorted({n for p in m.placements for n in known_names(cat, mid, p.backend)}),
             )
         )
     return out
