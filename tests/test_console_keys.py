@@ -40,7 +40,7 @@ from forge_tui.control.local import LocalControl
 from forge_tui.control.remote import RemoteControl
 from forge_tui.runtime import Runtime
 
-from .console_support import ADMIN_TOKEN, console_catalog, wait_until, widget_text
+from .console_support import ADMIN_TOKEN, console_catalog, screen_text, wait_until, widget_text
 from .support.fake_llama_build import FakeLlamaRepo, lab_catalog_data, make_repo
 from .support.gguf_files import lab_models_dir
 from .support.sshd import Sshd, sshd_available, start_sshd
@@ -501,7 +501,12 @@ async def test_b_refused_without_build_settings_v_streams_a_verify_job(forge: Fo
         bar = job_screen.query_one(ProgressBar)
         assert bar.total == 4
         title = widget_text(job_screen.query_one("#job-title"))
-        assert job_screen.job.state in title
+        assert job_screen.job.state in title and "running" not in title  # the header agrees with the log
+        shown = screen_text(app)
+        assert "job keeps running" not in shown and "Cancel job" not in shown  # the footer knows it ended
+        await pilot.press("c")  # nothing to cancel: it says so instead of offering to
+        await pilot.pause()
+        assert isinstance(app.screen, JobScreen) and "nothing to cancel" in app.notices[-1].message
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="the main screen")
         await pilot.press("j")  # the latest job of the selected host, again
