@@ -96,11 +96,14 @@ def _card(c: RoleCard) -> list[str]:
 
 
 def render_markdown(sc: Scorecard) -> str:
+    raw = sc.criteria.get("exclude_sources")
+    excluded = ", ".join(str(x) for x in raw) if isinstance(raw, list | tuple) and raw else "nothing"
     lines = [
         f"## Trial {sc.trial or ''}: {sc.overall}".rstrip(),
         "",
         f"Window {_when(sc.since)} to {_when(sc.until)}. Intervals are 95 % (Wilson for rates, order statistics"
-        " for percentiles); a difference counts only when they separate. Smoke and bench traffic is not compared.",
+        " for percentiles, which are read from 10 %-wide latency buckets: within 5 %); a difference counts only"
+        f" when they separate. Not compared (own line per role): {excluded}.",
         "",
         "| Role | Verdict | Trial | Baseline | Requests (trial / baseline) |",
         "|---|---|---|---|---|",
