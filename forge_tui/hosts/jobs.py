@@ -205,7 +205,7 @@ class JobManager:
         job_id = f"{kind}-{host}-{dt.datetime.fromtimestamp(now).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         job = Job(job_id, kind, host, now, [StepRecord(s) for s in steps])
         if self.dir is not None:
-            job._log = open(self.dir / f"{job_id}.log", "a", encoding="utf-8")
+            job._log = open(self.dir / f"{job_id}.log", "a", encoding="utf-8")  # noqa: SIM115 (lives with the job)
         self._jobs[job_id] = job
         self.checkpoint(job)
         job.task = asyncio.get_running_loop().create_task(self._run(job, body), name=f"job {job_id}")

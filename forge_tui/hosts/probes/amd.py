@@ -92,7 +92,7 @@ def parse_sysfs_dump(text: str, *, apu_hint: bool = False) -> list[GpuMemory]:
         if "mem_info_vram_total" not in f:
             continue  # not an amdgpu card
 
-        def num(key: str) -> int | None:
+        def num(key: str, f: dict[str, str] = f) -> int | None:  # bound now: used within this iteration
             v = f.get(key)
             return parse_sysfs_bytes(v) if v is not None else None
 
@@ -338,7 +338,8 @@ def parse_rocm_smi_csv(text: str) -> list[GpuMemory]:
     for row in rows[1:]:
         if not row or not re.fullmatch(r"card\d+", row[0]):
             continue
-        out.append(_rocm_card(int(row[0][4:]), dict(zip(header, row)), "rocm-smi"))
+        cells = dict(zip(header, row, strict=False))  # a short row: its missing cells stay absent
+        out.append(_rocm_card(int(row[0][4:]), cells, "rocm-smi"))
     if not out:
         raise ValueError("rocm-smi CSV: no card rows")
     return out

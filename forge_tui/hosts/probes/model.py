@@ -28,7 +28,7 @@ def to_bytes(value: float | int, unit: str) -> int:
     factor = _UNITS.get(unit.strip().lower())
     if factor is None:
         raise ValueError(f"unknown memory unit {unit!r}")
-    return int(round(float(value) * factor))
+    return round(float(value) * factor)
 
 
 @dataclass(frozen=True, slots=True)

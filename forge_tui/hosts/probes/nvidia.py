@@ -50,7 +50,7 @@ def parse_nvidia_csv(text: str, fields: list[str] | tuple[str, ...] | None = Non
     for r in rows:
         if len(r) != len(names):
             raise ValueError(f"nvidia-smi CSV: row has {len(r)} columns, expected {len(names)}: {r!r}")
-        d: dict[str, Any] = {n: _cell(v) for n, v in zip(names, r)}
+        d: dict[str, Any] = {n: _cell(v) for n, v in zip(names, r, strict=True)}
         for n, u in units.items():
             d[f"{n}.unit"] = u
         out.append(d)
