@@ -142,7 +142,7 @@ def serves_check(
             f"{backend} is up but its /v1/models did not answer: cannot tell whether it knows {upstream!r}",
             f"check {b.base_url}/v1/models",
         )
-    loaded = bool(st.holds) and matches(st.holds, names)
+    loaded = st.holds is not None and matches(st.holds, names)
     if matches(st.serves, names):
         now = "loaded now" if loaded else "loaded on the first request"
         return PreflightCheck(name="serves", outcome=PASS, evidence=f"{backend} lists {upstream!r} ({now})")
