@@ -78,7 +78,7 @@ class EvalsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         cases: DataTable[Text] = self.query_one("#evals-cases", DataTable)
-        for col in ("#", "Target", "Test", "Result", "Latency", "Served by", "Output / reason"):
+        for col in ("#", "Target", "Test", "Result", "Latency", "Waits", "Served by", "Output / reason"):
             cases.add_column(col, key=col)
         self._title()
         self._status("r: run on the selected role" + (f", c: compare with {self.previous}" if self.previous else ""))
@@ -165,6 +165,12 @@ class EvalsScreen(Screen[None]):
             Text(short(case.description, 40)),
             mark,
             Text(ms(case.latency_ms), justify="right"),
+            # startup waits and 429 retries: the case told the truth because it waited, not because it was lucky
+            Text(
+                f"{case.startup_waits}/{case.saturation_retries}"
+                if case.startup_waits or case.saturation_retries
+                else "-"
+            ),
             Text(short(served, 30), style="cyan"),
             Text(short(" ".join(said.split()), 70), style="dim"),
         )
