@@ -66,6 +66,9 @@ class Terminal:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", self.session, check=False)
 
+    def pane_pid(self) -> int:
+        return int(self.tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").strip())
+
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", self.session, *keys)
 
@@ -118,6 +121,41 @@ def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
                 pass
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (from /proc, in seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _console_pid(pane_pid: int) -> int:
+    """The forge-tui process under the tmux pane (not the shell, not its llama.cpp servers)."""
+    for pid in _children(pane_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"forge-tui") for arg in argv) and b"demo" in argv and argv[0] != b"env":
+            return pid
+    raise AssertionError("no forge-tui process under the tmux pane")
+
+
+def _goes_idle(pid: int, windows: int = 20, window_s: float = 1.0, busy_s: float = 0.5) -> list[float]:
+    """Sample the process's CPU over up to ``windows`` windows; done after two quiet ones in a row.
+    A console stuck in a loop burns a whole core (about ``window_s`` per window) and never gets there."""
+    used: list[float] = []
+    quiet = 0
+    before = _cpu_seconds(pid)
+    for _ in range(windows):
+        time.sleep(window_s)
+        now = _cpu_seconds(pid)
+        used.append(now - before)
+        before = now
+        quiet = quiet + 1 if used[-1] < busy_s else 0
+        if quiet == 2:
+            return used
+    raise AssertionError(f"the console did not go idle after the key burst: CPU seconds per window {used}")
+
+
 def _route_model(port: int, role: str) -> str:
     resp = httpx.post(
         f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -152,6 +190,11 @@ def test_demo_console_in_tmux(terminal: tuple[Terminal, int]) -> None:
     for pane in ("Roles", "Hosts", "Models", "Latency", "Errors", "Requests"):
         assert f"─ {pane} " in screen, f"{pane} pane missing:\n{screen}"  # every pane at 160x48 (titles may go on)
     assert _role_line(screen, "default-chat")[:2] == ["gemma3-270m-b", "gemma3-270m-a"]
+
+    # A burst of pane keys in one write (a paste, a laggy link): once a loop that never ended. At
+    # 160x48 they move the focus round Roles and the five panes; net six steps bring it back to Roles.
+    term.keys(*(["]"] * 9), *(["["] * 3))
+    _goes_idle(_console_pid(term.pane_pid()))
 
     assert _route_model(port, "default-chat") == "gemma3-270m-b"
     term.keys("s")

@@ -156,7 +156,9 @@ class MainScreen(Screen[None]):
             widget = widget.query_one(RequestsTable)
         elif isinstance(widget, ErrorsPane):
             widget.can_focus = True
-        widget.focus()
+        # Screen.set_focus moves the focus now; Widget.focus() defers it, and the next key of a burst
+        # would then step from the old pane (keys arriving together lost a step each).
+        self.set_focus(widget)
 
     # ------------------------------------------------------------------ selection
     def _focused_pane(self) -> str | None:
