@@ -306,7 +306,9 @@ class OpenAIApi:
             "Incorrect or missing API key: send 'Authorization: Bearer <key>' with a key this gateway accepts."
         )
 
-    def _wrap(self, endpoint: str, impl: Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]):
+    def _wrap(
+        self, endpoint: str, impl: Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         gw = self.gw
 
         async def handler(request: web.Request) -> web.StreamResponse:
