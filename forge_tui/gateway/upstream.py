@@ -1,11 +1,23 @@
-"""Send a request to the first candidate that can take it.
+"""Send a request to the first candidate that can take it, once per backend, and never twice to one.
 
-The walk: placements of the role's model on usable backends (health not down, circuit not open),
-then each fallback model's placements. On a startup signal (connection refused, 503 ``Loading
-model``, llama-swap's 503 ``process is not ready``) the request moves on when a later candidate
-is usable, and otherwise waits with backoff up to the backend's warmup timeout. When the backend
-answers with an error, its own words reach the caller (for llama-swap's failed starts, together
-with the error lines of its upstream log).
+The walk: placements of the role's model on usable backends (health not down, not suspect,
+circuit not open), then each fallback model's placements; each gets one try, and a startup signal
+(connection refused, 503 ``Loading model``, llama-swap's 503 ``process is not ready``) or a
+failure moves on. A full backend is queued for (FIFO, bounded); with the role's
+``spill_after_ms`` the request leaves that queue for a later candidate with a free slot (a spill,
+shown as such). When nothing usable served, the last resort waits on every candidate that may
+still come up (recently down, starting, suspect), all at once, asking each one's health path, and
+sends the request to whichever is ready first; else one answer: 503, every backend's reason,
+Retry-After.
+
+A backend turning bad (a connect timeout, its circuit opening, a failed probe through
+``BackendRuntime.set_health``) moves its queued requests on at once and cancels, on that backend,
+the requests that have no answer yet (closing the connection: llama.cpp stops generating); the
+walk then goes on to the next candidate. A request the backend may have read is not sent again,
+unless the backend refuses connections right after (its process died with it).
+
+When the backend answers with an error, its own words reach the caller (for llama-swap's failed
+starts, together with the error lines of its upstream log).
 """
 
 from __future__ import annotations
