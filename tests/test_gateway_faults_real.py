@@ -168,21 +168,25 @@ async def test_unplugged_host_reused_connection_and_new_ones_go_to_the_fallback(
 async def test_one_connect_timeout_marks_the_backend_suspect(remote_llama, llama_server) -> None:
     ns, url = remote_llama
     # No probe during the test (60 s interval): only the request path can notice the unplugged host.
-    cat = _pair(url, llama_server.url, {"connect_timeout_s": 0.3}, health_interval_s=60)
+    # One slot: the requests queued behind the one that times out must not wait their own turns.
+    cat = _pair(url, llama_server.url, {"connect_timeout_s": 0.3, "max_concurrency": 1}, health_interval_s=60)
     async with running_gateway(cat) as h:
         assert h.gw.backends["a"].health == "ready"
         _unplug(ns)
         try:
             c = h.client(timeout=60)
-            for _ in range(3):
-                raw = await c.chat.completions.with_raw_response.create(
-                    model="default-chat", messages=MSG, max_tokens=2
-                )
+            calls = [
+                c.chat.completions.with_raw_response.create(model="default-chat", messages=MSG, max_tokens=2)
+                for _ in range(3)
+            ]
+            for raw in await asyncio.gather(*calls):
                 assert "backend=b" in raw.headers["x-forge-route"]
                 rec = await h.record(raw.headers["x-forge-request-id"])
                 assert rec.error_class is ErrorClass.OK and rec.fallback
+            raw = await c.chat.completions.with_raw_response.create(model="default-chat", messages=MSG, max_tokens=2)
+            assert "backend=b" in raw.headers["x-forge-route"]
             be = h.gw.backends["a"]
-            assert be.events["connect_timeout"] == 1  # the two after it skipped the suspect backend
+            assert be.events["connect_timeout"] == 1  # the others left the queue or skipped the suspect backend
             assert be.suspect is not None and be.status_label() == "suspect"
         finally:
             _unplug(ns, down=False)
