@@ -41,7 +41,7 @@ __all__ = [
 
 BUNDLED = {"@gemma3-270m"}
 # The demo GGUF's own chat template has no tool support: its chat servers run with this one instead
-# (Gemma turns + Hermes-style <tool_call>; llama.cpp runs it in --jinja mode).
+# (its ChatML turns + Hermes-style <tool_call>; llama.cpp runs it in --jinja mode).
 TOOLS_TEMPLATE = Path(__file__).resolve().parent / "data" / "gemma3-tools.jinja"
 
 

@@ -53,6 +53,7 @@ async def test_answers_carry_the_callers_name_streams_included(gw: Harness) -> N
         assert r.model == name, r.model
         assert "gguf" not in raw.http_response.text
         assert "model=gemma3-270m" in raw.headers["x-forge-route"]  # the served model stays visible
+        assert raw.headers["x-forge-upstream-model"].endswith(".gguf")  # and what the backend called itself
     r = await c.chat.completions.create(messages=MSG, max_tokens=8, model="auto")
     assert r.model == "default-chat"
     chunks = [ch async for ch in await c.chat.completions.create(model="tiny", messages=MSG, max_tokens=8, stream=True)]

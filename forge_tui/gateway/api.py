@@ -210,7 +210,7 @@ def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
 
 
 # A structural "model" field (inside JSON strings quotes are escaped, so this never matches text).
-_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
 def _rename(data: bytes, name_json: bytes | None) -> bytes:
@@ -219,6 +219,20 @@ def _rename(data: bytes, name_json: bytes | None) -> bytes:
         return data
     field = b'"model":' + name_json
     return _MODEL_FIELD.sub(lambda _m: field, data)
+
+
+def _upstream_model(data: bytes) -> str | None:
+    """The backend's own ``model`` in an answer, header-safe (for ``x-forge-upstream-model``)."""
+    m = _MODEL_FIELD.search(data)
+    if m is None:
+        return None
+    try:
+        name = json.loads(m.group(1))
+    except ValueError:
+        return None
+    if not isinstance(name, str):
+        return None
+    return "".join(ch for ch in name[:300] if ch.isprintable() and ord(ch) < 128) or None
 
 
 def _ask_usage(body: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -637,9 +651,14 @@ class OpenAIApi:
                     data = self._check_chat_output(rec, obj, data, strip, want_json)
             else:
                 _usage_from_bytes(rec, data)
+            served_as = _upstream_model(data) if ctx.name_json is not None else None
             data = _rename(data, ctx.name_json)
+        else:
+            served_as = None
         rec.status = resp.status
         headers = {**ctx.headers, "Content-Type": ctype}
+        if served_as:
+            headers["x-forge-upstream-model"] = served_as  # what the backend called itself (smoke checks it)
         enc = resp.headers.get("content-encoding")
         if enc is not None:
             headers["Content-Encoding"] = enc
