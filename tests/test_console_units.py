@@ -16,7 +16,7 @@ from forge_tui.console.screens.swap import ineligible_reason
 from forge_tui.console.widgets.requests import matches
 from forge_tui.schema import ModelInfo, RequestInfo, RoleInfo, Snapshot
 
-from .console_support import RecordedControl, homelab_snapshot, widget_text
+from .console_support import T0, RecordedControl, homelab_snapshot, widget_text
 
 
 def test_age_is_measured_against_the_snapshot_not_the_wall_clock() -> None:
@@ -531,3 +531,56 @@ async def test_errors_pane_skips_polls_that_bring_no_new_error() -> None:
         )
         await pilot.pause()
         assert len(calls) == 1 and "gateway_error" in widget_text(body)
+
+
+# ---------------------------------------------------------------- issue 11: what the panes say
+
+
+def test_latency_scale_reads_in_seconds_and_clips_outliers() -> None:
+    from forge_tui.console.widgets.latency import scale
+
+    assert scale([]) == (1.0, "ms", None)
+    assert scale([120.0, 300.0, 800.0]) == (1.0, "ms", None)
+    assert scale([900.0, 1200.0, 3400.0]) == (1000.0, "s", None)  # past 1,000 ms the axis is in seconds
+    bulk = [400.0, 420.0, 380.0, 410.0, 395.0, 405.0, 415.0, 390.0, 400.0, 410.0]
+    div, unit, clip = scale([*bulk, 23_000.0])  # one 23 s stream among ~400 ms requests
+    assert clip is not None and clip < 1000 and (div, unit) == (1.0, "ms")
+
+
+def test_legend_entries_are_never_split_across_lines() -> None:
+    from forge_tui.console.widgets.latency import legend
+
+    tel = _grouped_snapshot().telemetry
+    one_line = legend(tel, "role").plain
+    narrow = legend(tel, "role", width=len(one_line) - 5).plain
+    assert "\n" not in one_line and "\n" in narrow
+    for line in narrow.splitlines():
+        assert line.startswith("■ ")  # each line starts a whole entry
+
+
+def test_tail_rows_show_the_asked_model_and_the_endpoint() -> None:
+    from forge_tui.console.format import clean
+    from forge_tui.console.widgets.requests import _route, status_label
+    from forge_tui.schema import RequestInfo
+
+    missing = RequestInfo(
+        time=1.0, request_id="r", endpoint="/v1/chat/completions", status=404, error_class="not_found", asked="gpt-9"
+    )
+    assert _route(missing, None).plain == "gpt-9 ?"
+    assert status_label(missing, narrow=True).plain == "404 no route"
+    embed = RequestInfo(time=1.0, request_id="e", endpoint="/v1/embeddings", role="embed", model="nomic", status=200)
+    assert _route(embed, None).plain == "embeddings embed → nomic"
+    long = RequestInfo(time=1.0, request_id="x", endpoint="/v1/chat/completions", asked="m" * 500, status=404)
+    assert len(_route(long, 20).plain) == 20
+    assert clean("a\x1b[2Jb\x07") == "a\\x1b[2Jb\\x07" and clean("x" * 30, 10).endswith("… (+20 chars)")
+
+
+def test_status_text_says_disconnected_since_and_how_old_the_values_are() -> None:
+    from forge_tui.console.widgets.status import status_text
+
+    snap = homelab_snapshot()
+    text = status_text(snap, "attached", "gateway unreachable", down_since=T0 - 45, last_ok=T0 - 46, now=T0).plain
+    assert "disconnected since" in text and "(45s)" in text and "values below are 46s old" in text
+    assert "2/4 backends down" in text
+    rolled = status_text(snap.model_copy(update={"trial_status": "rolled-back"}), "embedded").plain
+    assert "gemma4-migration rolled back" in rolled and "until" not in rolled

@@ -29,7 +29,7 @@ def commands_for(app: ForgeApp) -> Iterator[Command]:
                     f"{role.model} -> {role.previous}",
                 )
             yield f"Smoke role {role.name}", partial(app.begin_smoke, [role.name]), "one request through the gateway"
-        if any(r.in_trial and r.previous for r in snap.roles):
+        if any(r.in_trial and (r.baseline or r.previous) not in (None, r.model) for r in snap.roles):
             yield "Roll back the whole trial", app.begin_rollback_trial, "every role changed in the trial"
         for model in snap.models:
             if model.deprecated:
