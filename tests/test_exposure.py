@@ -223,3 +223,16 @@ def test_help_says_where_secrets_can_come_from() -> None:
     for needle in ("--api-key-file", "FORGE_API_KEYS", "--admin-token-file", "FORGE_ADMIN_TOKEN", "0600"):
         assert needle in out, needle
     assert "--allow-unauthenticated" in out
+
+
+async def test_a_trickled_body_is_cut_with_408(up: RecordingUpstream) -> None:
+    async with running_gateway(_catalog(up.url, body_timeout_s=0.5)) as h:
+        s = await asyncio.to_thread(_connect, h.gw.port)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        s.sendall(b"Content-Length: 100\r\n\r\n" + b'{"messages"')  # 11 of 100 bytes, then nothing
+        got = await asyncio.to_thread(s.recv, 65536)
+        s.close()
+        assert got.startswith(b"HTTP/1.1 408"), got[:100]
+        err = json.loads(got.split(b"\r\n\r\n", 1)[1])["error"]
+        assert err["code"] == "request_timeout" and "0.5 s" in err["message"]
+        assert up.requests == []

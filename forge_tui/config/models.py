@@ -263,6 +263,7 @@ class GatewaySettings(_Strict):
     public_metrics: bool = False  # the same for /metrics (e.g. a Prometheus without credentials)
     idle_timeout_s: float = Field(30.0, gt=0)  # a request head must arrive within this; idle keep-alive closes
     max_connections_per_client: int = Field(256, ge=1)  # concurrent connections from one client address
+    body_timeout_s: float = Field(120.0, gt=0)  # a request body must arrive within this (slow uploads: 408)
 
 
 class Catalog(_Strict):

@@ -283,6 +283,7 @@ class OpenAIApi:
         self.max_body = int(s.max_body_mb * 1024 * 1024)
         self.max_body_mb = s.max_body_mb
         self.audio_max_s = s.audio_max_seconds
+        self.body_timeout_s = s.body_timeout_s
         self._keys = tuple(f"Bearer {k}".encode() for k in gw.api_keys)
         named = s.named_api_keys  # name -> key: accepted too, and the name is the record's source
         self._keys += tuple(f"Bearer {k}".encode() for k in named.values())
@@ -387,9 +388,21 @@ class OpenAIApi:
         if request.content_length is not None and request.content_length > self.max_body:
             raise self._too_large(request.content_length)
         try:
-            return await request.read()
+            async with asyncio.timeout(self.body_timeout_s):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large(None) from None
+        except TimeoutError:
+            raise self._slow_body() from None
+
+    def _slow_body(self) -> CallerError:
+        # The connection is dropped after the answer: the rest of a trickled body is never read.
+        return CallerError(
+            f"request body did not arrive within {self.body_timeout_s:g} s",
+            status=408,
+            code="request_timeout",
+            headers={"Connection": "close"},
+        )
 
     def _too_large(self, size: int | None) -> PayloadTooLarge:
         got = f" ({size / 1048576:.2f} MB)" if size else ""
@@ -525,9 +538,12 @@ class OpenAIApi:
         if request.content_length is not None and request.content_length > self.max_body:
             raise self._too_large(request.content_length)
         try:
-            form = await request.post()
+            async with asyncio.timeout(self.body_timeout_s):
+                form = await request.post()
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large(None) from None
+        except TimeoutError:
+            raise self._slow_body() from None
         except ValueError as exc:
             raise CallerError(f"unreadable multipart body: {exc}") from None
         parts: list[FormPart] = []

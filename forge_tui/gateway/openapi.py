@@ -256,7 +256,7 @@ def _post(summary: str, schema: str, ok: str) -> dict[str, Any]:
             },
             "responses": {
                 "200": {"description": ok, "content": {"application/json": {}, "text/event-stream": {}}},
-                **_errors(400, 401, 404, 413, 429, 500, 502, 503, 504),
+                **_errors(400, 401, 404, 408, 413, 429, 500, 502, 503, 504),
             },
         }
     }
