@@ -416,6 +416,9 @@ class EvalRunner:
         timeout = float(test.options.get("timeout_s") or self.timeout_s)
         resp: httpx.Response | None = None
         while True:
+            # What /health said just before sending: a backend that finishes starting between our request's
+            # 502 and the next look at /health was still starting when it answered.
+            before = await self._health(client)
             waited, secs = await self._wait(client, self._backends_for(target), until_ready=False)
             case.waited_s += secs
             case.startup_waits += int(waited)
@@ -446,7 +449,7 @@ class EvalRunner:
                 _, code = _error_of(resp)
                 backends = {route["backend"]} if route.get("backend") else self._backends_for(target)
                 health = await self._health(client)
-                starting = code in _STARTUP_CODES or any(health.get(b) == "starting" for b in backends)
+                starting = code in _STARTUP_CODES or any("starting" in (health.get(b), before.get(b)) for b in backends)
                 if starting:
                     _, secs = await self._wait(client, backends, until_ready=True)
                     case.waited_s += secs

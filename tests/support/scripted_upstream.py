@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,8 @@ class ScriptedUpstream:
         self.script: dict[str, Answer] = {}
         self.default = Answer()
         self.loading = False
+        self.finish_after_502s: int | None = None  # leave the startup window after answering this many 502s
+        self.on_ready: Callable[[], Awaitable[None]] | None = None  # awaited then, before that 502 leaves
         self.active = 0
         self.max_active = 0
         self.requests: list[dict[str, Any]] = []  # {"path", "headers", "text", "fields"}
@@ -89,6 +92,11 @@ class ScriptedUpstream:
     async def _answer(self, request: web.Request, text: str, fields: dict[str, Any], *, chat: bool) -> web.Response:
         self.requests.append({"path": request.path, "headers": dict(request.headers), "text": text, "fields": fields})
         if self.loading:
+            self.answered_during_loading += 1
+            if self.finish_after_502s is not None and self.answered_during_loading >= self.finish_after_502s:
+                self.loading = False  # it came up right after this answer: the race a blind retry would lose
+                if self.on_ready is not None:
+                    await self.on_ready()
             return web.Response(status=502, text="upstream process is not up yet", content_type="text/plain")
         ans = self._pick(text)
         self.active += 1
