@@ -398,3 +398,24 @@ async def test_cli_compare_prints_side_by_side_and_writes_markdown(lab: Lab, tmp
     assert "| default-chat | 2/3 | 67% |" in md.read_text()
     [row] = store.list_runs(tmp_path / "h.sqlite3")
     assert row.targets == ["vision", "default-chat"] and row.passed == 3 and row.total == 6
+
+
+async def test_cli_refuses_an_unknown_route_before_running(lab: Lab) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "forge_tui",
+        "eval",
+        "run",
+        "vlm-bench",
+        "--url",
+        lab.gw.url,
+        "--route",
+        "visoin",
+        "--no-store",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 2 and "no route 'visoin'" in err.decode() and "vision" in err.decode()
+    assert lab.furnace.requests == [] and lab.anvil.requests == []

@@ -87,6 +87,29 @@ def _admin_token(args: argparse.Namespace) -> str | None:
     return None
 
 
+async def _preflight(url: str, routes: list[str], api_key: str | None) -> str | None:
+    """Why the run cannot start (gateway unreachable, a route it does not know), or None."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as c:
+            r = await c.get("/v1/models")
+    except httpx.HTTPError as exc:
+        return f"no gateway answers at {url} ({exc.__class__.__name__}); start `forge-tui serve` or pass --config"
+    if r.status_code != 200:
+        return f"{url}/v1/models answered HTTP {r.status_code}: {r.text[:200]}"
+    try:
+        known = {d["id"] for d in r.json()["data"] if isinstance(d, dict)}
+    except (ValueError, KeyError, TypeError):
+        return f"{url}/v1/models did not answer a model list"
+    unknown = [x for x in routes if x not in known]
+    if unknown:
+        listed = ", ".join(sorted(known)[:16]) + (", ..." if len(known) > 16 else "")
+        return f"the gateway knows no route {', '.join(map(repr, unknown))} (roles and models: {listed})"
+    return None
+
+
 async def _run(args: argparse.Namespace) -> int:
     from ..evals import store
     from ..evals.runner import EvalRunner, Target
@@ -140,6 +163,9 @@ async def _run(args: argparse.Namespace) -> int:
         except ConfigError:
             url = "http://127.0.0.1:8600"
     try:
+        problem = await _preflight(str(url), [t.route for t in targets], args.api_key)
+        if problem is not None:
+            return fail(problem)
         runner = EvalRunner(
             str(url),
             suite,
