@@ -31,6 +31,12 @@ from .health import matches
 __all__ = ["SmokeResult", "smoke_kind", "smoke_role", "smoke_roles", "tiny_png", "tiny_wav"]
 
 CHAT_PROMPT = "Reply with one short sentence: is the gateway up?"
+# One example exchange first: it shows a small model what an answer looks like (a base model given
+# the bare question tends to repeat it). The checks stay as strict: only the answer is judged.
+CHAT_EXAMPLE = (
+    {"role": "user", "content": "Reply with one short sentence: is the sky blue?"},
+    {"role": "assistant", "content": "Yes, the sky is blue."},
+)
 JSON_PROMPT = 'Extract the city as JSON {"city": ...}: "I flew to Lisbon."'
 VISION_PROMPT = "Name the two colours in this image."
 AUDIO_PROMPT = "What do you hear? Answer in five words."
@@ -166,7 +172,7 @@ async def _request(client: httpx.AsyncClient, role: str, kind: str) -> tuple[htt
     else:
         body = {
             "model": role,
-            "messages": [{"role": "user", "content": CHAT_PROMPT}],
+            "messages": [*CHAT_EXAMPLE, {"role": "user", "content": CHAT_PROMPT}],
             "max_tokens": 16,
             "temperature": 0,
         }
