@@ -184,8 +184,10 @@ def _read_side(out: dict[str, Any], workdir: Path, start: float, now: float, log
     out["report_requests"] = sum(r["trial"]["requests"] + r["baseline"]["requests"] for r in sc["roles"])
     log(f"trial report: {out['report_s']:.2f} s (best of 3), exit {code}")
     # 5. the Trial screen
-    out["screen_s"] = _screen_open(workdir / "state", start - 1800, now)
-    log(f"Trial screen open: {out['screen_s'] if out['screen_s'] is None else round(out['screen_s'], 2)} s")
+    opens = [_screen_open(workdir / "state", start - 1800, now) for _ in range(3)]
+    out["screen_first_s"] = opens[0]
+    out["screen_s"] = min(opens)
+    log(f"Trial screen open: {out['screen_s']:.2f} s (best of 3; first {opens[0]:.2f} s)")
     return out
 
 
@@ -237,7 +239,8 @@ BUDGETS = {
 def table(out: dict[str, Any]) -> str:
     rows = [
         ("records written through the real writer", f"{out['records']:,}", ""),
-        ("writer at 5,000 records/s: rate held", f"{out['paced_rate']:.0f}/s", ">= 5,000/s"),
+        ("writer at 5,000 records/s: rate held (incl. final flush)", f"{out['paced_rate']:.0f}/s", "5,000/s"),
+        ("writer at 5,000 records/s: peak backlog", f"{out['paced_peak_pending']:,} records", "< max_pending"),
         ("writer at 5,000 records/s: dropped", str(out["paced_dropped"]), "0"),
         ("writer bulk rate", f"{out['bulk_rate']:.0f}/s", ""),
         ("dropped (whole build)", str(out["dropped"]), "0"),
@@ -249,7 +252,7 @@ def table(out: dict[str, Any]) -> str:
         ),
         ("retention pass", f"{out['prune_s']:.1f} s ({out['pruned']:,} rows)", ""),
         ("`trial report` over the week (best of 3)", f"{out['report_s']:.2f} s", "<= 2 s"),
-        ("Trial screen open", "-" if out.get("screen_s") is None else f"{out['screen_s']:.2f} s", "<= 1 s"),
+        ("Trial screen open (best of 3)", f"{out['screen_s']:.2f} s (first {out['screen_first_s']:.2f} s)", "<= 1 s"),
     ]
     lines = ["| figure | value | budget |", "|---|---:|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
