@@ -115,8 +115,11 @@ async def test_real_traffic_gives_the_exact_scorecard(rt: Runtime, mode: str) ->
     assert all(r.inflight is not None and r.inflight >= 0 and not r.cold_start for r in recs)
 
 
-async def test_trial_screen_keys_act_on_the_selected_role(rt: Runtime) -> None:
-    control = LocalControl(rt)
+@pytest.mark.parametrize("mode", ["embedded", "attached"])
+async def test_trial_screen_keys_act_on_the_selected_role(rt: Runtime, mode: str) -> None:
+    control: LocalControl | RemoteControl = (
+        LocalControl(rt) if mode == "embedded" else RemoteControl(rt.gateway.url, ADMIN_TOKEN)
+    )
     await _trial_traffic(rt, control)
     app = ForgeApp(control, refresh_s=0.2, actor="test")
     async with app.run_test(size=(160, 48)) as pilot:
