@@ -9,10 +9,11 @@ came while the operator looked away; with every backend down the console and the
 
 from __future__ import annotations
 
-import select
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -349,16 +350,18 @@ def test_serve_logs_a_warning_when_a_backend_goes_down(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    # A reader thread: select() on a buffered text pipe misses lines already in Python's buffer.
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)  # type: ignore[union-attr]
+    reader.start()
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any("warning: backend local-chat" in line for line in seen):
-            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if ready:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                seen.append(line)
+            try:
+                seen.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                continue
     finally:
         proc.terminate()
         proc.wait(15)
