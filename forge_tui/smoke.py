@@ -232,10 +232,14 @@ def wrong_model(
         return None
     if upstream_model is None and answered == asked:
         return None  # renamed to what was asked: says nothing about who answered
-    names = known_as[routed]
-    if matches([answered], names):
+    if matches([answered], known_as[routed]):
         return None
-    return f"answered by model {answered!r}, but the gateway routed to {routed!r} (known as {', '.join(sorted(names))})"
+    # Only a name that is recognizably another model counts: a file under another path (a symlinked
+    # model dir on the host) is not proof of anything.
+    others = sorted(mid for mid, names in known_as.items() if mid != routed and matches([answered], names))
+    if not others:
+        return None
+    return f"answered by model {answered!r} ({', '.join(others)}), but the gateway routed to {routed!r}"
 
 
 def _check(

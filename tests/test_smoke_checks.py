@@ -101,17 +101,23 @@ def test_empty_and_echo_answers_fail_the_smoke() -> None:
 
 def test_an_answer_from_another_model_fails_the_smoke() -> None:
     route = "role=default-chat; model=qwen3; host=box; backend=box-llama"
-    known = {"qwen3": frozenset({"qwen3", "/srv/models/qwen3-8b.gguf"})}
+    known = {
+        "qwen3": frozenset({"qwen3", "/srv/models/qwen3-8b.gguf"}),
+        "gemma": frozenset({"gemma", "/srv/models/gemma-3-270m.gguf"}),
+    }
     ok, _, why = _check("chat", _resp(200, _chat("Yes.", "/models/gemma-3-270m.gguf"), route), known_as=known)
     assert not ok
-    assert why.startswith("answered by model '/models/gemma-3-270m.gguf', but the gateway routed to 'qwen3'")
+    assert why == "answered by model '/models/gemma-3-270m.gguf' (gemma), but the gateway routed to 'qwen3'"
+    # A name no catalog model goes by (a symlinked model dir on the host) proves nothing.
+    ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "/cache/blob-1234.gguf"), route), known_as=known)
+    assert ok
     # The host's own path for the same file is the same model (matched by GGUF file name).
     ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "/home/forge/m/qwen3-8b.gguf"), route), known_as=known)
     assert ok
     # Embeddings carry a model too.
-    emb = {"model": "nomic", "data": [{"embedding": [0.1, 0.2]}]}
+    emb = {"model": "gemma", "data": [{"embedding": [0.1, 0.2]}]}
     ok, _, why = _check("embed", _resp(200, emb, route), known_as=known)
-    assert not ok and "answered by model 'nomic'" in why
+    assert not ok and "answered by model 'gemma'" in why
     # The gateway renamed the answer to the caller's name: only its upstream-model header can tell.
     ok, _, _ = _check("chat", _resp(200, _chat("Yes.", "default-chat"), route), known_as=known, asked="default-chat")
     assert ok
