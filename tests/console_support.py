@@ -596,8 +596,8 @@ def console_catalog_data(chat_url: str, *, spare_url: str | None = None) -> dict
 
 
 def widget_text(widget: Widget) -> str:
-    """What the operator sees of ``widget`` right now, as plain text (one line per row)."""
-    width, height = widget.size
+    """What the operator sees of ``widget`` right now, as plain text (one line per row), padding included."""
+    width, height = widget.region.size
     strips = widget.render_lines(Region(0, 0, width, height))
     return "\n".join(strip.text.rstrip() for strip in strips)
 
