@@ -299,7 +299,12 @@ class OperatorService:
         if flush is not None:
             await flush()  # the newest requests are in the scorecard too
         try:
-            return await asyncio.to_thread(scorecard_from_state, self.state, path, since=since, until=until)
+            used = {}
+            if self.hosts is not None:  # measured host memory, where a probe reported it
+                used = {h: p.memory_used_gb for h, p in self.hosts.probes().items() if p.memory_used_gb is not None}
+            return await asyncio.to_thread(
+                scorecard_from_state, self.state, path, since=since, until=until, host_used=used
+            )
         except HistoryError as exc:
             raise Unavailable(str(exc)) from None
         except ValueError as exc:

@@ -33,9 +33,11 @@ def _num(v: float | None, fmt: str = "{:.1f}") -> str:
 def _mem(s: Side) -> str:
     if s.memory_gb is None:
         return "-"
-    probed = f", probed {s.memory_probed_gb:.1f} GB" if s.memory_probed_gb is not None else ""
-    share = f" ({fmt_pct(s.budget_share, 0)} of {s.host})" if s.budget_share is not None else ""
-    return f"{s.memory_gb:g} GB{probed}{share}"
+    share = f" ({fmt_pct(s.budget_share, 0)} of {s.host}'s budget)" if s.budget_share is not None else ""
+    used = ""
+    if s.host_used_gb is not None:
+        used = f"; {s.host} uses {s.host_used_gb:.1f} of {s.host_budget_gb:g} GB now"
+    return f"{s.memory_gb:g} GB{share}{used}"
 
 
 def _rows(t: Side, b: Side) -> list[tuple[str, str, str]]:

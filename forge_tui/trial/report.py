@@ -22,13 +22,14 @@ __all__ = ["default_window", "eval_pass_rates", "memory_info", "scorecard", "sco
 _BASELINE_LOOKBACK_S = 7 * 86400.0  # baseline traffic before the trial began, by default
 
 
-def memory_info(catalog: Catalog, probed: Mapping[str, float] | None = None) -> dict[str, MemoryInfo]:
-    """Catalog footprint per model, on the host of its first placement, with that host's budget."""
+def memory_info(catalog: Catalog, host_used: Mapping[str, float] | None = None) -> dict[str, MemoryInfo]:
+    """Catalog footprint per model, on the host of its first placement, with that host's budget and,
+    where a host probe measured it, the memory in use on that host now (all its models together)."""
     out = {}
     for mid, m in catalog.models.items():
         host = catalog.backends[m.placements[0].backend].host if m.placements else None
         budget = catalog.hosts[host].memory_budget_gb if host in catalog.hosts else None
-        out[mid] = MemoryInfo(m.memory_gb or None, host, budget, (probed or {}).get(mid))
+        out[mid] = MemoryInfo(m.memory_gb or None, host, budget, (host_used or {}).get(host or ""))
     return out
 
 
@@ -76,7 +77,7 @@ def scorecard(
     since: float | None = None,
     until: float | None = None,
     now: float | None = None,
-    probed: Mapping[str, float] | None = None,
+    host_used: Mapping[str, float] | None = None,
     criteria: TrialCriteria | None = None,
 ) -> Scorecard:
     """The scorecard over [since, until) (defaults: ``default_window``). Raises HistoryError."""
@@ -104,7 +105,7 @@ def scorecard(
         generated_at=now,
         trial_name=catalog.trial.name if catalog.trial else None,
         evals=eval_pass_rates(Path(history), since, until),
-        memory=memory_info(catalog, probed),
+        memory=memory_info(catalog, host_used),
         notes=notes,
     )
 
@@ -116,7 +117,7 @@ def scorecard_from_state(
     since: float | None = None,
     until: float | None = None,
     now: float | None = None,
-    probed: Mapping[str, float] | None = None,
+    host_used: Mapping[str, float] | None = None,
 ) -> Scorecard:
     """Same, reading roles and the audit log from a RoutingState (the gateway's or a fresh one)."""
     return scorecard(
@@ -127,5 +128,5 @@ def scorecard_from_state(
         since=since,
         until=until,
         now=now,
-        probed=probed,
+        host_used=host_used,
     )

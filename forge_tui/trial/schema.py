@@ -92,7 +92,7 @@ class Side(_M):
     thinking_leaks: int = 0
     eval: Rate | None = None  # eval pass rate of this model (null: no eval results stored)
     memory_gb: float | None = None  # from the catalog
-    memory_probed_gb: float | None = None  # measured on the host, when a probe reported it
+    host_used_gb: float | None = None  # memory in use on that host now (all its models), when a probe measured it
     host: str | None = None
     host_budget_gb: float | None = None
     budget_share: float | None = None  # memory_gb / host_budget_gb

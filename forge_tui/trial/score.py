@@ -35,7 +35,7 @@ class MemoryInfo:
     memory_gb: float | None
     host: str | None
     host_budget_gb: float | None
-    probed_gb: float | None = None
+    host_used_gb: float | None = None  # measured in use on the host now (all its models), when probed
 
 
 def _add_hist(into: dict[int, int], h: dict[int, int]) -> None:
@@ -139,7 +139,7 @@ def _side(
     ev = evals.get(model) if evals is not None and model else None
     share = None
     if mem is not None and mem.memory_gb is not None and mem.host_budget_gb:
-        share = (mem.probed_gb if mem.probed_gb is not None else mem.memory_gb) / mem.host_budget_gb
+        share = mem.memory_gb / mem.host_budget_gb
     return Side(
         model=model,
         requests=s.n,
@@ -164,7 +164,7 @@ def _side(
         thinking_leaks=s.leaks,
         eval=_rate(ev[0], ev[1]) if ev and ev[1] else None,
         memory_gb=mem.memory_gb if mem else None,
-        memory_probed_gb=mem.probed_gb if mem else None,
+        host_used_gb=mem.host_used_gb if mem else None,
         host=mem.host if mem else None,
         host_budget_gb=mem.host_budget_gb if mem else None,
         budget_share=share,

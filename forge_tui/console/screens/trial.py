@@ -44,6 +44,9 @@ COLUMNS = (
 )
 
 
+_WIDTHS = (14, 15, 9, 13, 15, 14, 9, 11, 10, 8)
+
+
 class TrialSource(Protocol):
     """What the screen needs: the Control (or the operator service itself, for the benchmark)."""
 
@@ -169,8 +172,9 @@ class TrialScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for col in COLUMNS:
-            table.add_column(col, key=col)
+        # fixed widths: the header never re-lays itself out as rows arrive
+        for col, width in zip(COLUMNS, _WIDTHS, strict=True):
+            table.add_column(col, key=col, width=width)
         table.focus()
         self.action_reload()
 
