@@ -268,3 +268,41 @@ async def test_attached_promote_and_a_gateway_without_history(rt: Runtime, llama
     finally:
         await remote.close()
         await bare.stop(drain_timeout=5)
+
+
+async def test_a_request_that_waits_out_a_startup_is_a_cold_start(llama_server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The backend's real llama.cpp server is started only after the request arrived."""
+    import asyncio
+
+    from forge_tui.launch import free_port
+
+    port = free_port()
+    data = console_catalog_data(f"http://127.0.0.1:{port}")
+    data["gateway"] = {"health_interval_s": 1, "history": True}
+    data["backends"]["local-chat"]["warmup_timeout_s"] = 120  # type: ignore[index]
+    runtime = Runtime(
+        tmp_path / "t.yaml",
+        catalog=Catalog.model_validate(data),
+        state_dir=tmp_path / "state",
+        host="127.0.0.1",
+        port=0,
+        with_hosts=False,
+        history=True,
+    )
+    await runtime.start()
+    try:
+        first = asyncio.create_task(_send(runtime.url or "", 1))
+        await asyncio.sleep(0.5)
+        assert not first.done()  # waiting: nothing listens yet
+        llama_server_factory(wait=False, port=port)
+        await asyncio.wait_for(first, 180)
+        await _send(runtime.url or "", 1)
+        await runtime.telemetry.flush()
+        recs = runtime.telemetry.history(role="default-chat")
+        assert [r.cold_start for r in recs] == [True, False]
+        sc = await LocalControl(runtime).trial_scorecard()
+        dc = sc.roles[0]
+        assert (dc.trial.cold_starts, dc.trial.latency_ms.samples, dc.trial.requests) == (1, 1, 2)
+        assert dc.trial.cold_p50_ms is not None and dc.trial.cold_p50_ms > 400  # it arrived >= 0.5 s before the server
+    finally:
+        await runtime.stop(drain_timeout=5)
