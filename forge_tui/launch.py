@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 BUNDLED = {"@gemma3-270m"}
-# The demo GGUF's own chat template has no tool support: its chat servers run with this one instead
-# (its ChatML turns + Hermes-style <tool_call>; llama.cpp runs it in --jinja mode).
+# The demo GGUF carries no chat template (llama.cpp would fall back to ChatML, which Gemma does not know):
+# its chat servers run Gemma 3's own turns + Hermes-style <tool_call> (llama.cpp --jinja).
 TOOLS_TEMPLATE = Path(__file__).resolve().parent / "data" / "gemma3-tools.jinja"
 
 

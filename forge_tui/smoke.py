@@ -175,6 +175,10 @@ async def _request(client: httpx.AsyncClient, role: str, kind: str) -> tuple[htt
             "messages": [*CHAT_EXAMPLE, {"role": "user", "content": CHAT_PROMPT}],
             "max_tokens": 16,
             "temperature": 0,
+            # The question asks for one line: stopping at its end keeps what a small model writes after
+            # it (the demo model runs on into a new turn) out of the answer; runs_on still catches a
+            # run-on on one line.
+            "stop": ["\n"],
         }
     return await client.post("/v1/chat/completions", json=body), "chat"
 
@@ -202,6 +206,14 @@ def is_echo(prompt: str, answer: str) -> bool:
     if ps in as_:
         return True
     return len(a) >= 4 and f" {as_} " in f" {ps} "
+
+
+def runs_on(prompt: str, answer: str, run: int = 4) -> bool:
+    """After answering, the text goes on with the prompt again (a run of ``run`` of its words in order):
+    the model wrote past its turn's end into a new turn, the sign of a wrong or missing stop token."""
+    p, a = _words(prompt), _words(answer)
+    grams = {tuple(p[i : i + run]) for i in range(len(p) - run + 1)}
+    return any(tuple(a[i : i + run]) in grams for i in range(1, len(a) - run + 1))
 
 
 def route_model(header: str | None) -> str | None:
@@ -314,6 +326,8 @@ def _text_shape(text: str, prompt: str | None) -> tuple[bool, str, str]:
         return False, "", "empty answer"
     if prompt is not None and is_echo(prompt, text):
         return False, _snip(text), "the answer repeats the prompt"
+    if prompt is not None and runs_on(prompt, text):
+        return False, _snip(text), "the answer runs on into a new turn (it repeats the prompt after answering)"
     return True, _snip(text), ""
 
 

