@@ -209,8 +209,11 @@ def test_demo_console_in_tmux(terminal: tuple[Terminal, int]) -> None:
     assert _route_model(port, "default-chat") == "gemma3-270m-a"
 
     term.keys("t")
-    screen = term.wait_for(lambda s: "1/1 passed" in s, "the smoke result", timeout=120)
-    assert "PASS" in screen and "gemma3-270m-a @local" in screen
+    # The verdict is the smoke checks' (they flag the demo model's <|im_end|> leak); the dialog shows
+    # it for the role the operator selected, with the route the request took and, on a FAIL, why.
+    screen = term.wait_for(lambda s: "1/1 passed" in s or "0/1 passed" in s, "the smoke result", timeout=120)
+    assert "Smoke default-chat (selected in Roles)" in screen and "gemma3-270m-a @local" in screen
+    assert "PASS" in screen if "1/1 passed" in screen else "default-chat: " in screen
     term.keys("Escape")
     term.wait_for(lambda s: "Smoke default-chat" not in s, "the smoke panel to close")
 
