@@ -102,6 +102,7 @@ def serve_until_stopped(start: Callable[[], Awaitable[asyncio.Server]]) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watcher: asyncio.Task[None] | None = None  # kept referenced: a bare task may be collected
         if not sys.stdin.isatty():
             reader = asyncio.StreamReader()
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -111,8 +112,10 @@ def serve_until_stopped(start: Callable[[], Awaitable[asyncio.Server]]) -> int:
                     pass
                 stop.set()
 
-            loop.create_task(watch_stdin())
+            watcher = loop.create_task(watch_stdin())
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
         server.close()
 
     # The same loop forge runs on (uvloop when installed), so the floor stays a fair floor.

@@ -663,7 +663,7 @@ def summarize(results: dict[str, TargetResult], mode: str, pinned: bool) -> dict
             out[f"ttfc_added_p50_ms_c8_{name}"] = _f(p, "stream8", "ttfc_p50_ms") - _f(d, "stream8", "ttfc_p50_ms")
             ev, dev = p["stream8"]["event_p50_ms"], d["stream8"]["event_p50_ms"]
             assert isinstance(ev, list) and isinstance(dev, list)
-            later = [float(a) - float(b) for a, b in zip(ev[1:], dev[1:])]
+            later = [float(a) - float(b) for a, b in zip(ev[1:], dev[1:], strict=False)]
             out[f"chunk_added_p50_ms_{name}"] = sum(later) / len(later) if later else 0.0
             db = _f(d, "stream8", "bursts_per_stream")
             out[f"stream_batched_pct_{name}"] = (
@@ -833,7 +833,9 @@ def table(s: dict[str, Any]) -> str:
     row("load generator CPU, memory run (%)", ph("mem", "loadgen_cpu_pct", "{:.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=False))
+        )
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))

@@ -94,7 +94,7 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 
 def test_build_ref_cannot_smuggle_a_git_option(tmp_path: Path) -> None:
     text = MINIMAL.replace("memory_budget_gb: 1}", "memory_budget_gb: 1, build: {ref: '--upload-pack=touch /tmp/x'}}")
-    with pytest.raises(ConfigError, match="hosts.h.build.ref"):
+    with pytest.raises(ConfigError, match=r"hosts\.h\.build\.ref"):
         parse_catalog(text, "t.yaml")
     ok = parse_catalog(MINIMAL.replace("memory_budget_gb: 1}", "memory_budget_gb: 1, build: {ref: b6123}}"))
     assert ok.hosts["h"].build.ref == "b6123"

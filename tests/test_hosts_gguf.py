@@ -74,7 +74,7 @@ async def test_remote_read_fetches_more_only_when_needed(tmp_path: Path) -> None
 
 async def test_remote_read_errors_are_clear(tmp_path: Path) -> None:
     t = LocalTransport()
-    with pytest.raises(GgufError, match="cannot read .*No such file"):
+    with pytest.raises(GgufError, match=r"cannot read .*No such file"):
         await read_remote_header(t, str(tmp_path / "missing.gguf"))
     (tmp_path / "notgguf.gguf").write_bytes(b"PK\x03\x04" + b"\0" * 100)
     with pytest.raises(GgufError, match="not a GGUF file"):

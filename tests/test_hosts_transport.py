@@ -225,7 +225,7 @@ async def test_agent_key_authenticates(
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh default keys can stand in for the agent
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     without = SshTransport("box", sshd.address, settings(sshd, key_file=None))
-    with pytest.raises(HostUnreachable, match="refused our key.*ssh agent / default keys"):
+    with pytest.raises(HostUnreachable, match=r"refused our key.*ssh agent / default keys"):
         await without.run(["true"], 10)
     await without.close()
 

@@ -243,7 +243,7 @@ class Telemetry:
     def subscribe(self, cb: Listener) -> Callable[[], None]:
         """Call ``cb`` with every new record (on the recording thread; keep it cheap). Returns unsubscribe."""
         with self._lock:
-            self._listeners = self._listeners + (cb,)
+            self._listeners = (*self._listeners, cb)
 
         def unsubscribe() -> None:
             with self._lock:

@@ -63,7 +63,7 @@ class RollingWindows:
             raise ValueError(f"need 0 < bucket_s <= window_s (got bucket_s={bucket_s}, window_s={window_s})")
         self.window_s = float(window_s)
         self.bucket_s = float(bucket_s)
-        self.nbuckets = int(round(window_s / bucket_s))
+        self.nbuckets = round(window_s / bucket_s)
         self.samples = samples
         self.max_keys = max_keys
         self._random = random.Random(seed).random
