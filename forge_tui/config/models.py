@@ -8,6 +8,7 @@ Runtime changes never touch this file; they live in the state overlay (``forge_t
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from enum import Enum
 from typing import Annotated
 
@@ -322,5 +323,5 @@ class Catalog(_Strict):
         return self
 
 
-def _known(d: dict[str, object]) -> str:
+def _known(d: Mapping[str, object]) -> str:
     return ", ".join(sorted(d)) or "none defined"

@@ -42,8 +42,8 @@ class _RouteCopy:
     errors: int
     lat_seen: int
     ttft_seen: int
-    lat: array | None  # raw samples, or None when the sorted cache is still current
-    ttft: array | None
+    lat: array[float] | None  # raw samples, or None when the sorted cache is still current
+    ttft: array[float] | None
 
 
 @dataclass(slots=True)
@@ -202,7 +202,7 @@ class Telemetry:
             else None
         )
         self._listeners: tuple[Listener, ...] = ()
-        self._sorted: dict[tuple[int, str], _Sorted] = {}  # info()'s cache; replaced whole, never mutated
+        self._sorted: dict[tuple[int, Route], _Sorted] = {}  # info()'s cache; replaced whole, never mutated
         self.total = 0
         self.thinking_leaks = 0
         self.listener_errors = 0

@@ -39,9 +39,9 @@ class RoleBucket:
     count: int = 0
     errors: int = 0
     lat_seen: int = 0
-    lat: array = field(default_factory=lambda: array("d"))
+    lat: array[float] = field(default_factory=lambda: array("d"))
     ttft_seen: int = 0
-    ttft: array = field(default_factory=lambda: array("d"))
+    ttft: array[float] = field(default_factory=lambda: array("d"))
 
 
 @dataclass(slots=True)
@@ -96,9 +96,8 @@ class RollingWindows:
         t = rec.time
         if t < self.first_time:
             self.first_time = t
-        if self._cur_lo <= t < self._cur_hi:
-            b = self._cur
-        else:
+        b = self._cur
+        if b is None or not (self._cur_lo <= t < self._cur_hi):  # None: its range is empty anyway
             b = self._bucket_for(t)
             if b is None:
                 return
