@@ -251,7 +251,7 @@ class JobManager:
 
     def jobs(self) -> list[JobInfo]:
         live = {j.id: j.info() for j in self._jobs.values()}
-        out = [live.pop(r["id"]) if r["id"] in live else _info_from_record(r) for r in self._history]  # type: ignore[index]
+        out = [live.pop(r["id"]) if r["id"] in live else _info_from_record(r) for r in self._history]
         out.extend(live.values())
         return sorted(out, key=lambda j: j.started)
 
@@ -261,7 +261,8 @@ class JobManager:
         rec = next((r for r in self._history if r["id"] == job_id), None)
         if rec is None:
             raise KeyError(job_id)
-        return list(rec.get("steps") or [])  # type: ignore[arg-type]
+        steps = rec.get("steps")
+        return list(steps) if isinstance(steps, list) else []
 
     def log(self, job_id: str, since: int = 0) -> list[str]:
         if since < 0:
@@ -307,9 +308,9 @@ def _info_from_record(r: dict[str, object]) -> JobInfo:
         host=str(r.get("host")),
         state=str(r.get("state")),
         started=float(r.get("started") or 0.0),  # type: ignore[arg-type]
-        finished=r.get("finished"),  # type: ignore[arg-type]
+        finished=r.get("finished"),
         step=started_steps[-1].get("name") if started_steps else None,
         steps_done=sum(1 for s in steps if isinstance(s, dict) and s.get("state") in ("ok", "skipped")),
         steps_total=len(steps),
-        error=r.get("error"),  # type: ignore[arg-type]
+        error=r.get("error"),
     )

@@ -87,7 +87,7 @@ def parse_sysfs_dump(text: str, *, apu_hint: bool = False) -> list[GpuMemory]:
         if not parts[0].startswith("card") or not parts[0][4:].isdigit():
             continue
         cards.setdefault(int(parts[0][4:]), {})[parts[1]] = parts[2]
-    out = []
+    out: list[GpuMemory] = []
     for idx, f in sorted(cards.items()):
         if "mem_info_vram_total" not in f:
             continue  # not an amdgpu card
@@ -190,8 +190,9 @@ def parse_amd_smi_static_json(text: str) -> list[GpuMemory]:
     data = json.loads(text)
     out = []
     for i, e in enumerate(_amd_gpu_entries(data)):
-        vram = e.get("vram") if isinstance(e.get("vram"), dict) else {}
-        asic = e.get("asic") if isinstance(e.get("asic"), dict) else {}
+        vram, asic = e.get("vram"), e.get("asic")
+        vram = vram if isinstance(vram, dict) else {}
+        asic = asic if isinstance(asic, dict) else {}
         out.append(
             GpuMemory(
                 index=_gpu_index(e, i),

@@ -205,7 +205,8 @@ def parse_server_props(data: Any) -> ServerProps:
             build = parse_build_info(data["build_info"])
         except ValueError:
             build = None
-    mods = data.get("modalities") if isinstance(data.get("modalities"), dict) else {}
+    mods = data.get("modalities")
+    mods = mods if isinstance(mods, dict) else {}
     slots = data.get("total_slots")
     return ServerProps(
         data.get("model_path"),
