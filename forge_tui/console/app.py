@@ -121,7 +121,7 @@ class ForgeApp(App[None]):
         message: str,
         *,
         title: str = "",
-        severity: str = "information",  # type: ignore[override]
+        severity: str = "information",
         timeout: float | None = None,
         markup: bool = False,
     ) -> None:
@@ -466,6 +466,7 @@ class ForgeApp(App[None]):
 
     @work(group="dialog", exit_on_error=False, name="quit")
     async def _quit_flow(self) -> None:
+        snap: Snapshot | None
         try:
             snap = await self.control.snapshot()
         except ControlError:

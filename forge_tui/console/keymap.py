@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.keys import Keys, _character_to_key, key_to_character
 
 __all__ = [
@@ -153,7 +153,7 @@ SCREEN_HELP: tuple[tuple[str, str], ...] = (
 )
 
 
-def bindings(specs: tuple[KeySpec, ...]) -> list[Binding]:
+def bindings(specs: tuple[KeySpec, ...]) -> list[BindingType]:
     return [Binding(s.key, s.action, s.label, show=s.show, id=s.id) for s in specs]
 
 
@@ -162,7 +162,7 @@ def bindings(specs: tuple[KeySpec, ...]) -> list[Binding]:
 FOOTER_FIRST: tuple[str, ...] = ("forge.help", "forge.quit")
 
 
-def leading_app_bindings() -> list[Binding]:
+def leading_app_bindings() -> list[BindingType]:
     """Copies of the app keys that must always show in the footer, for the front of a screen's BINDINGS."""
     return [Binding(s.key, f"app.{s.action}", s.label, show=True, id=s.id) for s in APP_KEYS if s.id in FOOTER_FIRST]
 

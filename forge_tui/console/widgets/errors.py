@@ -81,7 +81,7 @@ class ErrorsPane(VerticalScroll):
         set_subtitle(
             self, f"{total} in window" + (f" · {tel.thinking_leaks} think leaks" if tel.thinking_leaks else "")
         )
-        parts: list[object] = []
+        parts: list[Text] = []
         for warning in snapshot.warnings:
             parts.append(Text(f"⚠ {clean(warning, MESSAGE_LIMIT)}", style="yellow"))
         if not by_class and not tel.last_errors:

@@ -162,7 +162,9 @@ TAIL = 200  # rows drawn; the filter still searches every record the snapshot ca
 class RequestsTable(SnapshotTable):
     COLUMNS = ("Time", "Route", "Status", "Latency", "TTFT", "Tokens", "Flags")
     BINDINGS = [Binding("home", "newest", "Newest", show=False)]
-    query: reactive[str] = reactive("")
+    # The filter text. It shadows DOMNode.query(), which this widget never calls (it has no children
+    # to look up); the app and tests set it by this name.
+    query: reactive[str] = reactive("")  # type: ignore[assignment]
     unseen: reactive[int] = reactive(0)  # rows that arrived while the operator was scrolled away
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
