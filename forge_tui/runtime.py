@@ -49,7 +49,11 @@ class Runtime:
         self.api_keys = tuple(api_keys) or g.api_keys
         self.state = RoutingState(self.catalog, self.state_dir)
         use_history = g.history if history is None else history
-        self.telemetry = Telemetry(self.state_dir / "history.sqlite3" if use_history else None)
+        self.telemetry = Telemetry(
+            self.state_dir / "history.sqlite3" if use_history else None,
+            history_retention_days=g.history_retention_days,
+            history_rollup_days=g.history_rollup_days,
+        )
         self.hosts = None
         if with_hosts:
             from .hosts import HostsService
@@ -73,6 +77,8 @@ class Runtime:
         self.operator = OperatorService(self.state, telemetry=self.telemetry, gateway=self.gateway, hosts=self.hosts)
         self.admin = AdminHttp.for_run(self.operator, self.admin_token, self.state_dir)
         self.gateway.mount(self.admin)
+        # Placement pins (x-forge-placement: eval compare runs) are for the admin token's holder only.
+        self.gateway.openai.allow_placement(self.admin.token)
         self._started = False
 
     @property

@@ -114,6 +114,7 @@ async def running_gateway(
     operator = OperatorService(state, telemetry=tel, gateway=gw, hosts=hosts)
     admin = AdminHttp.for_run(operator, admin_token, state.state_dir)
     gw.mount(admin)
+    gw.openai.allow_placement(admin.token)
     h = Harness(gw, state, tel, operator, admin)
     tel.subscribe(h.records.append)
     await h.gw.start("127.0.0.1", 0)
