@@ -41,7 +41,12 @@ async def gw(llama_server, llama_embed_server) -> AsyncIterator[Harness]:
             "emb": {"base_url": llama_embed_server.url},
         },
         models={
-            "gemma3-270m": {"family": "thinker", "placements": [{"backend": "chat", "name": "gemma-3-270m"}]},
+            # The GGUF it is made from: how the snapshot matches what the llama-server reports holding (/props).
+            "gemma3-270m": {
+                "family": "thinker",
+                "gguf": "@gemma3-270m",
+                "placements": [{"backend": "chat", "name": "gemma-3-270m"}],
+            },
             "gemma3-270m-embed": {"capabilities": ["embed"], "placements": [{"backend": "emb"}]},
         },
         roles={"default-chat": {"model": "gemma3-270m"}, "embed": {"model": "gemma3-270m-embed"}},
