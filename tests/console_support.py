@@ -436,7 +436,9 @@ class RecordedControl:
     async def _refuse(self) -> ChangeResult:
         return ChangeResult(ok=False, message="a recorded snapshot cannot be changed")
 
-    async def swap(self, role: str, model: str, *, force: bool = False, actor: str = "operator") -> ChangeResult:
+    async def swap(
+        self, role: str, model: str, *, force: bool = False, actor: str = "operator", preflight_id: str | None = None
+    ) -> ChangeResult:
         return await self._refuse()
 
     async def rollback(self, role: str, *, actor: str = "operator") -> ChangeResult:

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -168,6 +169,15 @@ async def _roles_show(pilot, app: ForgeApp, role: str, model: str) -> None:  # t
 async def test_s_swaps_the_selected_role_and_the_next_request_follows(forge: Forge) -> None:
     assert _model_of(await forge.route("default-chat")) == "gemma-b"
     app = _app(forge)
+    # The swap is handed the preflight the dialog showed, so the service does not run it a second time.
+    sent: list[str | None] = []
+    real_swap = forge.control.swap
+
+    async def swap(*args: Any, **kw: Any) -> Any:
+        sent.append(kw.get("preflight_id"))
+        return await real_swap(*args, **kw)
+
+    forge.control.swap = swap  # type: ignore[method-assign]  # a spy on the real control
     async with app.run_test(size=SIZE) as pilot:
         screen = await _ready(pilot, app)
         dialog = await _open_swap(pilot, app, screen, "default-chat")
@@ -185,6 +195,8 @@ async def test_s_swaps_the_selected_role_and_the_next_request_follows(forge: For
         await pilot.press("enter")  # the Swap button has the focus once the preflight allows it
         await wait_until(pilot, lambda: app.last_change is not None, what="the swap result")
         assert app.last_change is not None and app.last_change.ok, app.last_change
+        shown = dialog.preflight_result
+        assert shown is not None and shown.id and sent == [shown.id]
         await _roles_show(pilot, app, "default-chat", "gemma-a")
     assert _model_of(await forge.route("default-chat")) == "gemma-a"
     role = forge.state()["roles"]["default-chat"]

@@ -265,12 +265,14 @@ class ForgeApp(App[None]):
             SwapScreen(info, self.snapshot.models, eligible, self.control.preflight, origin=origin)
         )
         if choice is not None:
-            await self.apply_swap(role, choice.model, force=choice.force)
+            await self.apply_swap(role, choice.model, force=choice.force, preflight_id=choice.preflight_id)
 
-    async def apply_swap(self, role: str, model: str, *, force: bool = False) -> ChangeResult:
+    async def apply_swap(
+        self, role: str, model: str, *, force: bool = False, preflight_id: str | None = None
+    ) -> ChangeResult:
         """The change behind the swap dialog; the gateway validates, a refusal changes nothing."""
         try:
-            result = await self.control.swap(role, model, force=force, actor=self.actor)
+            result = await self.control.swap(role, model, force=force, actor=self.actor, preflight_id=preflight_id)
         except ControlError as exc:
             result = ChangeResult(ok=False, message=str(exc))
         self._report(result, f"swap {role}" + (" (forced)" if force else ""))

@@ -28,6 +28,8 @@ Preflight = Callable[[str, str], Awaitable[PreflightResult]]
 class SwapChoice:
     model: str
     force: bool
+    # The preflight the operator was shown: the swap reuses it while fresh instead of running it again.
+    preflight_id: str | None = None
 
 
 def ineligible_reason(role: RoleInfo, model: ModelInfo) -> str:
@@ -177,7 +179,7 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
     @on(Button.Pressed, "#swap")
     def _swap(self) -> None:
         if self._picked and self._result and not self._result.blocked:
-            self.dismiss(SwapChoice(self._picked, force=False))
+            self.dismiss(SwapChoice(self._picked, force=False, preflight_id=self._result.id))
 
     @on(Button.Pressed, "#force")
     def _force_pressed(self) -> None:
@@ -185,7 +187,7 @@ class SwapScreen(ModalScreen[SwapChoice | None]):
 
     def action_force(self) -> None:
         if self._picked and self._result and self._result.blocked:
-            self.dismiss(SwapChoice(self._picked, force=True))
+            self.dismiss(SwapChoice(self._picked, force=True, preflight_id=self._result.id))
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
