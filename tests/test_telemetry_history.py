@@ -1,5 +1,5 @@
 """Telemetry history on a real SQLite file: batching off the request path, restart survival,
-bounded backlog, clear errors for unusable files, and replay of a past window."""
+bounded backlog, and clear errors for unusable files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from forge_tui.telemetry import ErrorClass, HistoryError, RequestRecord, Telemetry
 from forge_tui.telemetry._history import COLUMNS
 from forge_tui.telemetry.records import LIVE_ONLY_FIELDS
-from forge_tui.telemetry.replay import replay
 
 from .test_telemetry import parse_prometheus, rec, value
 
@@ -209,42 +208,6 @@ async def test_unusable_history_file_fails_at_start_with_the_path(tmp_path: Path
     assert str(path) in str(err.value)
     assert expected in str(err.value)
     await tel.close()  # closing a telemetry that never started is fine
-
-
-async def test_replay_rebuilds_a_past_window(tmp_path: Path) -> None:
-    path = tmp_path / "h.sqlite3"
-    tel = Telemetry(path, flush_interval_s=SLOW, batch_size=50)
-    await tel.start()
-    day = 86_400.0
-    for i in range(120):  # a trial day: one request every 10 min, two roles
-        t = 10 * day + i * 600
-        err = ErrorClass.UPSTREAM_ERROR if i % 12 == 0 else ErrorClass.OK
-        tel.record(
-            rec(
-                t,
-                role="vision" if i % 3 == 0 else "default-chat",
-                latency_ms=float(i + 1),
-                error_class=err,
-                error="boom" if err is not ErrorClass.OK else None,
-            )
-        )
-    tel.record(rec(12 * day, request_id="later"))  # outside the range
-    await tel.close()
-
-    past = replay(path, 10 * day, 11 * day, buckets=24, chunk=7)
-    info = past.info(now=11 * day)
-    assert info.total == 120
-    stats = {r.role: r for r in info.roles}
-    assert stats["vision"].count == 40 and stats["default-chat"].count == 80
-    assert stats["vision"].errors == 10  # i % 12 == 0 are all multiples of 3
-    assert info.errors_by_class == {"upstream_error": 10}
-    assert stats["vision"].p50_ms == 58.0  # latencies 1, 4, ..., 118: the 20th is 58
-    assert sum(p.count for p in stats["default-chat"].series) == 80
-    assert info.recent[0].time == 10 * day + 119 * 600
-    only_vision = replay(path, 10 * day, 11 * day, role="vision")
-    assert only_vision.info(now=11 * day).total == 40
-    with pytest.raises(ValueError):
-        replay(path, 5.0, 5.0)
 
 
 async def test_records_after_close_are_counted_as_dropped(tmp_path: Path) -> None:

@@ -268,7 +268,7 @@ def register(sub: Any) -> None:
     esub = ev.add_subparsers(dest="eval_cmd", metavar="EVAL_COMMAND", required=True)
 
     run = esub.add_parser("run", help="run a suite (a YAML path or a shipped name: chat-bench, vlm-bench, audio-bench)")
-    run.add_argument("suite")
+    run.add_argument("suite", help="a suite YAML path, or a shipped suite name (see `forge-tui eval list`)")
     run.add_argument("--url", default=None, help="a running gateway (default: the catalog's gateway address)")
     run.add_argument("--config", default=None, help="catalog; without --url the gateway is started in-process from it")
     run.add_argument("--route", action="append", help="role or model id (repeat to compare routes)")
@@ -278,30 +278,40 @@ def register(sub: Any) -> None:
     run.add_argument("--timeout", type=float, default=None, help="per-case timeout in seconds (default 120)")
     run.add_argument("--startup-wait", type=float, default=300.0, help="longest wait for a starting backend (s)")
     run.add_argument("-o", "--output", default=None, help="write the results (promptfoo JSON v3, or .md)")
-    run.add_argument("--format", choices=("json", "md"), default=None)
+    run.add_argument(
+        "--format",
+        choices=("json", "md"),
+        default=None,
+        help="format of -o: promptfoo JSON v3 or Markdown (default: from its suffix)",
+    )
     run.add_argument("--admin-token", default=None, help="the gateway's admin token (needed for --host)")
     run.add_argument("--token-file", default=None, help="read the admin token from this file")
-    run.add_argument("--api-key", default=None)
+    run.add_argument("--api-key", default=None, help="caller API key, if the gateway needs one")
     run.add_argument("--db", default=None, help="history database (default: the catalog's state dir)")
-    run.add_argument("--state-dir", default=None)
+    run.add_argument("--state-dir", default=None, help="state directory holding the history database and admin.token")
     run.add_argument("--no-store", action="store_true", help="do not store the run in the history database")
     run.add_argument("-q", "--quiet", action="store_true", help="no line per case")
     run.set_defaults(handler=lambda a: aio.run(_run(a)))
 
     ls = esub.add_parser("list", help="shipped suites and stored runs")
-    ls.add_argument("--config", default=argparse.SUPPRESS)
-    ls.add_argument("--db", default=None)
-    ls.add_argument("--state-dir", default=None)
-    ls.add_argument("--limit", type=int, default=30)
+    ls.add_argument("--config", default=argparse.SUPPRESS, help="catalog whose state dir holds the runs")
+    ls.add_argument("--db", default=None, help="history database (default: the catalog's state dir)")
+    ls.add_argument("--state-dir", default=None, help="state directory (default: the catalog's)")
+    ls.add_argument("--limit", type=int, default=30, help="newest N stored runs (default 30)")
     ls.set_defaults(handler=_list)
 
     sh = esub.add_parser("show", help="a stored run (id, unambiguous prefix, or 'latest')")
-    sh.add_argument("run")
-    sh.add_argument("--config", default=argparse.SUPPRESS)
-    sh.add_argument("--db", default=None)
-    sh.add_argument("--state-dir", default=None)
-    sh.add_argument("-o", "--output", default=None)
-    sh.add_argument("--format", choices=("json", "md"), default=None)
+    sh.add_argument("run", help="run id, an unambiguous prefix of one, or 'latest'")
+    sh.add_argument("--config", default=argparse.SUPPRESS, help="catalog whose state dir holds the runs")
+    sh.add_argument("--db", default=None, help="history database (default: the catalog's state dir)")
+    sh.add_argument("--state-dir", default=None, help="state directory (default: the catalog's)")
+    sh.add_argument("-o", "--output", default=None, help="write the run (promptfoo JSON v3, or .md) to this file")
+    sh.add_argument(
+        "--format",
+        choices=("json", "md"),
+        default=None,
+        help="print or write the run as promptfoo JSON v3 or Markdown (default: a summary table; with -o, from its suffix)",
+    )
     sh.set_defaults(handler=_show)
 
     fx = esub.add_parser("fixtures", help="regenerate the shipped suites' images and clips (and expected.json)")

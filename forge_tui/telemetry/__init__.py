@@ -1,4 +1,4 @@
-"""Request telemetry: live rolling windows, Prometheus exposition, SQLite history, replay.
+"""Request telemetry: live rolling windows, Prometheus exposition, SQLite history (past windows: forge_tui.trial).
 
 tel = Telemetry(Path("~/.local/state/forge/history.sqlite3"))
 await tel.start()            # HistoryError (names the path) if the file is unusable

@@ -235,11 +235,6 @@ class Telemetry:
         if rec.error_class is not _OK:
             self._last_errors.append(rec)
 
-    def ingest(self, rec: RequestRecord) -> None:
-        """Account a past record in windows and counters only (replay): no history, no listeners."""
-        with self._lock:
-            self._ingest(rec)
-
     def subscribe(self, cb: Listener) -> Callable[[], None]:
         """Call ``cb`` with every new record (on the recording thread; keep it cheap). Returns unsubscribe."""
         with self._lock:
