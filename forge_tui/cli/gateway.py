@@ -19,16 +19,13 @@ from .secrets import SecretFileError, exposure
 __all__ = ["gateway_opts", "register", "run_console_or_serve"]
 
 
-# ------------------------------------------------------------------ gateway-backed commands
-async def _serve(args: argparse.Namespace, config: str, banner: str | None = None, catalog: Any = None) -> int:
+async def _start_runtime(args: argparse.Namespace, config: str, ex: Any) -> Any:
+    """The running forge both the console and ``serve`` use, or the message saying why it did not start
+    (a taken port; a non-loopback address without caller keys unless --allow-unauthenticated; history)."""
     from ..gateway.app import GatewayBindError
     from ..runtime import Runtime
     from ..telemetry import HistoryError
 
-    try:
-        ex = exposure(args, catalog or load_catalog(config))
-    except SecretFileError as exc:
-        return fail(str(exc))
     rt = Runtime(
         config,
         catalog=ex.catalog,
@@ -40,10 +37,23 @@ async def _serve(args: argparse.Namespace, config: str, banner: str | None = Non
         with_hosts=not args.no_hosts,
     )
     try:
-        await rt.start()  # refuses a non-loopback address without caller keys unless --allow-unauthenticated
+        await rt.start()
     except (GatewayBindError, HistoryError) as exc:
         await rt.stop()
+        return str(exc)
+    return rt
+
+
+# ------------------------------------------------------------------ gateway-backed commands
+async def _serve(args: argparse.Namespace, config: str, banner: str | None = None, catalog: Any = None) -> int:
+
+    try:
+        ex = exposure(args, catalog or load_catalog(config))
+    except SecretFileError as exc:
         return fail(str(exc))
+    rt = await _start_runtime(args, config, ex)
+    if isinstance(rt, str):
+        return fail(rt)
     for w in rt.state.warnings:
         print(f"forge-tui: {w}", file=sys.stderr)
     print(
@@ -108,9 +118,6 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
     from ..console.app import ForgeApp
     from ..console.keymap import KeymapError, check_keymap
     from ..control.local import LocalControl
-    from ..gateway.app import GatewayBindError
-    from ..runtime import Runtime
-    from ..telemetry import HistoryError
 
     try:
         ex = exposure(args, catalog or load_catalog(config))
@@ -120,21 +127,9 @@ async def _console(args: argparse.Namespace, config: str, catalog: Any = None) -
         keymap = check_keymap(ex.catalog.keys)  # before anything starts: a bad remap is the operator's to fix
     except KeymapError as exc:
         return fail(f"{config}: {exc}")
-    rt = Runtime(
-        config,
-        catalog=ex.catalog,
-        state_dir=args.state_dir,
-        host=args.host,
-        port=args.port,
-        admin_token=ex.admin_token,
-        api_keys=ex.api_keys,
-        with_hosts=not args.no_hosts,
-    )
-    try:
-        await rt.start()
-    except (GatewayBindError, HistoryError) as exc:
-        await rt.stop()
-        return fail(str(exc))
+    rt = await _start_runtime(args, config, ex)
+    if isinstance(rt, str):
+        return fail(rt)
     print(f"forge-tui {__version__}: gateway listening on {_bound(rt)}", flush=True)
     from ..console.crashlog import ConsoleLog
 
