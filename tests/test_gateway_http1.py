@@ -8,6 +8,7 @@ against real llama.cpp servers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -184,6 +185,31 @@ async def test_idle_connections_older_than_the_ttl_are_not_reused(pools) -> None
             assert await resp.read() == b"ok"
             resp.close()
         assert srv.connections == 2 and pool.counts["stale_closed"] == 1
+
+
+async def test_a_close_the_loop_has_not_seen_yet_is_found_by_the_idle_poll(pools) -> None:
+    """The backend closed an idle connection while the event loop was busy (its FIN is in the
+    kernel, no callback has run): idle past the poll threshold, the pool finds it and dials anew."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await srv.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        w.close()  # keep-alive answer, then the backend drops the connection anyway
+        await w.wait_closed()
+
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        resp = await pool.request("POST", "/", b"{}", [])
+        assert await resp.read() == b"ok"
+        resp.close()
+        time.sleep(http1._POLL_AFTER_IDLE_S + 0.2)  # blocks the loop: the close arrives unseen
+        resp = await pool.request("POST", "/", b"{}", [])
+        assert await resp.read() == b"ok"
+        resp.close()
+        assert srv.connections == 2 and len(srv.requests) == 2
+        assert pool.counts["stale_closed"] == 1
 
 
 async def test_interim_1xx_answers_are_skipped(pools) -> None:

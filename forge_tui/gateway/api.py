@@ -115,6 +115,22 @@ class _Redispatch(Exception):
         self.backend = backend
 
 
+# JSON of the names answers carry (roles, model ids, aliases: few and repeated); bounded, since a
+# name the caller sent that routed through an alias could be anything.
+_NAME_JSON: dict[str, bytes] = {}
+_NAME_JSON_MAX = 1024
+
+
+def _name_json(name: str) -> bytes:
+    got = _NAME_JSON.get(name)
+    if got is None:
+        got = dump_bytes(name)
+        if len(_NAME_JSON) >= _NAME_JSON_MAX:
+            _NAME_JSON.clear()
+        _NAME_JSON[name] = got
+    return got
+
+
 class Ctx:
     """Per-request state: the record being filled and the headers every answer carries."""
 
@@ -133,7 +149,7 @@ class Ctx:
         # Answers carry the name the caller used (role, model id or alias), never the backend's GGUF path;
         # the served model is in x-forge-route.
         asked = self.rec.asked
-        self.name_json = dump_bytes(asked if asked and asked != "auto" else (route.role or route.model))
+        self.name_json = _name_json(asked if asked and asked != "auto" else (route.role or route.model))
         self.headers["x-forge-route"] = route.route_header
         for k, v in route.headers:
             self.headers[k] = v
@@ -221,18 +237,49 @@ def _rename(data: bytes, name_json: bytes | None) -> bytes:
     return _MODEL_FIELD.sub(lambda _m: field, data)
 
 
-def _upstream_model(data: bytes) -> str | None:
-    """The backend's own ``model`` in an answer, header-safe (for ``x-forge-upstream-model``)."""
+# The backends' own names, as raw JSON strings: few, and the same on every answer.
+_SERVED: dict[bytes, str | None] = {}
+_SERVED_MAX = 256
+
+
+def _served_name(raw: bytes) -> str | None:
+    if raw in _SERVED:
+        return _SERVED[raw]
+    name = _served_name_of(raw)
+    if len(_SERVED) >= _SERVED_MAX:
+        _SERVED.clear()
+    _SERVED[raw] = name
+    return name
+
+
+def _served_name_of(raw: bytes) -> str | None:
+    """A backend's ``model`` value (its JSON string, quotes included), header-safe."""
+    if b"\\" in raw:
+        try:
+            name = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(name, str):
+            return None
+    else:
+        name = raw[1:-1].decode("utf-8", "replace")
+    name = name[:300]
+    if name.isascii() and name.isprintable():
+        return name or None
+    return "".join(ch for ch in name if ch.isprintable() and ord(ch) < 128) or None
+
+
+def _swap_model(data: bytes, name_json: bytes) -> tuple[bytes, str | None]:
+    """One pass over a whole JSON answer: the backend's own name (for ``x-forge-upstream-model``)
+    and the answer with the caller's name in its place."""
     m = _MODEL_FIELD.search(data)
     if m is None:
-        return None
-    try:
-        name = json.loads(m.group(1))
-    except ValueError:
-        return None
-    if not isinstance(name, str):
-        return None
-    return "".join(ch for ch in name[:300] if ch.isprintable() and ord(ch) < 128) or None
+        return data, None
+    field = b'"model":' + name_json
+    tail = data[m.end() :]
+    if b'"model"' in tail:
+        tail = _MODEL_FIELD.sub(lambda _m: field, tail)
+    return data[: m.start()] + field + tail, _served_name(m.group(1))
 
 
 def _ask_usage(body: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
@@ -388,6 +435,10 @@ class OpenAIApi:
         if request.content_length is not None and request.content_length > self.max_body:
             raise self._too_large(request.content_length)
         try:
+            if request.content.is_eof():
+                # The whole body came with the head (the usual small JSON request): nothing to wait
+                # for, so no timer either.
+                return await request.read()
             async with asyncio.timeout(self.body_timeout_s):
                 return await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -452,6 +503,8 @@ class OpenAIApi:
         )
 
     def _limits(self, body: dict[str, Any], route: Route) -> None:
+        if "max_tokens" not in body and "max_completion_tokens" not in body:
+            return
         m = self.gw.catalog.models.get(route.model)
         if m is not None:
             check_model_limits(body, route.model, m.max_output_tokens, m.context_tokens)
@@ -667,8 +720,9 @@ class OpenAIApi:
                     data = self._check_chat_output(rec, obj, data, strip, want_json)
             else:
                 _usage_from_bytes(rec, data)
-            served_as = _upstream_model(data) if ctx.name_json is not None else None
-            data = _rename(data, ctx.name_json)
+            served_as = None
+            if ctx.name_json is not None:
+                data, served_as = _swap_model(data, ctx.name_json)
         else:
             served_as = None
         rec.status = resp.status

@@ -38,7 +38,7 @@ from .errors import GatewayBindError
 from .health_feed import feed
 from .protocols import Mount, TelemetryLike
 from .routing import RouteTable
-from .server import ServerLimits, error_middleware, harden, is_loopback
+from .server import ServerLimits, error_layer, harden, is_loopback
 from .upstream import Upstream
 
 __all__ = ["Gateway", "GatewayBindError", "Mount"]
@@ -99,8 +99,8 @@ class Gateway:
     def _build_app(self) -> web.Application:
         s = self.settings
         public = frozenset(p for p, on in (("/health", s.public_health), ("/metrics", s.public_metrics)) if on)
-        guard = error_middleware(api_keys=self.api_keys, extra_tokens=self._metrics_tokens, public=public)
-        app = web.Application(client_max_size=int(s.max_body_mb * 1024 * 1024), middlewares=[guard])
+        self._outer = error_layer(api_keys=self.api_keys, extra_tokens=self._metrics_tokens, public=public)
+        app = web.Application(client_max_size=int(s.max_body_mb * 1024 * 1024))
         self.openai = OpenAIApi(self)
         app.add_routes(self.openai.routes())
         app.add_routes([web.get("/health", self._health), web.get("/metrics", self._metrics)])
@@ -197,7 +197,7 @@ class Gateway:
             )
         await runner.setup()
         s = self.settings
-        harden(runner.server, ServerLimits(s.idle_timeout_s, s.max_connections_per_client))
+        harden(runner.server, ServerLimits(s.idle_timeout_s, s.max_connections_per_client), self._outer)
         site = web.TCPSite(runner, host, port)
         try:
             await site.start()

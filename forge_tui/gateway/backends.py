@@ -211,7 +211,8 @@ class Limiter:
         self.inflight -= 1
         if image:
             self.image_inflight -= 1
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def _wake(self) -> None:
         # Grant in arrival order; an image request held by the image cap does not block text requests.
@@ -250,8 +251,10 @@ class BackendRuntime:
     # connection counts): connect_timeout, connect_refused, read_timeout, went_bad, redispatched,
     # cancelled_upstream, spilled_from, spilled_to, no_replay, connections_opened, stale_closed, stray_closed.
     events: dict[str, int] = field(default_factory=dict)
+    where: str = field(init=False)  # "backend 'x' on host": the start of every message about it
 
     def __post_init__(self) -> None:
+        self.where = f"backend {self.name!r} on {self.cfg.host}"
         # The open circuit itself keeps requests away (and lets its half-open trial through).
         self.breaker.on_open = lambda: self.mark_bad(
             f"circuit opened after {self.breaker.consecutive} consecutive failures", suspect=False

@@ -238,6 +238,7 @@ class _Conn(asyncio.Protocol):
         "_headers",
         "_interim",
         "_reason",
+        "fd",
         "head_waiter",
         "last_data",
         "lost",
@@ -254,6 +255,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.fd = -1  # the socket's descriptor, once connected
         self.parser: httptools.HttpResponseParser | None = None  # None: idle, no request in flight
         self.resp: Response | None = None
         self.head_waiter: asyncio.Future[Response] | None = None
@@ -270,6 +272,9 @@ class _Conn(asyncio.Protocol):
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Kept for the idle check: uvloop builds a socket object on every get_extra_info("socket").
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def data_received(self, data: bytes) -> None:
         self.last_data = _monotonic()
@@ -437,17 +442,24 @@ class _Conn(asyncio.Protocol):
                 self.head_waiter = None
 
 
+# An idle connection is polled for a close by the backend (or stray bytes) only when it sat idle at
+# least this long: backends close idle connections after their keep-alive timeout (llama.cpp: 5 s,
+# past the TTL) or when they stop, and the event loop sees most closes by itself. One that lands
+# within this instant is a backend stopping under traffic, which the walk handles (an unanswered
+# request is never replayed; refused next time, it falls back). The poll is a syscall per reuse.
+_POLL_AFTER_IDLE_S = 0.25
+
+
 def _still_open(conn: _Conn) -> bool:
     """An idle connection with something to read has been closed by the backend (or carries stray
     bytes): either way it must not carry a request. One poll of the socket, no waiting."""
     t = conn.transport
     if t is None or t.is_closing():
         return False
-    sock = t.get_extra_info("socket")
-    if sock is None:
+    if conn.fd < 0:
         return True
     try:
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        readable, _, _ = select.select([conn.fd], [], [], 0)
     except (OSError, ValueError):
         return False
     return not readable
@@ -608,7 +620,8 @@ class Pool:
             conn, since = self._idle.pop()  # most recently used first: likeliest to be alive
             if conn.lost:
                 continue
-            if now - since > self.idle_ttl_s or not _still_open(conn):
+            idle = now - since
+            if idle > self.idle_ttl_s or (idle > _POLL_AFTER_IDLE_S and not _still_open(conn)):
                 self._count("stale_closed")
                 conn.lost = True
                 self.forget(conn)

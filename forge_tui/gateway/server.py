@@ -9,9 +9,11 @@ aiohttp's server does the parsing (llhttp, strict); this module changes how it i
   request line would otherwise be answered as ``HTTP/0.9 200``); caps concurrent connections per
   client address; and closes connections whose request head does not arrive within the idle
   timeout (aiohttp's keep-alive timer also runs from the moment a connection opens).
-- ``error_middleware(...)`` turns aiohttp's own 404/405/413 and any unexpected exception into the
-  OpenAI shape (a 500 ``gateway_error`` with no internal text) and guards ``/health`` and
-  ``/metrics`` when caller keys are configured.
+- ``error_layer(...)`` wraps the application's handler (``harden(..., outer=...)``): aiohttp's own
+  404/405/413 and any unexpected exception become the OpenAI shape (a 500 ``gateway_error`` with no
+  internal text), and ``/health`` and ``/metrics`` are guarded when caller keys are configured.
+  It is one plain wrapper around ``Application._handle`` rather than an aiohttp middleware: a
+  middleware costs every request a ``partial`` chain and aiohttp's ``current_app`` layer besides.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from .errors import error_body, new_request_id
 
-__all__ = ["ServerLimits", "error_middleware", "harden", "is_loopback"]
+__all__ = ["ServerLimits", "error_layer", "harden", "is_loopback"]
 
 log = logging.getLogger("forge_tui.gateway")
 
@@ -43,6 +45,9 @@ _HTTP_EXC_CODES = {
     405: ("method_not_allowed", "invalid_request_error"),
     413: ("payload_too_large", "invalid_request_error"),
 }
+
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +166,9 @@ class _Server(web.Server):
         return _Handler(self, loop=self._loop, **self._kwargs)
 
 
-def harden(server: web.Server | None, limits: ServerLimits) -> None:
-    """Make ``server`` (``AppRunner.server`` after ``setup()``, before any site starts) use this module's protocol."""
+def harden(server: web.Server | None, limits: ServerLimits, outer: Callable[[Handler], Handler] | None = None) -> None:
+    """Make ``server`` (``AppRunner.server`` after ``setup()``, before any site starts) use this module's
+    protocol; ``outer`` (``error_layer(...)``) wraps the application's handler."""
     if server is None:
         raise RuntimeError("harden() needs the runner's server: call it after runner.setup()")
     server.__class__ = _Server
@@ -182,74 +188,79 @@ def harden(server: web.Server | None, limits: ServerLimits) -> None:
         return inner(message, payload, protocol, writer, task)
 
     server.request_factory = factory
+    if outer is not None:
+        # Connections take the handler from the server when they open: set before the site starts.
+        server.request_handler = outer(server.request_handler)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_middleware(
+def error_layer(
     *, api_keys: Sequence[str], extra_tokens: Callable[[], Sequence[str]], public: frozenset[str]
-) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The outermost middleware. ``public``: of ``/health`` and ``/metrics``, the paths open without a key."""
+) -> Callable[[Handler], Handler]:
+    """The outermost layer around the application. ``public``: of ``/health`` and ``/metrics``, the
+    paths open without a key."""
     guarded = frozenset({"/health", "/metrics"}) - public
     keys = tuple(f"Bearer {k}".encode() for k in api_keys)
 
-    def authorised(request: web.Request) -> bool:
+    def authorised(request: web.BaseRequest) -> bool:
         got = request.headers.get("Authorization", "").encode()
         allowed = keys + tuple(f"Bearer {t}".encode() for t in extra_tokens() if t)
         return any(hmac.compare_digest(got, k) for k in allowed)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.get(_HTTP09):
-            rid = new_request_id()
-            log.warning("bad HTTP request from %s: HTTP/0.9 request line (request %s)", request.remote, rid)
-            refused = _json_response(
-                400,
-                "malformed HTTP request: HTTP/0.9 request lines are not served (a CR or LF inside the request line?)",
-                "invalid_request_error",
-                "bad_request",
-                rid,
-            )
-            refused.force_close()
-            return refused
-        if keys and request.path in guarded and not authorised(request):
-            return _json_response(
-                401,
-                f"{request.path} needs a caller API key (or the metrics token): send 'Authorization: Bearer <key>'",
-                "authentication_error",
-                "invalid_api_key",
-                new_request_id(),
-            )
-        try:
-            resp = await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code, type_ = _HTTP_EXC_CODES.get(exc.status, ("bad_request", "invalid_request_error"))
-            if exc.status == 404:
-                msg = f"unknown path {request.path!r}; this gateway serves the OpenAI API under /v1"
-            elif exc.status == 405:
-                allow = exc.headers.get("Allow", "")
-                msg = f"method {request.method} is not allowed on {request.path}" + (
-                    f" (allowed: {allow.replace(',', ', ')})" if allow else ""
+    def wrap(handler: Handler) -> Handler:
+        async def layer(request: web.BaseRequest) -> web.StreamResponse:
+            if request.get(_HTTP09):
+                rid = new_request_id()
+                log.warning("bad HTTP request from %s: HTTP/0.9 request line (request %s)", request.remote, rid)
+                refused = _json_response(
+                    400,
+                    "malformed HTTP request: HTTP/0.9 request lines are not served (a CR or LF inside the request line?)",
+                    "invalid_request_error",
+                    "bad_request",
+                    rid,
                 )
-            else:
-                msg = exc.reason
-            out = _json_response(exc.status, msg, type_, code, new_request_id())
-            for h in ("Allow", "Retry-After"):
-                if h in exc.headers:
-                    out.headers[h] = exc.headers[h]
-            return out
-        except Exception:
-            rid = new_request_id()
-            log.exception("gateway error on %s %s (request %s)", request.method, request.path, rid)
-            return _json_response(500, "gateway error (logged on the gateway)", "server_error", "gateway_error", rid)
-        if not resp.prepared and _RID not in resp.headers:
-            resp.headers[_RID] = new_request_id()
-        return resp
+                refused.force_close()
+                return refused
+            if keys and request.path in guarded and not authorised(request):
+                return _json_response(
+                    401,
+                    f"{request.path} needs a caller API key (or the metrics token): send 'Authorization: Bearer <key>'",
+                    "authentication_error",
+                    "invalid_api_key",
+                    new_request_id(),
+                )
+            try:
+                resp = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                code, type_ = _HTTP_EXC_CODES.get(exc.status, ("bad_request", "invalid_request_error"))
+                if exc.status == 404:
+                    msg = f"unknown path {request.path!r}; this gateway serves the OpenAI API under /v1"
+                elif exc.status == 405:
+                    allow = exc.headers.get("Allow", "")
+                    msg = f"method {request.method} is not allowed on {request.path}" + (
+                        f" (allowed: {allow.replace(',', ', ')})" if allow else ""
+                    )
+                else:
+                    msg = exc.reason
+                out = _json_response(exc.status, msg, type_, code, new_request_id())
+                for h in ("Allow", "Retry-After"):
+                    if h in exc.headers:
+                        out.headers[h] = exc.headers[h]
+                return out
+            except Exception:
+                rid = new_request_id()
+                log.exception("gateway error on %s %s (request %s)", request.method, request.path, rid)
+                return _json_response(
+                    500, "gateway error (logged on the gateway)", "server_error", "gateway_error", rid
+                )
+            if not resp.prepared and _RID not in resp.headers:
+                resp.headers[_RID] = new_request_id()
+            return resp
 
-    return middleware
+        return layer
+
+    return wrap
 
 
 def is_loopback(host: str | None) -> bool:

@@ -328,7 +328,7 @@ class Upstream:
                             signal = last[be.name]
                             starting = starting or _is_startup_signal(signal)
                             reasons[name] = (
-                                f"startup timeout: {_where(be)} was still starting after its warmup timeout of "
+                                f"startup timeout: {be.where} was still starting after its warmup timeout of "
                                 f"{be.cfg.warmup_timeout_s:g}s (last: {signal})"
                             )
                             if signal == "connection refused":
@@ -475,7 +475,7 @@ class Upstream:
         body, ctype = payload.render(cand)
         pool = self.pools[be.name]
         headers = _JSON_HEADERS if ctype == "application/json" else [("Content-Type", ctype)]
-        where = _where(be)
+        where = be.where
         try:
             resp = await pool.request("POST", path, body, headers)
         except http1.ConnectRefused:
@@ -537,7 +537,7 @@ class Upstream:
         raise await self._answer_error(be, cand, resp.status, msg)
 
     async def _answer_error(self, be: BackendRuntime, cand: Candidate, status: int, msg: str) -> GatewayError:
-        where = _where(be)
+        where = be.where
         detail = msg
         if be.kind is BackendKind.LLAMA_SWAP and status >= 500 and ("start" in msg.lower() or "exited" in msg.lower()):
             lines = await self._llama_swap_log_errors(be)
@@ -578,10 +578,6 @@ class Upstream:
         return picked + others[::-1]
 
 
-def _where(be: BackendRuntime) -> str:
-    return f"backend {be.name!r} on {be.host}"
-
-
 async def _read_limited(resp: http1.Response) -> bytes:
     """An error body, at most 64 KiB of it; the connection is given back or dropped."""
     out = bytearray()
@@ -599,7 +595,7 @@ async def _read_limited(resp: http1.Response) -> bytes:
 
 def _canceller(be: BackendRuntime, pool: http1.Pool) -> Callable[[str], None]:
     def cancel(reason: str) -> None:
-        n = pool.fail_unanswered(BackendBad(f"{_where(be)} turned bad ({reason})"))
+        n = pool.fail_unanswered(BackendBad(f"{be.where} turned bad ({reason})"))
         if n:
             be.count("cancelled_upstream", n)
 
