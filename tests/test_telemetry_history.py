@@ -292,6 +292,11 @@ async def test_rollups_match_the_raw_rows(tmp_path: Path) -> None:
                 inflight=i % 3,
                 fallback=i % 11 == 0,
                 error_class=ErrorClass.SATURATED if i % 13 == 0 else ErrorClass.OK,
+                cold_start=i % 17 == 0,
+                spill=i % 5 == 0,
+                thinking_leaked=i % 19 == 0,
+                structured=(None, True, False)[i % 3 if i % 4 else 0],
+                tokens_per_s=float(i % 23) if i % 2 else None,
             )
         )
     await tel.close()

@@ -273,36 +273,35 @@ def _fold(rows: Iterable[tuple[Any, ...]], into: dict[RollupKey, Accum], bucket_
         acc.add(lat, ttft, tps, bool(fb), bool(spill), bool(leaked), None if st is None else bool(st))
 
 
-_ROW_AGG = tuple(
-    _IX[c]
-    for c in (
-        "time",
-        "role",
-        "model",
-        "host",
-        "source",
-        "error_class",
-        "inflight",
-        "cold_start",
-        "latency_ms",
-        "ttft_ms",
-        "tokens_per_s",
-        "fallback",
-        "spill",
-        "thinking_leaked",
-        "structured",
-    )
-)
-
-
-def _agg_view(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(row[i] for i in _ROW_AGG)
-
-
 def _rows_folding(batch: list[RequestRecord], sums: dict[RollupKey, Accum]) -> Iterator[tuple[Any, ...]]:
+    # The writer's per-record step: the same key and sums as ``_fold`` over the row's ``_AGG_COLS``
+    # (tests hold rollups equal to a fold of the raw rows), read from the record without a view tuple.
     for rec in batch:
         row = _row(rec)
-        _fold((_agg_view(row),), sums)
+        key = (
+            int(rec.time // 3600.0),
+            rec.role or "",
+            rec.model or "",
+            rec.host or "",
+            rec.source or "",
+            row[9],  # the error class as stored
+            1 if rec.inflight else 0,
+            1 if rec.cold_start else 0,
+            1 if rec.fallback else 0,
+        )
+        acc = sums.get(key)
+        if acc is None:
+            acc = sums[key] = Accum()
+        st = rec.structured
+        acc.add(
+            rec.latency_ms,
+            rec.ttft_ms,
+            rec.tokens_per_s,
+            bool(rec.fallback),
+            bool(rec.spill),
+            bool(rec.thinking_leaked),
+            None if st is None else bool(st),
+        )
         yield row
 
 
