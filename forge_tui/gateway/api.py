@@ -7,6 +7,7 @@ route, one upstream request, relay. One ``RequestRecord`` per request, whatever 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import itertools
 import json
@@ -115,20 +116,11 @@ class _Redispatch(Exception):
         self.backend = backend
 
 
-# JSON of the names answers carry (roles, model ids, aliases: few and repeated); bounded, since a
+# JSON of the names answers carry (roles, model ids, aliases: few and repeated). Bounded, since a
 # name the caller sent that routed through an alias could be anything.
-_NAME_JSON: dict[str, bytes] = {}
-_NAME_JSON_MAX = 1024
-
-
+@functools.lru_cache(maxsize=1024)
 def _name_json(name: str) -> bytes:
-    got = _NAME_JSON.get(name)
-    if got is None:
-        got = dump_bytes(name)
-        if len(_NAME_JSON) >= _NAME_JSON_MAX:
-            _NAME_JSON.clear()
-        _NAME_JSON[name] = got
-    return got
+    return dump_bytes(name)
 
 
 class Ctx:
@@ -238,18 +230,9 @@ def _rename(data: bytes, name_json: bytes | None) -> bytes:
 
 
 # The backends' own names, as raw JSON strings: few, and the same on every answer.
-_SERVED: dict[bytes, str | None] = {}
-_SERVED_MAX = 256
-
-
+@functools.lru_cache(maxsize=256)
 def _served_name(raw: bytes) -> str | None:
-    if raw in _SERVED:
-        return _SERVED[raw]
-    name = _served_name_of(raw)
-    if len(_SERVED) >= _SERVED_MAX:
-        _SERVED.clear()
-    _SERVED[raw] = name
-    return name
+    return _served_name_of(raw)
 
 
 def _served_name_of(raw: bytes) -> str | None:
