@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion10
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
@@ -37,7 +37,9 @@ __all__ = ["ServerLimits", "error_layer", "harden", "is_loopback"]
 
 log = logging.getLogger("forge_tui.gateway")
 
-_HTTP09 = web.RequestKey("forge_http09", bool)  # set on requests that came in as HTTP/0.9
+# HTTP/0.9 requests are answered as 1.1 with this version object, told apart by identity (a
+# request-state key would cost every request a failed lookup).
+_HTTP09_AS_11 = HttpVersion(1, 1)
 _RID = "x-forge-request-id"
 # aiohttp's reasons for statuses it raises itself, reworded for callers.
 _HTTP_EXC_CODES = {
@@ -181,10 +183,7 @@ def harden(server: web.Server | None, limits: ServerLimits, outer: Callable[[Han
     def factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         if message.version < HttpVersion10:
             # HTTP/0.9 has no headers and no status line: answer as 1.1 and refuse it in the middleware.
-            message = message._replace(version=HttpVersion11, should_close=True)
-            req = inner(message, payload, protocol, writer, task)
-            req[_HTTP09] = True
-            return req
+            message = message._replace(version=_HTTP09_AS_11, should_close=True)
         return inner(message, payload, protocol, writer, task)
 
     server.request_factory = factory
@@ -208,7 +207,7 @@ def error_layer(
 
     def wrap(handler: Handler) -> Handler:
         async def layer(request: web.BaseRequest) -> web.StreamResponse:
-            if request.get(_HTTP09):
+            if request.version is _HTTP09_AS_11:
                 rid = new_request_id()
                 log.warning("bad HTTP request from %s: HTTP/0.9 request line (request %s)", request.remote, rid)
                 refused = _json_response(

@@ -17,6 +17,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .errors import CallerError
@@ -178,51 +179,84 @@ def _check_str(v: Any, f: str, *, enum: frozenset[str] | None = None, nonempty: 
 
 
 def _check_bool(body: dict[str, Any], f: str) -> None:
-    v = body.get(f)
+    v = body[f]
     if v is not None and not isinstance(v, bool):
         raise _bad(f, "a boolean", v)
 
 
-def _common(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _bad("model", "a string", model)
-    _check_bool(body, "stream")
-    keys = body.keys()
-    for f in keys & _INT_RANGES.keys():
-        _check_int(body, f, *_INT_RANGES[f])
-    for f in keys & _NUM_RANGES.keys():
-        _check_num(body, f, *_NUM_RANGES[f])
-    stop = body.get("stop")
-    if stop is not None:
-        if isinstance(stop, list):
-            if len(stop) > _STOP_MAX:
-                raise _value("stop", f"{len(stop)} sequences given; at most {_STOP_MAX} are accepted.")
-            for i, s in enumerate(stop):
-                if not isinstance(s, str):
-                    raise _bad(f"stop[{i}]", "a string", s)
-        elif not isinstance(stop, str):
-            raise _bad("stop", "a string or an array of strings", stop)
-    so = body.get("stream_options")
-    if so is not None:
-        if not isinstance(so, dict):
-            raise _bad("stream_options", "an object", so)
-        if body.get("stream") is not True:
-            raise CallerError(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
-            )
-        if "include_usage" in so and not isinstance(so["include_usage"], bool):
-            raise _bad("stream_options.include_usage", "a boolean", so["include_usage"])
-    lb = body.get("logit_bias")
-    if lb is not None:
-        if not isinstance(lb, dict):
-            raise _bad("logit_bias", "an object", lb)
-        for tok, bias in lb.items():
-            if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
-                raise _value(f"logit_bias.{tok[:32]}", "biases must be numbers between -100 and 100.")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise _bad("user", "a string", user)
+def _check_model(body: dict[str, Any], f: str) -> None:
+    v = body[f]
+    if v is not None and not isinstance(v, str):
+        raise _bad(f, "a string", v)
+
+
+def _check_ranged_int(body: dict[str, Any], f: str) -> None:
+    _check_int(body, f, *_INT_RANGES[f])
+
+
+def _check_ranged_num(body: dict[str, Any], f: str) -> None:
+    _check_num(body, f, *_NUM_RANGES[f])
+
+
+def _check_stop(body: dict[str, Any], f: str) -> None:
+    stop = body[f]
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list):
+        raise _bad("stop", "a string or an array of strings", stop)
+    if len(stop) > _STOP_MAX:
+        raise _value("stop", f"{len(stop)} sequences given; at most {_STOP_MAX} are accepted.")
+    for i, s in enumerate(stop):
+        if not isinstance(s, str):
+            raise _bad(f"stop[{i}]", "a string", s)
+
+
+def _check_stream_options(body: dict[str, Any], f: str) -> None:
+    so = body[f]
+    if so is None:
+        return
+    if not isinstance(so, dict):
+        raise _bad("stream_options", "an object", so)
+    if body.get("stream") is not True:
+        raise CallerError(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
+    if "include_usage" in so and not isinstance(so["include_usage"], bool):
+        raise _bad("stream_options.include_usage", "a boolean", so["include_usage"])
+
+
+def _check_logit_bias(body: dict[str, Any], f: str) -> None:
+    lb = body[f]
+    if lb is None:
+        return
+    if not isinstance(lb, dict):
+        raise _bad("logit_bias", "an object", lb)
+    for tok, bias in lb.items():
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+            raise _value(f"logit_bias.{tok[:32]}", "biases must be numbers between -100 and 100.")
+
+
+# A body is checked one field at a time in the caller's order (the first bad field is the one
+# reported), each present field by its checker: a small request costs a lookup per key, and the
+# rules of fields it does not carry cost nothing. Checkers take (body, field name).
+_Checker = Callable[[dict[str, Any], str], None]
+_COMMON: dict[str, _Checker] = {
+    "model": _check_model,
+    "stream": _check_bool,
+    **dict.fromkeys(_INT_RANGES, _check_ranged_int),
+    **dict.fromkeys(_NUM_RANGES, _check_ranged_num),
+    "stop": _check_stop,
+    "stream_options": _check_stream_options,
+    "logit_bias": _check_logit_bias,
+    "user": _check_model,  # the same rule: a string or null
+}
+
+
+def _check_fields(body: dict[str, Any], checkers: dict[str, _Checker]) -> None:
+    for f in body:
+        chk = checkers.get(f)
+        if chk is not None:
+            chk(body, f)
 
 
 # ---------------------------------------------------------------------- chat
@@ -329,72 +363,106 @@ def _check_message(m: Any, i: int) -> None:
         raise _bad(f"messages[{i}].tool_calls", "an array", tc)
 
 
-def _check_tools(body: dict[str, Any]) -> None:
-    tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise _bad("tools", "an array", tools)
-        if len(tools) > 128:
-            raise _value("tools", f"{len(tools)} tools given; at most 128 are accepted.")
-        for k, t in enumerate(tools):
-            f = f"tools[{k}]"
-            if not isinstance(t, dict):
-                raise _bad(f, "an object", t)
-            _check_str(t.get("type"), f"{f}.type", enum=frozenset({"function"}))
-            fn = t.get("function")
-            if not isinstance(fn, dict):
-                raise _missing(f"{f}.function") if fn is None else _bad(f"{f}.function", "an object", fn)
-            name = fn.get("name")
-            if not isinstance(name, str):
-                raise _missing(f"{f}.function.name") if name is None else _bad(f"{f}.function.name", "a string", name)
-            if not _TOOL_NAME.fullmatch(name):
-                raise _value(f"{f}.function.name", "must be 1-64 characters of a-z, A-Z, 0-9, _ and -.")
-            params = fn.get("parameters")
-            if params is not None and not isinstance(params, dict):
-                raise _bad(f"{f}.function.parameters", "an object (a JSON Schema)", params)
-    tc = body.get("tool_choice")
-    if tc is not None:
-        if isinstance(tc, str):
-            _check_str(tc, "tool_choice", enum=_TOOL_CHOICES)
-        elif isinstance(tc, dict):
-            fn = tc.get("function")
-            if tc.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _value("tool_choice", 'expected {"type": "function", "function": {"name": ...}}.')
-        else:
-            raise _bad("tool_choice", "a string or an object", tc)
-        if tc != "none" and not tools:
-            raise CallerError("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
-    _check_bool(body, "parallel_tool_calls")
+def _check_tools(body: dict[str, Any], f: str) -> None:
+    tools = body[f]
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _bad("tools", "an array", tools)
+    if len(tools) > 128:
+        raise _value("tools", f"{len(tools)} tools given; at most 128 are accepted.")
+    for k, t in enumerate(tools):
+        f = f"tools[{k}]"
+        if not isinstance(t, dict):
+            raise _bad(f, "an object", t)
+        _check_str(t.get("type"), f"{f}.type", enum=frozenset({"function"}))
+        fn = t.get("function")
+        if not isinstance(fn, dict):
+            raise _missing(f"{f}.function") if fn is None else _bad(f"{f}.function", "an object", fn)
+        name = fn.get("name")
+        if not isinstance(name, str):
+            raise _missing(f"{f}.function.name") if name is None else _bad(f"{f}.function.name", "a string", name)
+        if not _TOOL_NAME.fullmatch(name):
+            raise _value(f"{f}.function.name", "must be 1-64 characters of a-z, A-Z, 0-9, _ and -.")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise _bad(f"{f}.function.parameters", "an object (a JSON Schema)", params)
 
 
-def check_chat(body: dict[str, Any]) -> None:
-    _common(body)
-    messages = body.get("messages")
+def _check_tool_choice(body: dict[str, Any], f: str) -> None:
+    tc = body[f]
+    if tc is None:
+        return
+    if isinstance(tc, str):
+        _check_str(tc, "tool_choice", enum=_TOOL_CHOICES)
+    elif isinstance(tc, dict):
+        fn = tc.get("function")
+        if tc.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _value("tool_choice", 'expected {"type": "function", "function": {"name": ...}}.')
+    else:
+        raise _bad("tool_choice", "a string or an object", tc)
+    if tc != "none" and not body.get("tools"):
+        raise CallerError("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
+
+
+def _check_messages(body: dict[str, Any], f: str) -> None:
+    messages = body[f]
     if messages is None:
-        raise _missing("messages")
+        return  # reported as missing once every field is checked
     if not isinstance(messages, list):
         raise _bad("messages", "an array", messages)
     if not messages:
         raise CallerError("Invalid 'messages': empty array. Expected an array with minimum length 1.", param="messages")
     for i, m in enumerate(messages):
         _check_message(m, i)
-    rf = body.get("response_format")
-    if rf is not None:
-        if not isinstance(rf, dict):
-            raise _bad("response_format", "an object", rf)
-        _check_str(rf.get("type"), "response_format.type", enum=_RESPONSE_FORMATS)
-        if rf["type"] == "json_schema" and not isinstance(rf.get("json_schema"), dict):
-            raise _missing("response_format.json_schema")
-    _check_tools(body)
-    _check_bool(body, "logprobs")
-    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+
+
+def _check_response_format(body: dict[str, Any], f: str) -> None:
+    rf = body[f]
+    if rf is None:
+        return
+    if not isinstance(rf, dict):
+        raise _bad("response_format", "an object", rf)
+    _check_str(rf.get("type"), "response_format.type", enum=_RESPONSE_FORMATS)
+    if rf["type"] == "json_schema" and not isinstance(rf.get("json_schema"), dict):
+        raise _missing("response_format.json_schema")
+
+
+def _check_top_logprobs(body: dict[str, Any], f: str) -> None:
+    _check_ranged_int(body, f)
+    if body[f] is not None and body.get("logprobs") is not True:
         raise CallerError("'top_logprobs' is only allowed when 'logprobs' is true.", param="top_logprobs")
-    effort = body.get("reasoning_effort")
-    if effort is not None:
-        _check_str(effort, "reasoning_effort", enum=_REASONING_EFFORTS)
-    ctk = body.get("chat_template_kwargs")
-    if ctk is not None and not isinstance(ctk, dict):
-        raise _bad("chat_template_kwargs", "an object", ctk)
+
+
+def _check_reasoning_effort(body: dict[str, Any], f: str) -> None:
+    if body[f] is not None:
+        _check_str(body[f], f, enum=_REASONING_EFFORTS)
+
+
+def _check_object(body: dict[str, Any], f: str) -> None:
+    v = body[f]
+    if v is not None and not isinstance(v, dict):
+        raise _bad(f, "an object", v)
+
+
+_CHAT: dict[str, _Checker] = {
+    **_COMMON,
+    "messages": _check_messages,
+    "response_format": _check_response_format,
+    "tools": _check_tools,
+    "tool_choice": _check_tool_choice,
+    "parallel_tool_calls": _check_bool,
+    "logprobs": _check_bool,
+    "top_logprobs": _check_top_logprobs,
+    "reasoning_effort": _check_reasoning_effort,
+    "chat_template_kwargs": _check_object,
+}
+
+
+def check_chat(body: dict[str, Any]) -> None:
+    _check_fields(body, _CHAT)
+    if body.get("messages") is None:
+        raise _missing("messages")
 
 
 # ---------------------------------------------------------------------- completions / embeddings
@@ -402,11 +470,10 @@ def _token_array(v: list[Any]) -> bool:
     return all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= _INT32_MAX for t in v)
 
 
-def check_completions(body: dict[str, Any]) -> None:
-    _common(body)
-    prompt = body.get("prompt")
+def _check_prompt(body: dict[str, Any], f: str) -> None:
+    prompt = body[f]
     if prompt is None:
-        raise _missing("prompt")
+        return  # reported as missing once every field is checked
     if isinstance(prompt, list):
         if not prompt:
             raise _value("prompt", "empty array.")
@@ -418,13 +485,28 @@ def check_completions(body: dict[str, Any]) -> None:
             raise _bad("prompt", "a string, an array of strings, or token arrays", prompt)
     elif not isinstance(prompt, str):
         raise _bad("prompt", "a string or an array", prompt)
-    _check_bool(body, "echo")
-    for f, hi in (("logprobs", 5), ("best_of", 20)):
-        if f in body:
-            _check_int(body, f, 0 if f == "logprobs" else 1, hi)
-    suffix = body.get("suffix")
-    if suffix is not None and not isinstance(suffix, str):
-        raise _bad("suffix", "a string", suffix)
+
+
+def _check_suffix(body: dict[str, Any], f: str) -> None:
+    v = body[f]
+    if v is not None and not isinstance(v, str):
+        raise _bad("suffix", "a string", v)
+
+
+_COMPLETIONS: dict[str, _Checker] = {
+    **_COMMON,
+    "prompt": _check_prompt,
+    "echo": _check_bool,
+    "logprobs": lambda body, f: _check_int(body, f, 0, 5),  # completions: how many, not a flag
+    "best_of": lambda body, f: _check_int(body, f, 1, 20),
+    "suffix": _check_suffix,
+}
+
+
+def check_completions(body: dict[str, Any]) -> None:
+    _check_fields(body, _COMPLETIONS)
+    if body.get("prompt") is None:
+        raise _missing("prompt")
 
 
 def check_embeddings(body: dict[str, Any]) -> None:
@@ -477,12 +559,13 @@ def check_transcription_fields(fields: dict[str, str]) -> None:
 
 def check_model_limits(body: dict[str, Any], model_id: str, max_output: int | None, context: int | None) -> None:
     """The catalog's per-model limits, tighter than the API's own (call once the route is known)."""
-    cap = min((c for c in (max_output, context) if c), default=None)
-    if cap is None:
+    # the smaller of the limits the catalog sets (0 or None: not set)
+    cap = max_output if max_output and (not context or max_output <= context) else context
+    if not cap:
         return
     for f in ("max_tokens", "max_completion_tokens"):
         v = body.get(f)
-        if isinstance(v, int) and not isinstance(v, bool) and v > cap:
+        if v is not None and isinstance(v, int) and not isinstance(v, bool) and v > cap:
             raise _value(f, f"{v} is too large: model {model_id!r} supports at most {cap} output tokens.")
 
 
