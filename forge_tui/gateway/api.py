@@ -35,6 +35,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .jsoncodec import loads
 from .openapi import openapi_bytes
 from .routing import Route, pin
 from .stream import SseRelay, dump_bytes, error_event
@@ -187,30 +188,40 @@ def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
             rec.tokens_per_s = float(pps)
 
 
-# Token counts straight from the bytes: parsing a whole answer just for its usage costs more.
-_USAGE_RE = re.compile(
-    rb'"(prompt_tokens|completion_tokens|prompt_n|cache_n|predicted_n|predicted_per_second)"\s*:\s*'
-    rb"([0-9][0-9.eE+-]*)"
-)
+# Token counts straight from the bytes: parsing a whole answer just for its usage costs more. Each
+# key is found with a plain search (inside JSON strings quotes are escaped, so a quoted key is
+# structural) and its number read right after it.
+_NUM_AFTER_KEY = re.compile(rb"\s*:\s*([0-9][0-9.eE+-]*)")
+_PROMPT_TOKENS = b'"prompt_tokens"'
+_COMPLETION_TOKENS = b'"completion_tokens"'
+
+
+def _num_after(data: bytes, key: bytes, start: int) -> bytes | None:
+    i = data.find(key, start)
+    if i < 0:
+        return None
+    m = _NUM_AFTER_KEY.match(data, i + len(key))
+    return m.group(1) if m is not None else None
 
 
 def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
     if b"_tokens" not in data and b"predicted_n" not in data:
         return
-    starts = [i for i in (data.rfind(b'"usage"'), data.rfind(b'"timings"')) if i >= 0]
-    found: dict[bytes, bytes] = {}
-    for k, v in _USAGE_RE.findall(data, min(starts) if starts else 0):
-        found[k] = v
+    u, t = data.rfind(b'"usage"'), data.rfind(b'"timings"')
+    start = min(u, t) if u >= 0 and t >= 0 else max(u, t, 0)
     try:
-        pt = found.get(b"prompt_tokens")
-        ct = found.get(b"completion_tokens") or found.get(b"predicted_n")
+        pt = _num_after(data, _PROMPT_TOKENS, start)
         if pt is not None:
             rec.tokens_in = int(pt)
-        elif b"prompt_n" in found:
-            rec.tokens_in = int(found[b"prompt_n"]) + int(found.get(b"cache_n", b"0"))
+        else:
+            pn = _num_after(data, b'"prompt_n"', start)
+            if pn is not None:
+                # llama.cpp's prompt_n leaves out prompt-cache hits; cache_n counts them.
+                rec.tokens_in = int(pn) + int(_num_after(data, b'"cache_n"', start) or b"0")
+        ct = _num_after(data, _COMPLETION_TOKENS, start) or _num_after(data, b'"predicted_n"', start)
         if ct is not None:
             rec.tokens_out = int(ct)
-        pps = found.get(b"predicted_per_second")
+        pps = _num_after(data, b'"predicted_per_second"', start)
         if pps is not None and float(pps) > 0:
             rec.tokens_per_s = float(pps)
     except ValueError:
@@ -218,7 +229,9 @@ def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
 
 
 # A structural "model" field (inside JSON strings quotes are escaped, so this never matches text).
-_MODEL_FIELD = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+# The string is matched as runs of plain bytes between escapes ("unrolled"): the same strings as
+# ("(?:[^"\\]|\\.)*"), without a group step per byte.
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*")')
 
 
 def _rename(data: bytes, name_json: bytes | None) -> bytes:
@@ -255,9 +268,14 @@ def _served_name_of(raw: bytes) -> str | None:
 def _swap_model(data: bytes, name_json: bytes) -> tuple[bytes, str | None]:
     """One pass over a whole JSON answer: the backend's own name (for ``x-forge-upstream-model``)
     and the answer with the caller's name in its place."""
-    m = _MODEL_FIELD.search(data)
-    if m is None:
+    i = data.find(b'"model"')
+    if i < 0:
         return data, None
+    m = _MODEL_FIELD.match(data, i)  # anchored where the plain search landed: no scan
+    if m is None:  # "model" with a value that is not a string: look further on
+        m = _MODEL_FIELD.search(data, i + 7)
+        if m is None:
+            return data, None
     field = b'"model":' + name_json
     tail = data[m.end() :]
     if b'"model"' in tail:
@@ -695,7 +713,7 @@ class OpenAIApi:
         if "json" in ctype:
             if chat and (want_json or (strip and (b"<think>" in data or b"\\u003cthink" in data))):
                 try:
-                    obj = json.loads(data)
+                    obj = loads(data)
                 except ValueError:
                     obj = None
                 if isinstance(obj, dict):

@@ -6,14 +6,11 @@ the backend wrote it.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from .jsoncodec import dumps, loads
 from .thinking import ThinkStripper
-
-# One encoder for the process: json.dumps with options builds a new encoder per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 __all__ = ["SseRelay", "dump_bytes", "error_event"]
 
@@ -22,7 +19,7 @@ DONE = b"data: [DONE]"
 
 def dump_bytes(obj: Any) -> bytes:
     """Compact UTF-8 JSON."""
-    return _ENCODER.encode(obj).encode()
+    return dumps(obj)
 
 
 def error_event(message: str, type_: str, code: str | int | None) -> bytes:
@@ -108,7 +105,7 @@ class SseRelay:
             self.events += 1
             return line
         try:
-            obj = json.loads(payload)
+            obj = loads(payload)
         except ValueError:
             return line
         if not isinstance(obj, dict):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import CallerError
+from .jsoncodec import fast_loads
 
 __all__ = [
     "EMBEDDING_INPUTS_MAX",
@@ -131,16 +132,18 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Parse strictly: no NaN/Infinity, no numbers that overflow to infinity, no lone surrogates."""
     if not raw:
         raise CallerError("request body is empty; expected a JSON object")
-    try:
-        body = _DECODER.decode(raw.decode("utf-8"))
-    except RecursionError:
-        raise CallerError("request body is nested too deeply") from None
-    except ValueError as exc:
-        raise CallerError(f"request body is not valid JSON: {exc}") from None
+    fast, body = fast_loads(raw)  # orjson refuses NaN, infinities and lone surrogates itself
+    if not fast:  # the standard parser decides, with the words callers know
+        try:
+            body = _DECODER.decode(raw.decode("utf-8"))
+        except RecursionError:
+            raise CallerError("request body is nested too deeply") from None
+        except ValueError as exc:
+            raise CallerError(f"request body is not valid JSON: {exc}") from None
+        if b"\\u" in raw and _lone_surrogate(raw):
+            raise CallerError("request body is not valid JSON text: it contains an unpaired UTF-16 surrogate escape")
     if not isinstance(body, dict):
         raise CallerError(f"request body must be a JSON object, but got {_got(body)}")
-    if b"\\u" in raw and _lone_surrogate(raw):
-        raise CallerError("request body is not valid JSON text: it contains an unpaired UTF-16 surrogate escape")
     return body
 
 
