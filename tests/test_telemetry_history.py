@@ -93,6 +93,11 @@ async def test_records_survive_a_restart(tmp_path: Path) -> None:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"requests_time", "requests_role_time"} <= indexes
+        # None is written as SQL NULL (the writer binds it through a registered adapter, not as text or 0)
+        nulls = conn.execute(
+            "SELECT request_id, typeof(role), typeof(ttft_ms), typeof(error), typeof(extra) FROM requests ORDER BY id"
+        ).fetchall()
+        assert nulls[2] == ("c", "null", "null", "null", "null") and nulls[0][2] == "real"
     finally:
         conn.close()
 

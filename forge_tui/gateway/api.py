@@ -205,7 +205,7 @@ def _num_after(data: bytes, key: bytes, start: int) -> bytes | None:
 
 
 def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
-    if b"_tokens" not in data and b"predicted_n" not in data:
+    if data.find(b"_tokens") < 0 and data.find(b"predicted_n") < 0:  # find: see _swap_model
         return
     u, t = data.rfind(b'"usage"'), data.rfind(b'"timings"')
     start = min(u, t) if u >= 0 and t >= 0 else max(u, t, 0)
@@ -236,7 +236,7 @@ _MODEL_FIELD = re.compile(rb'"model"\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*")')
 
 def _rename(data: bytes, name_json: bytes | None) -> bytes:
     """Put the caller's model name in place of the backend's in an answer (whole JSON or whole SSE lines)."""
-    if name_json is None or b'"model"' not in data:
+    if name_json is None or data.find(b'"model"') < 0:
         return data
     field = b'"model":' + name_json
     return _MODEL_FIELD.sub(lambda _m: field, data)
@@ -278,7 +278,7 @@ def _swap_model(data: bytes, name_json: bytes) -> tuple[bytes, str | None]:
             return data, None
     field = b'"model":' + name_json
     tail = data[m.end() :]
-    if b'"model"' in tail:
+    if tail.find(b'"model"') >= 0:  # not ``in``: on bytes it first raises (and clears) a TypeError
         tail = _MODEL_FIELD.sub(lambda _m: field, tail)
     return data[: m.start()] + field + tail, _served_name(m.group(1))
 
@@ -711,7 +711,7 @@ class OpenAIApi:
         opened.close()
         ctype = resp.headers.get("content-type", "application/json")
         if "json" in ctype:
-            if chat and (want_json or (strip and (b"<think>" in data or b"\\u003cthink" in data))):
+            if chat and (want_json or (strip and (data.find(b"<think>") >= 0 or data.find(b"\\u003cthink") >= 0))):
                 try:
                     obj = loads(data)
                 except ValueError:
@@ -816,7 +816,7 @@ class OpenAIApi:
                         )
                     break
                 piece = _rename(relay.feed(chunk), ctx.name_json)
-                if ctx.drop_usage and b'"usage"' in piece:
+                if ctx.drop_usage and piece.find(b'"usage"') >= 0:
                     piece = _drop_usage_events(piece)
                 if piece:
                     resp.relayed = True  # from here on the request can no longer go elsewhere

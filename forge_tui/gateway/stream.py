@@ -2,6 +2,9 @@
 
 Events are only re-serialised when the think stripper changed them; everything else leaves as
 the backend wrote it.
+
+Per-event tests for a substring use ``bytes.find``: ``x in some_bytes`` first tries ``x`` as an
+integer and raises (and clears) a TypeError before it searches.
 """
 
 from __future__ import annotations
@@ -70,10 +73,10 @@ class SseRelay:
             self._settled
             and not self._buf
             and chunk[-1:] == b"\n"
-            and b'"usage"' not in chunk
-            and b'"timings"' not in chunk
-            and b'"error"' not in chunk
-            and b"[DONE]" not in chunk
+            and chunk.find(b'"usage"') < 0
+            and chunk.find(b'"timings"') < 0
+            and chunk.find(b'"error"') < 0
+            and chunk.find(b"[DONE]") < 0
         ):
             # Whole lines of ordinary events once settled: count them and pass the bytes on as they
             # came (what the line-by-line path would rebuild, without splitting and joining).
@@ -100,7 +103,12 @@ class SseRelay:
         if payload == b"[DONE]":
             self.done = True
             return self.flush() + line
-        if self._settled and b'"usage"' not in payload and b'"timings"' not in payload and b'"error"' not in payload:
+        if (
+            self._settled
+            and payload.find(b'"usage"') < 0
+            and payload.find(b'"timings"') < 0
+            and payload.find(b'"error"') < 0
+        ):
             # Nothing left to learn from an ordinary chunk: count it and pass it on unparsed.
             self.events += 1
             return line
