@@ -379,3 +379,44 @@ async def test_a_multi_mib_body_read_whole_never_stalls(pools) -> None:
             assert await resp.read() == big
             resp.close()
         assert srv.connections == 1
+
+
+async def test_a_kept_head_goes_out_as_built_and_varying_headers_are_never_kept(pools) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    json_h = (("Content-Type", "application/json"),)
+    async with RawServer(handler) as srv:
+        pool = _pool(srv.port)
+        pools.append(pool)
+        sent = [
+            ("POST", "/v1/chat/completions", b'{"a":1}', json_h, True),
+            ("POST", "/v1/chat/completions", b'{"bb":22}', json_h, True),  # the kept head, a new length
+            ("POST", "/v1/embeddings", b"{}", json_h, True),
+            (
+                "POST",
+                "/v1/audio/transcriptions",
+                b"--x1",
+                (("Content-Type", "multipart/form-data; boundary=x1"),),
+                False,
+            ),
+            (
+                "POST",
+                "/v1/audio/transcriptions",
+                b"--y2",
+                (("Content-Type", "multipart/form-data; boundary=y2"),),
+                False,
+            ),
+        ]
+        for method, path, body, headers, same in sent:
+            resp = await pool.request(method, path, body, headers, same_headers=same)
+            assert await resp.read() == b"ok"
+            resp.close()
+    port = srv.port
+    for (method, path, body, headers, _), got in zip(sent, srv.requests, strict=True):
+        want = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+        assert got == want.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    assert set(pool._heads) == {("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings")}

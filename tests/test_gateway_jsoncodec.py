@@ -130,3 +130,30 @@ async def test_a_callers_big_integer_reaches_the_backend_exactly(gw: Harness, up
     assert sent[0]["llama_extra"] == BIG and type(sent[0]["llama_extra"]) is int
     assert str(BIG).encode() in up.requests[0].raw
     assert sent[1]["llama_extra"] == 7 and sent[1]["max_tokens"] == 5
+
+
+# ---------------------------------------------------------------------- token counts from answers
+def _answer(pad: int, **extra: Any) -> bytes:
+    body = {"object": "list", "data": [{"embedding": [0.125] * pad}], "model": "m", **extra}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("pad", [4, jsoncodec.FAST_PARSE_MAX // 5])  # parsed whole / searched for keys
+def test_token_counts_are_read_alike_from_small_and_large_answers(pad: int) -> None:
+    from forge_tui.gateway.api import _usage_from_bytes
+    from forge_tui.telemetry.records import RequestRecord
+
+    def counts(data: bytes) -> tuple[Any, Any, Any]:
+        r = RequestRecord(time=0.0, request_id="t", endpoint="e")
+        _usage_from_bytes(r, data)
+        return r.tokens_in, r.tokens_out, r.tokens_per_s
+
+    usage = {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    timings = {"prompt_n": 3, "cache_n": 9, "predicted_n": 5, "predicted_per_second": 41.5}
+    assert (len(_answer(pad)) > jsoncodec.FAST_PARSE_MAX) == (pad > 4)
+    assert counts(_answer(pad, usage=usage)) == (12, 7, None)
+    assert counts(_answer(pad, timings=timings)) == (12, 5, 41.5)  # llama.cpp: prompt_n + cache hits
+    assert counts(_answer(pad, usage=usage, timings=timings)) == (12, 7, 41.5)
+    assert counts(_answer(pad)) == (None, None, None)
+    assert counts(_answer(pad, usage={"prompt_tokens": "x"})) == (None, None, None)
+    assert counts(_answer(pad)[:-5]) == (None, None, None)  # cut short: nothing guessed

@@ -35,7 +35,7 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from .jsoncodec import loads
+from .jsoncodec import loads, peek
 from .openapi import openapi_bytes
 from .routing import Route, pin
 from .stream import SseRelay, dump_bytes, error_event
@@ -188,9 +188,9 @@ def _usage_into(rec: RequestRecord, usage: Any, timings: Any) -> None:
             rec.tokens_per_s = float(pps)
 
 
-# Token counts straight from the bytes: parsing a whole answer just for its usage costs more. Each
-# key is found with a plain search (inside JSON strings quotes are escaped, so a quoted key is
-# structural) and its number read right after it.
+# Token counts of a large answer straight from its bytes (parsing megabytes of embeddings for them
+# would cost more). Each key is found with a plain search (inside JSON strings quotes are escaped,
+# so a quoted key is structural) and its number read right after it.
 _NUM_AFTER_KEY = re.compile(rb"\s*:\s*([0-9][0-9.eE+-]*)")
 _PROMPT_TOKENS = b'"prompt_tokens"'
 _COMPLETION_TOKENS = b'"completion_tokens"'
@@ -205,6 +205,11 @@ def _num_after(data: bytes, key: bytes, start: int) -> bytes | None:
 
 
 def _usage_from_bytes(rec: RequestRecord, data: bytes) -> None:
+    obj = peek(data)
+    if obj is not None:  # a small answer: parsed whole (orjson) is cheaper than searched for keys
+        if isinstance(obj, dict):
+            _usage_into(rec, obj.get("usage"), obj.get("timings"))
+        return
     if data.find(b"_tokens") < 0 and data.find(b"predicted_n") < 0:  # find: see _swap_model
         return
     u, t = data.rfind(b'"usage"'), data.rfind(b'"timings"')
@@ -380,10 +385,9 @@ class OpenAIApi:
             ctx = Ctx(rec, time.perf_counter())
             gw._enter()
             try:
-                rec.source = _source(request.headers.get("x-forge-source"), None)
-                key_name = self._check_key(request)
-                if rec.source is None:
-                    rec.source = key_name
+                label = request.headers.get("x-forge-source")
+                key_name = self._check_key(request) if self._keys else None
+                rec.source = _source(label, key_name) if label is not None else key_name
                 resp = await impl(request, ctx)
                 if not rec.status:
                     rec.status = resp.status
@@ -513,9 +517,11 @@ class OpenAIApi:
     async def chat(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         body = await self._json(request)
         check_chat(body)
-        ctx.rec.asked = _asked(body.get("model"))
-        route = self.gw.table().resolve(body.get("model"), "chat", body)
-        route = self._pinned(request, route)
+        model = body.get("model")
+        ctx.rec.asked = model[:200] if isinstance(model, str) else None  # _asked, inline on this path
+        route = self.gw.table().resolve(model, "chat", body)
+        if "x-forge-placement" in request.headers:
+            route = self._pinned(request, route)
         ctx.routed(route)
         self._limits(body, route)
         image, audio = scan_parts(body)
@@ -526,7 +532,11 @@ class OpenAIApi:
                 b64_audio_duration(ia.get("data"), self.audio_max_s, what="input_audio")
         stream = body.get("stream") is True
         ctx.rec.stream = stream
-        payload = JsonPayload(_ask_usage(body, ctx), chat=True, thinking_header=request.headers.get("x-forge-thinking"))
+        payload = JsonPayload(
+            _ask_usage(body, ctx) if stream else body,
+            chat=True,
+            thinking_header=request.headers.get("x-forge-thinking"),
+        )
         rf = body.get("response_format")
         want_json = isinstance(rf, dict) and rf.get("type") in _JSON_FORMATS
         if want_json:

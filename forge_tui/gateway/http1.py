@@ -24,6 +24,7 @@ import asyncio
 import select
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -529,6 +530,7 @@ class Pool:
         self._tick = max(0.05, min(0.5, read_timeout / 4))
         shown = f"[{host}]" if ":" in host else host
         self._host_header = f"Host: {shown}:{port}\r\n".encode("latin-1")
+        self._heads: dict[tuple[str, str], bytes] = {}  # (method, path): the head up to Content-Length
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -633,19 +635,36 @@ class Pool:
         return None
 
     async def request(
-        self, method: str, path: str, body: bytes, headers: list[tuple[str, str]], read_timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        headers: Sequence[tuple[str, str]],
+        read_timeout: float | None = None,
+        *,
+        same_headers: bool = False,
     ) -> Response:
-        """Send one request, once; returns when the response head has arrived."""
-        head = [f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_header]
-        for k, v in headers:
-            head.append(f"{k}: {v}\r\n".encode("latin-1"))
-        head.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        data = b"".join(head) + body
+        """Send one request, once; returns when the response head has arrived. ``same_headers``:
+        these headers repeat from request to request (a fixed content type), so the head is built
+        once per (method, path) and kept."""
+        head = self._heads.get((method, path)) if same_headers else None
+        if head is None:
+            head = self._head(method, path, headers, same_headers)
+        data = b"".join((head, b"Content-Length: %d\r\n\r\n" % len(body), body))
         conn = self._take_idle()
         if conn is None:
             conn = await self._connect()
         conn.read_timeout = read_timeout or self.read_timeout
         return await conn.send(data, method == "HEAD")
+
+    def _head(self, method: str, path: str, headers: Sequence[tuple[str, str]], keep: bool) -> bytes:
+        lines = [f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), self._host_header]
+        for k, v in headers:
+            lines.append(f"{k}: {v}\r\n".encode("latin-1"))
+        head = b"".join(lines)
+        if keep and len(self._heads) < 64:  # a backend is sent a handful of paths: bounded all the same
+            self._heads[(method, path)] = head
+        return head
 
     async def get(self, path: str, read_timeout: float | None = None) -> Response:
         return await self.request("GET", path, b"", [], read_timeout)

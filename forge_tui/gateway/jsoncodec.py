@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FAST_PARSE_MAX", "dumps", "fast_loads", "loads"]
+__all__ = ["FAST_PARSE_MAX", "dumps", "fast_loads", "loads", "peek"]
 
 FAST_PARSE_MAX = 64 * 1024  # bytes: past this the digit scan costs more than orjson saves
 # A run of 19 digits: a number orjson might not keep exact (int64 has 19). Found by mapping every
@@ -43,6 +43,17 @@ def fast_loads(raw: bytes) -> tuple[bool, Any]:
         return True, _loads(raw)
     except orjson.JSONDecodeError:
         return False, None
+
+
+def peek(raw: bytes) -> Any:
+    """A small backend answer parsed to be read, never forwarded (token counts, timings): exactness
+    past 64 bits does not matter there. None when it is larger than ``FAST_PARSE_MAX`` or not JSON."""
+    if len(raw) > FAST_PARSE_MAX:
+        return None
+    try:
+        return _loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def loads(raw: bytes) -> Any:

@@ -56,7 +56,7 @@ _READY_TIMEOUT_S = 2.0  # a last-resort readiness check's wait for the health pa
 _RETRY_READY_S = 0.5  # a backend ready by its health path that still refused the request: ask again after
 _ERROR_BODY_LIMIT = 64 * 1024
 _LOG_TAIL_BYTES = 256 * 1024
-_JSON_HEADERS = [("Content-Type", "application/json")]
+_JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
 class Payload(Protocol):
@@ -474,10 +474,10 @@ class Upstream:
         """One try, never repeated on this backend: a startup signal or a failure moves the walk on."""
         body, ctype = payload.render(cand)
         pool = self.pools[be.name]
-        headers = _JSON_HEADERS if ctype == "application/json" else [("Content-Type", ctype)]
+        headers = _JSON_HEADERS if ctype == "application/json" else (("Content-Type", ctype),)
         where = be.where
         try:
-            resp = await pool.request("POST", path, body, headers)
+            resp = await pool.request("POST", path, body, headers, same_headers=headers is _JSON_HEADERS)
         except http1.ConnectRefused:
             be.count("connect_refused")
             if self._others_usable(order, index, refused=True):
