@@ -41,6 +41,7 @@ async def _start_runtime(args: argparse.Namespace, config: str, ex: Any) -> Any:
     except (GatewayBindError, HistoryError) as exc:
         await rt.stop()
         return str(exc)
+    aio.settle_gc()  # started: the long-lived graph is built (a process-wide policy, hence here, in the CLI)
     return rt
 
 
