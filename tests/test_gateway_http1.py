@@ -184,7 +184,84 @@ async def test_idle_connections_older_than_the_ttl_are_not_reused(pools) -> None
             resp = await pool.request("GET", "/", b"", [])
             assert await resp.read() == b"ok"
             resp.close()
-        assert srv.connections == 2 and pool.counts["stale_closed"] == 1
+        # not reused: closed by the idle reaper once past the TTL (or found stale when taken)
+        assert srv.connections == 2
+        assert pool.counts.get("idle_closed", 0) + pool.counts.get("stale_closed", 0) == 1
+
+
+async def test_idle_connections_past_the_ttl_are_closed_with_no_request_to_find_them(pools) -> None:
+    closed = 0
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal closed
+        try:
+            while True:
+                await srv.read_request(r)
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await w.drain()
+        except asyncio.IncompleteReadError:
+            closed += 1  # the gateway's side went away (a backend that never times out idle keep-alive)
+            raise
+
+    async with RawServer(handler) as srv:
+        pool = http1.Pool("127.0.0.1", srv.port, connect_timeout=2, read_timeout=5, idle_ttl_s=0.2)
+        pools.append(pool)
+
+        async def one() -> None:
+            resp = await pool.request("GET", "/", b"", [])
+            assert await resp.read() == b"ok"
+            resp.close()
+
+        await asyncio.gather(one(), one(), one())
+        assert srv.connections == 3 and len(pool._idle) == 3
+        for _ in range(40):  # bounded: 2 s for a 0.2 s TTL
+            if closed == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert closed == 3 and pool.counts["idle_closed"] == 3
+        assert not pool._idle and pool._reaper is None and pool.open_connections == 0
+        await one()  # the pool goes on with a new connection
+        assert srv.connections == 4 and pool._reaper is not None
+
+
+async def test_connections_the_backend_closed_make_room_in_a_full_idle_list(pools) -> None:
+    release = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        n = srv.connections
+        await srv.read_request(r)
+        if n == 3:
+            await release.wait()  # the third answer comes once the first two connections are dead
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await w.drain()
+        if n <= 2:
+            return  # answered, then closed by the backend while idle in the pool
+        while True:
+            await srv.read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+
+    async with RawServer(handler) as srv:
+        pool = http1.Pool("127.0.0.1", srv.port, connect_timeout=2, read_timeout=5, max_idle=2, idle_ttl_s=30)
+        pools.append(pool)
+
+        async def one() -> None:
+            resp = await pool.request("GET", "/", b"", [])
+            assert await resp.read() == b"ok"
+            resp.close()
+
+        third = asyncio.ensure_future(asyncio.gather(one(), one(), one()))
+        for _ in range(40):  # bounded: the first two answered, back in the pool, and closed by the backend
+            if len(pool._idle) == 2 and all(c.lost for c, _ in pool._idle):
+                break
+            await asyncio.sleep(0.05)
+        assert len(pool._idle) == 2 and all(c.lost for c, _ in pool._idle)
+        release.set()
+        await third
+        # the third connection came back to a full list of dead entries: they made room, it was kept
+        assert [c.lost for c, _ in pool._idle] == [False]
+        await one()
+        assert srv.connections == 3  # and it is reused
 
 
 async def test_a_close_the_loop_has_not_seen_yet_is_found_by_the_idle_poll(pools) -> None:

@@ -526,6 +526,7 @@ class Pool:
         self._idle: deque[tuple[_Conn, float]] = deque()
         self._all: set[_Conn] = set()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._reaper: asyncio.TimerHandle | None = None  # closes idle connections past the TTL
         # One timer per pool instead of one per request: sweep busy connections for silence.
         self._tick = max(0.05, min(0.5, read_timeout / 4))
         shown = f"[{host}]" if ":" in host else host
@@ -536,13 +537,44 @@ class Pool:
         self.counts[what] = self.counts.get(what, 0) + 1
 
     def put(self, conn: _Conn) -> None:
-        if len(self._idle) >= self.max_idle:
+        idle = self._idle
+        now = _monotonic()
+        if len(idle) >= self.max_idle:
+            self._reap_idle(now)  # dead or expired entries make room first
+            if len(idle) >= self.max_idle:
+                conn.lost = True
+                self.forget(conn)
+                if conn.transport is not None:
+                    conn.transport.close()
+                return
+        idle.append((conn, now))
+        if self._reaper is None:
+            self._reaper = _get_loop().call_later(self.idle_ttl_s, self._reap)
+
+    def _reap(self) -> None:
+        # Idle connections past the TTL are closed even when no request comes to find them stale: a
+        # backend that never times out its keep-alive (Go's default) would otherwise hold them.
+        self._reaper = None
+        now = _monotonic()
+        self._reap_idle(now)
+        if self._idle:
+            due = self._idle[0][1] + self.idle_ttl_s - now
+            self._reaper = _get_loop().call_later(max(0.05, due), self._reap)
+
+    def _reap_idle(self, now: float) -> None:
+        """Close idle connections past the TTL and drop ones the backend closed, oldest first (the
+        deque is in the order connections came back; requests take from the newest end)."""
+        idle = self._idle
+        ttl = self.idle_ttl_s
+        while idle and (idle[0][0].lost or now - idle[0][1] > ttl):
+            conn, _ = idle.popleft()
+            if conn.lost:
+                continue
+            self._count("idle_closed")
             conn.lost = True
             self.forget(conn)
             if conn.transport is not None:
                 conn.transport.close()
-            return
-        self._idle.append((conn, _monotonic()))
 
     def forget(self, conn: _Conn) -> None:
         self._all.discard(conn)
@@ -673,6 +705,9 @@ class Pool:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for conn, _ in self._idle:
             if conn.transport is not None:
                 conn.transport.close()
