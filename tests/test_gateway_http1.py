@@ -17,6 +17,7 @@ from forge_tui.gateway import http1
 from forge_tui.launch import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 class RawServer:
@@ -45,6 +46,13 @@ class RawServer:
         assert self.server is not None
         self.server.close()
 
+    async def answer_ok(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        """Answer every request on this connection with a keep-alive 200 "ok" until the peer closes."""
+        while True:
+            await self.read_request(r)
+            w.write(OK)
+            await w.drain()
+
     async def read_request(self, r: asyncio.StreamReader) -> bytes:
         head = await r.readuntil(b"\r\n\r\n")
         length = 0
@@ -54,6 +62,12 @@ class RawServer:
         body = await r.readexactly(length)
         self.requests.append(head + body)
         return head + body
+
+
+async def get_ok(pool: http1.Pool) -> None:
+    resp = await pool.request("GET", "/", b"", [])
+    assert await resp.read() == b"ok"
+    resp.close()
 
 
 def _pool(port: int, read_timeout: float = 5.0) -> http1.Pool:
@@ -171,10 +185,7 @@ async def test_a_connection_the_backend_closed_while_idle_is_not_reused(pools) -
 
 async def test_idle_connections_older_than_the_ttl_are_not_reused(pools) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while True:
-            await srv.read_request(r)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await w.drain()
+        await srv.answer_ok(r, w)
 
     async with RawServer(handler) as srv:
         pool = http1.Pool("127.0.0.1", srv.port, connect_timeout=2, read_timeout=5, idle_ttl_s=0.1)
@@ -195,10 +206,7 @@ async def test_idle_connections_past_the_ttl_are_closed_with_no_request_to_find_
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         nonlocal closed
         try:
-            while True:
-                await srv.read_request(r)
-                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await w.drain()
+            await srv.answer_ok(r, w)
         except asyncio.IncompleteReadError:
             closed += 1  # the gateway's side went away (a backend that never times out idle keep-alive)
             raise
@@ -207,12 +215,7 @@ async def test_idle_connections_past_the_ttl_are_closed_with_no_request_to_find_
         pool = http1.Pool("127.0.0.1", srv.port, connect_timeout=2, read_timeout=5, idle_ttl_s=0.2)
         pools.append(pool)
 
-        async def one() -> None:
-            resp = await pool.request("GET", "/", b"", [])
-            assert await resp.read() == b"ok"
-            resp.close()
-
-        await asyncio.gather(one(), one(), one())
+        await asyncio.gather(get_ok(pool), get_ok(pool), get_ok(pool))
         assert srv.connections == 3 and len(pool._idle) == 3
         for _ in range(40):  # bounded: 2 s for a 0.2 s TTL
             if closed == 3:
@@ -220,7 +223,7 @@ async def test_idle_connections_past_the_ttl_are_closed_with_no_request_to_find_
             await asyncio.sleep(0.05)
         assert closed == 3 and pool.counts["idle_closed"] == 3
         assert not pool._idle and pool._reaper is None and pool.open_connections == 0
-        await one()  # the pool goes on with a new connection
+        await get_ok(pool)  # the pool goes on with a new connection
         assert srv.connections == 4 and pool._reaper is not None
 
 
@@ -232,25 +235,16 @@ async def test_connections_the_backend_closed_make_room_in_a_full_idle_list(pool
         await srv.read_request(r)
         if n == 3:
             await release.wait()  # the third answer comes once the first two connections are dead
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        w.write(OK)
         await w.drain()
-        if n <= 2:
-            return  # answered, then closed by the backend while idle in the pool
-        while True:
-            await srv.read_request(r)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await w.drain()
+        if n > 2:  # the first two: answered, then closed by the backend while idle in the pool
+            await srv.answer_ok(r, w)
 
     async with RawServer(handler) as srv:
         pool = http1.Pool("127.0.0.1", srv.port, connect_timeout=2, read_timeout=5, max_idle=2, idle_ttl_s=30)
         pools.append(pool)
 
-        async def one() -> None:
-            resp = await pool.request("GET", "/", b"", [])
-            assert await resp.read() == b"ok"
-            resp.close()
-
-        third = asyncio.ensure_future(asyncio.gather(one(), one(), one()))
+        third = asyncio.ensure_future(asyncio.gather(get_ok(pool), get_ok(pool), get_ok(pool)))
         for _ in range(40):  # bounded: the first two answered, back in the pool, and closed by the backend
             if len(pool._idle) == 2 and all(c.lost for c, _ in pool._idle):
                 break
@@ -260,7 +254,7 @@ async def test_connections_the_backend_closed_make_room_in_a_full_idle_list(pool
         await third
         # the third connection came back to a full list of dead entries: they made room, it was kept
         assert [c.lost for c, _ in pool._idle] == [False]
-        await one()
+        await get_ok(pool)
         assert srv.connections == 3  # and it is reused
 
 
@@ -460,10 +454,7 @@ async def test_a_multi_mib_body_read_whole_never_stalls(pools) -> None:
 
 async def test_a_kept_head_goes_out_as_built_and_varying_headers_are_never_kept(pools) -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        while True:
-            await srv.read_request(r)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await w.drain()
+        await srv.answer_ok(r, w)
 
     json_h = (("Content-Type", "application/json"),)
     async with RawServer(handler) as srv:
