@@ -41,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also run bench.slowclients: N connections trickling headers while a good client is measured",
     )
+    ap.add_argument(
+        "--trial-records",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run bench.trial: N synthetic records through the real history writer, then the trial "
+        "report and the Trial screen on them (10000000 for the budget: about 15 minutes)",
+    )
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
@@ -58,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 log=lambda m: print(m, file=sys.stderr, flush=True),
                 failover_s=args.failover,
                 slow_clients=args.slow_clients,
+                trial_records=args.trial_records,
             )
         )
     except BenchError as exc:
@@ -81,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             shown.append(f"--forge-args={shlex.quote(args.forge_args)}")
         if args.no_pin:
             shown.append("--no-pin")
+        if args.trial_records:
+            shown.append(f"--trial-records {args.trial_records}")
         Path(args.markdown).write_text(markdown(summary, " ".join(shown)))
     return 0
 

@@ -768,6 +768,22 @@ def budget(s: dict[str, Any]) -> dict[str, Phase]:
     check("rss_growth_mb_second_half <= 3 (no growth)", v, 3.0, None if v is None else v <= 3.0, note)
     v = get("startup_s")
     check("startup_s <= 1.5", v, 1.5, None if v is None else v <= 1.5)
+    trial = s.get("trial")
+    if isinstance(trial, dict):
+        n = int(trial.get("records", 0))
+        big = "" if n >= 10_000_000 else f"over {n:,} records, not 10 M"
+        check("trial report over the history <= 2 s", float(trial["report_s"]), 2.0, trial["report_s"] <= 2.0, big)
+        check("Trial screen open <= 1 s", float(trial["screen_s"]), 1.0, trial["screen_s"] <= 1.0, big)
+        v = float(trial["bytes_per_record_after_rollup"])
+        check("history bytes per record after rollup <= 60", v, 60.0, v <= 60.0, big)
+        lost = float(trial["paced_dropped"]) + float(trial["dropped"])
+        check(
+            "history writer at 5,000 records/s: dropped",
+            lost,
+            0.0,
+            lost == 0,
+            f"rate held {float(trial['paced_rate']):.0f}/s, peak backlog {int(trial['paced_peak_pending']):,}",
+        )
     d = get("rps_c32_direct")
     if d is not None and g:
         # not a budget item: the figures above only mean something if this holds
@@ -925,6 +941,8 @@ def markdown(s: dict[str, Any], command: str) -> str:
         lines += ["", str(s["failover_md"]).rstrip("\n")]
     if "slow_clients_md" in s:
         lines += ["", str(s["slow_clients_md"]).rstrip("\n")]
+    if "trial_md" in s:
+        lines += ["", str(s["trial_md"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -945,6 +963,7 @@ async def run_benchmark(
     log: Callable[[str], None] = print,
     failover_s: float = 0.0,
     slow_clients: int = 0,
+    trial_records: int = 0,
 ) -> dict[str, Any]:
     """Measure ``targets`` side by side; ``forge_args`` are appended to both forge-tui commands.
 
@@ -1054,7 +1073,54 @@ async def run_benchmark(
         sr = await run_slow_clients(slow_clients, log=log)
         summary["slow_clients"] = asdict(sr)
         summary["slow_clients_md"] = slow_markdown(sr)
+    if trial_records > 0:  # the trial-history section (bench.trial): writer, disk, report and screen over N records
+        summary["trial"] = await run_trial_bench(trial_records, log)
+        from .trial import section
+
+        summary["trial_md"] = section(summary["trial"])
+        summary["budget"] = budget(summary)  # judged with the trial's figures too
     return summary
+
+
+TRIAL_CAP_S = 7200.0  # 10 M records take ~15 minutes on 2 cores; a run past two hours is stuck
+
+
+async def run_trial_bench(records: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``python -m bench.trial --records N`` in its own process (its writer thread and its Textual
+    screen stay out of this one); its figures."""
+    with tempfile.TemporaryDirectory(prefix="forge-bench-trial-") as tmp:
+        out = Path(tmp) / "trial.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.trial",
+            "--records",
+            str(records),
+            "--pace-s",
+            str(min(20.0, records / 5000.0)),
+            "--json",
+            str(out),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(REPO),
+            env=_child_env(),
+        )
+        assert proc.stderr is not None
+        log(f"trial history: {records:,} records through the real writer")
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), TRIAL_CAP_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BenchError(f"bench.trial did not finish within {TRIAL_CAP_S:.0f} s") from None
+        except BaseException:  # stopped (SIGTERM, Ctrl-C): the child goes too
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0 or not out.is_file():
+            raise BenchError(f"bench.trial failed (exit {proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
 
 
 async def _start_target(

@@ -31,7 +31,7 @@ from forge_tui.state import AuditEntry
 from forge_tui.telemetry import ErrorClass, RequestRecord
 from forge_tui.telemetry._history import History
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "section", "table"]
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "forge_tui" / "data" / "demo.yaml"
@@ -259,6 +259,14 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def section(out: dict[str, Any]) -> str:
+    """The figures as a bench/RESULTS.md section."""
+    return (
+        f"## Trial history ({out['records']:,} records, `python -m bench.trial --records {out['records']}`)\n\n"
+        f"{os.cpu_count()} CPUs shared with other work.\n\n{table(out)}\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.trial", description=__doc__)
     ap.add_argument("--records", type=int, default=10_000_000, help="synthetic records for the week (default 10 M)")
@@ -287,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     if args.markdown:
         with open(args.markdown, "a", encoding="utf-8") as fh:
-            fh.write(
-                f"\n## Trial history ({out['records']:,} records, `python -m bench.trial"
-                f" --records {out['records']}`)\n\n{os.cpu_count()} CPUs shared with other work.\n\n{table(out)}\n"
-            )
+            fh.write("\n" + section(out))
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 from rich.console import Console
 from textual.app import App
@@ -21,6 +23,7 @@ from textual.widget import Widget
 
 from forge_tui.config.models import Catalog
 from forge_tui.control.base import ControlError
+from forge_tui.runtime import Runtime
 from forge_tui.schema import (
     AuditInfo,
     BackendInfo,
@@ -52,6 +55,42 @@ __all__ = [
 ]
 
 ADMIN_TOKEN = "console-test-token"
+
+
+def console_runtime(
+    catalog: Catalog,
+    tmp_path: Path,
+    *,
+    name: str = "console.yaml",
+    state: str = "state",
+    history: bool = False,
+    with_hosts: bool = False,
+    probe_interval_s: float = 15.0,
+) -> Runtime:
+    """A forge on a free loopback port with the tests' admin token, not yet started."""
+    return Runtime(
+        tmp_path / name,
+        catalog=catalog,
+        state_dir=tmp_path / state,
+        host="127.0.0.1",
+        port=0,
+        admin_token=ADMIN_TOKEN,
+        with_hosts=with_hosts,
+        history=history,
+        probe_interval_s=probe_interval_s,
+    )
+
+
+@asynccontextmanager
+async def running_runtime(catalog: Catalog, tmp_path: Path, **kw: object) -> AsyncIterator[Runtime]:
+    """``console_runtime`` started, and stopped (5 s drain) when the block ends."""
+    rt = console_runtime(catalog, tmp_path, **kw)  # type: ignore[arg-type]
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.stop(drain_timeout=5)
+
 
 # 2026-04-10 12:00:00 UTC: every time in the recorded snapshot is relative to this.
 T0 = 1775822400.0

@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 def test_tiny_run_reports_every_required_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--json", str(out)],
+        [sys.executable, "-m", "bench", "--tiny", "--trial-records", "20000", "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     data = json.loads(out.read_text())
@@ -52,3 +52,10 @@ def test_tiny_run_reports_every_required_figure(tmp_path: Path) -> None:
     # The table names every required figure.
     for key in REQUIRED_KEYS:
         assert key in proc.stdout
+    # The trial-history section ran through the real writer, report and screen, and is judged.
+    trial = data["trial"]
+    assert trial["records"] == 20000 and trial["dropped"] == 0 and trial["report_exit"] == 0
+    assert trial["report_requests"] > 0 and trial["screen_s"] > 0
+    assert "history writer at 5,000 records/s: dropped" in proc.stdout
+    assert "Trial screen open <= 1 s" in proc.stdout
+    assert "## Trial history (20,000 records" in data["trial_md"]

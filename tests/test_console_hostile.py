@@ -25,7 +25,7 @@ from forge_tui.console.widgets.requests import RequestsTable
 from forge_tui.control.local import LocalControl
 from forge_tui.runtime import Runtime
 
-from .console_support import ADMIN_TOKEN, console_catalog, screen_text, wait_until, widget_text
+from .console_support import console_catalog, running_runtime, screen_text, wait_until, widget_text
 
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(240)]
 
@@ -36,21 +36,8 @@ HUGE = "m" * 10_240
 
 @pytest.fixture
 async def runtime(llama_server, tmp_path: Path) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
-    rt = Runtime(
-        tmp_path / "console.yaml",
-        catalog=console_catalog(llama_server.url),
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        admin_token=ADMIN_TOKEN,
-        with_hosts=False,
-        history=False,
-    )
-    await rt.start()
-    try:
+    async with running_runtime(console_catalog(llama_server.url), tmp_path) as rt:
         yield rt
-    finally:
-        await rt.stop(drain_timeout=5)
 
 
 async def _hostile_traffic(url: str) -> list[int]:

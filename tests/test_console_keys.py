@@ -41,7 +41,7 @@ from forge_tui.control.local import LocalControl
 from forge_tui.control.remote import RemoteControl
 from forge_tui.runtime import Runtime
 
-from .console_support import ADMIN_TOKEN, console_catalog, screen_text, wait_until, widget_text
+from .console_support import ADMIN_TOKEN, console_catalog, console_runtime, screen_text, wait_until, widget_text
 from .support.fake_llama_build import FakeLlamaRepo, lab_catalog_data, make_repo
 from .support.gguf_files import lab_models_dir
 from .support.sshd import Sshd, sshd_available, start_sshd
@@ -88,16 +88,7 @@ class Forge:
 
 
 async def _start(catalog: Catalog, tmp_path: Path, mode: str) -> tuple[Runtime, Control]:
-    rt = Runtime(
-        tmp_path / "console.yaml",
-        catalog=catalog,
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        admin_token=ADMIN_TOKEN,
-        with_hosts=True,
-        history=False,
-    )
+    rt = console_runtime(catalog, tmp_path, with_hosts=True)
     await rt.start()
     control: Control = LocalControl(rt) if mode == "embedded" else RemoteControl(rt.gateway.url, ADMIN_TOKEN)
     return rt, control
@@ -745,15 +736,11 @@ async def _box_forge(
         build=build,
         gateway={"health_interval_s": 1, "history": False},
     )
-    rt = Runtime(
-        tmp_path / "box.yaml",
-        catalog=Catalog.model_validate(data),
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        admin_token=ADMIN_TOKEN,
+    rt = console_runtime(
+        Catalog.model_validate(data),
+        tmp_path,
+        name="box.yaml",
         with_hosts=True,
-        history=False,
         probe_interval_s=probe_interval_s or 15.0,
     )
     await rt.start()

@@ -37,22 +37,20 @@ from forge_tui.console.widgets.requests import RequestsTable
 from forge_tui.control.local import LocalControl
 from forge_tui.runtime import Runtime
 
-from .console_support import ADMIN_TOKEN, console_catalog, console_catalog_data, wait_until, widget_text
+from .console_support import (
+    ADMIN_TOKEN,
+    console_catalog,
+    console_catalog_data,
+    console_runtime,
+    wait_until,
+    widget_text,
+)
 
 pytestmark = [pytest.mark.llama, pytest.mark.timeout(240)]
 
 
 async def _runtime(catalog: Catalog, tmp_path: Path) -> Runtime:
-    rt = Runtime(
-        tmp_path / "console.yaml",
-        catalog=catalog,
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        admin_token=ADMIN_TOKEN,
-        with_hosts=False,
-        history=False,
-    )
+    rt = console_runtime(catalog, tmp_path)
     await rt.start()
     return rt
 

@@ -23,7 +23,7 @@ from forge_tui.runtime import Runtime
 from forge_tui.state import AuditEntry, RoutingState
 from forge_tui.telemetry import ErrorClass, Telemetry
 
-from .console_support import ADMIN_TOKEN, console_catalog_data, wait_until
+from .console_support import ADMIN_TOKEN, console_catalog_data, console_runtime, running_runtime, wait_until
 from .test_trial_scorecard import SWAP, T0, req, write
 
 A, B = "gemma-a", "gemma-b"
@@ -37,21 +37,8 @@ def _catalog(url: str) -> Catalog:
 
 @pytest.fixture
 async def rt(llama_server, tmp_path: Path) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
-    runtime = Runtime(
-        tmp_path / "trial.yaml",
-        catalog=_catalog(llama_server.url),
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        admin_token=ADMIN_TOKEN,
-        with_hosts=False,
-        history=True,
-    )
-    await runtime.start()
-    try:
+    async with running_runtime(_catalog(llama_server.url), tmp_path, name="trial.yaml", history=True) as runtime:
         yield runtime
-    finally:
-        await runtime.stop(drain_timeout=5)
 
 
 async def _send(url: str, n: int, source: str = "agent", *, json_mode: bool = False) -> None:
@@ -210,15 +197,7 @@ def test_trial_screen_snapshot(snap_compare, tmp_path: Path) -> None:  # type: i
 async def test_source_comes_from_the_header_or_the_named_api_key(llama_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = console_catalog_data(llama_server.url)
     data["gateway"] = {"health_interval_s": 1, "history": True, "named_api_keys": {"nightly-job": "k-job"}}
-    runtime = Runtime(
-        tmp_path / "t.yaml",
-        catalog=Catalog.model_validate(data),
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        with_hosts=False,
-        history=True,
-    )
+    runtime = console_runtime(Catalog.model_validate(data), tmp_path, name="t.yaml", history=True)
     await runtime.start()
     try:
         body = {"model": "default-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -250,16 +229,7 @@ async def test_attached_promote_and_a_gateway_without_history(rt: Runtime, llama
         assert not again.ok and "not in a trial" in again.message
     finally:
         await remote.close()
-    bare = Runtime(
-        tmp_path / "bare.yaml",
-        catalog=_catalog(llama_server.url),
-        state_dir=tmp_path / "bare-state",
-        host="127.0.0.1",
-        port=0,
-        admin_token=ADMIN_TOKEN,
-        with_hosts=False,
-        history=False,
-    )
+    bare = console_runtime(_catalog(llama_server.url), tmp_path, name="bare.yaml", state="bare-state")
     await bare.start()
     remote = RemoteControl(bare.gateway.url, ADMIN_TOKEN)
     try:
@@ -280,15 +250,7 @@ async def test_a_request_that_waits_out_a_startup_is_a_cold_start(llama_server_f
     data = console_catalog_data(f"http://127.0.0.1:{port}")
     data["gateway"] = {"health_interval_s": 1, "history": True}
     data["backends"]["local-chat"]["warmup_timeout_s"] = 120  # type: ignore[index]
-    runtime = Runtime(
-        tmp_path / "t.yaml",
-        catalog=Catalog.model_validate(data),
-        state_dir=tmp_path / "state",
-        host="127.0.0.1",
-        port=0,
-        with_hosts=False,
-        history=True,
-    )
+    runtime = console_runtime(Catalog.model_validate(data), tmp_path, name="t.yaml", history=True)
     await runtime.start()
     try:
         first = asyncio.create_task(_send(runtime.url or "", 1))
