@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="also run bench.trial: N synthetic records through the real history writer, then the trial "
-        "report and the Trial screen on them (10000000 for the budget: about 15 minutes)",
+        "report and the Trial screen on them (10000000 for the budget: a few minutes)",
     )
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"

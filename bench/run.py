@@ -1082,7 +1082,7 @@ async def run_benchmark(
     return summary
 
 
-TRIAL_CAP_S = 7200.0  # 10 M records take ~15 minutes on 2 cores; a run past two hours is stuck
+TRIAL_CAP_S = 7200.0  # 10 M records take ~4 minutes on 2 cores; a run past two hours is stuck
 
 
 async def run_trial_bench(records: int, log: Callable[[str], None] = print) -> dict[str, Any]:
